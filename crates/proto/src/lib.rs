@@ -1,0 +1,27 @@
+//! Outpost's configuration schema, defined once as protobuf messages.
+//!
+//! A tour of the crate:
+//! - [`config::v1`]: the generated prost types (`proto/outpost/config/v1/config.proto`), with
+//!   serde impls that follow the proto3 JSON mapping (pbjson). The control plane stores them,
+//!   the admin API takes them as JSON, the gRPC stream pushes them.
+//! - [`load`]: a config from YAML or JSON text, as a standalone edge reads it.
+//! - [`expression`]: the `$variable` templates used in header values, keys and redirects.
+//! - [`validate`]: checks a whole config and returns every error with its field path.
+//!
+//! This crate does no I/O: it turns bytes into checked values and nothing else.
+
+pub mod config {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        include!(concat!(env!("OUT_DIR"), "/outpost.config.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/outpost.config.v1.serde.rs"));
+    }
+}
+
+pub mod expression;
+pub mod load;
+pub mod validate;
+
+pub use config::v1 as pb;
+pub use load::{LoadError, SourceFormat, parse_config};
+pub use validate::{FieldError, ValidationErrors, validate};
