@@ -1,0 +1,264 @@
+//! The config the workers serve: a [`Snapshot`] compiled from a validated `pb::Config`, swapped
+//! atomically on reload. Requests hold the snapshot they started with until they finish, so a
+//! reload never changes a request halfway.
+
+pub mod host_router;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_proto::pb;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+
+use crate::metrics::{AppMetrics, Metrics};
+use crate::rules::PageRule;
+use crate::upstream::{PeerStates, Upstream};
+use host_router::HostRouter;
+
+/// A compiled application.
+pub struct Application {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub is_default: bool,
+    pub certificate: Option<Arc<CertifiedKey>>,
+    pub upstream: Option<Arc<str>>,
+    pub rules: Vec<PageRule>,
+    pub declared: Vec<(String, String)>,
+    pub metrics: AppMetrics,
+}
+
+impl Application {
+    #[cfg(test)]
+    pub fn for_test(name: &str, domains: &[&str], is_default: bool) -> Self {
+        Application {
+            name: name.into(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            is_default,
+            certificate: None,
+            upstream: None,
+            rules: vec![],
+            declared: vec![],
+            metrics: Metrics::default().app(name),
+        }
+    }
+}
+
+pub struct ListenerSpec {
+    pub tls: bool,
+    pub router: HostRouter,
+}
+
+/// Server limits, with defaults filled in.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Combined,
+    Json,
+    Off,
+}
+
+pub struct Snapshot {
+    pub version: u64,
+    /// By configured address.
+    pub listeners: HashMap<SocketAddr, ListenerSpec>,
+    pub upstreams: HashMap<Arc<str>, Arc<Upstream>>,
+    /// Every application, for SNI certificate choice.
+    pub sni: HostRouter,
+    pub fallback_cert: Option<Arc<CertifiedKey>>,
+    pub limits: Limits,
+    pub access_log: AccessLogFormat,
+    /// The metrics of requests that match no application.
+    pub unrouted: AppMetrics,
+}
+
+/// A config the validator passed but this edge cannot serve (a host name that does not
+/// resolve, a feature not in this build).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct CompileError {
+    pub path: String,
+    pub message: String,
+}
+
+fn err(path: String, message: impl Into<String>) -> CompileError {
+    CompileError {
+        path,
+        message: message.into(),
+    }
+}
+
+impl Snapshot {
+    pub fn compile(
+        cfg: &pb::Config,
+        states: &Arc<PeerStates>,
+        metrics: &Metrics,
+    ) -> Result<Snapshot, CompileError> {
+        let mut certs: HashMap<&str, Arc<CertifiedKey>> = HashMap::new();
+        for (i, c) in cfg.certificates.iter().enumerate() {
+            let key = certified_key(&c.cert_pem, &c.key_pem)
+                .map_err(|e| err(format!("certificates[{i}]"), e))?;
+            certs.insert(&c.name, key);
+        }
+
+        let mut upstreams = HashMap::new();
+        for (i, u) in cfg.upstreams.iter().enumerate() {
+            let up = Upstream::compile(u, states, metrics)
+                .map_err(|(f, m)| err(format!("upstreams[{i}].{f}"), m))?;
+            upstreams.insert(Arc::from(u.name.as_str()), Arc::new(up));
+        }
+        let live: HashSet<(String, SocketAddr)> = upstreams
+            .values()
+            .flat_map(|u| {
+                u.peers
+                    .load()
+                    .all()
+                    .map(|p| (u.name.to_string(), p.addr))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        states.retain(&live);
+
+        let mut listeners: HashMap<SocketAddr, ListenerSpec> = HashMap::new();
+        let mut sni = HostRouter::default();
+        let mut fallback_cert = None;
+        for (i, a) in cfg.applications.iter().enumerate() {
+            let path = format!("applications[{i}]");
+            if let Some(lua) = &a.lua
+                && *lua != pb::LuaPhases::default()
+            {
+                return Err(err(
+                    format!("{path}.lua"),
+                    "Lua is not available in this edge build yet",
+                ));
+            }
+            if !a.cache_rules.is_empty() {
+                return Err(err(
+                    format!("{path}.cache_rules"),
+                    "caching is not available in this edge build yet",
+                ));
+            }
+            let rules = a
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(j, r)| {
+                    PageRule::compile(r, &format!("{}/{j}", a.name))
+                        .map_err(|(f, m)| err(format!("{path}.rules[{j}].{f}"), m))
+                })
+                .collect::<Result<_, _>>()?;
+            let certificate = certs.get(a.certificate.as_str()).cloned();
+            let app = Arc::new(Application {
+                name: a.name.clone(),
+                domains: a.domains.clone(),
+                is_default: a.is_default,
+                certificate: certificate.clone(),
+                upstream: (!a.upstream.is_empty()).then(|| Arc::from(a.upstream.as_str())),
+                rules,
+                declared: a
+                    .variables
+                    .iter()
+                    .map(|v| (v.name.clone(), v.default_value.clone()))
+                    .collect(),
+                metrics: metrics.app(&a.name),
+            });
+            for (j, l) in a.listeners.iter().enumerate() {
+                let addr: SocketAddr = l
+                    .address
+                    .parse()
+                    .map_err(|_| err(format!("{path}.listeners[{j}].address"), "not ip:port"))?;
+                listeners
+                    .entry(addr)
+                    .or_insert_with(|| ListenerSpec {
+                        tls: l.tls,
+                        router: HostRouter::default(),
+                    })
+                    .router
+                    .insert(&app);
+            }
+            if certificate.is_some() {
+                sni.insert(&app);
+                if fallback_cert.is_none() || a.is_default {
+                    fallback_cert = certificate;
+                }
+            }
+        }
+
+        let s = cfg.server.clone().unwrap_or_default();
+        let limits = Limits {
+            max_header_bytes: if s.max_header_bytes == 0 {
+                64 * 1024
+            } else {
+                s.max_header_bytes as usize
+            },
+            max_body_bytes: if s.max_body_bytes == 0 {
+                1 << 30
+            } else {
+                s.max_body_bytes
+            },
+            header_timeout: Duration::from_millis(if s.header_timeout_ms == 0 {
+                30_000
+            } else {
+                s.header_timeout_ms as u64
+            }),
+            idle_timeout: Duration::from_millis(if s.idle_timeout_ms == 0 {
+                75_000
+            } else {
+                s.idle_timeout_ms as u64
+            }),
+            shutdown_grace: Duration::from_millis(if s.shutdown_grace_ms == 0 {
+                30_000
+            } else {
+                s.shutdown_grace_ms as u64
+            }),
+        };
+        let access_log = match pb::AccessLogFormat::try_from(s.access_log_format) {
+            Ok(pb::AccessLogFormat::Json) => AccessLogFormat::Json,
+            Ok(pb::AccessLogFormat::Off) => AccessLogFormat::Off,
+            _ => AccessLogFormat::Combined,
+        };
+        Ok(Snapshot {
+            version: cfg.version,
+            listeners,
+            upstreams,
+            sni,
+            fallback_cert,
+            limits,
+            access_log,
+            unrouted: metrics.app("-"),
+        })
+    }
+
+    /// The certificate for a TLS client hello's server name.
+    pub fn certificate_for(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        server_name
+            .and_then(|n| self.sni.route(&host_router::normalize_host(n)))
+            .and_then(|app| app.certificate.clone())
+            .or_else(|| self.fallback_cert.clone())
+    }
+}
+
+fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cert_pem: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| format!("key_pem: {e}"))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("key_pem: {e}"))?;
+    let ck = CertifiedKey::new(chain, signing);
+    ck.keys_match()
+        .map_err(|e| format!("key_pem does not match cert_pem: {e}"))?;
+    Ok(Arc::new(ck))
+}

@@ -1,0 +1,208 @@
+//! Prometheus metrics of the edge, served on the admin listener at `/metrics`.
+//!
+//! Label sets are bounded: application and upstream names come from the config, status is a
+//! class (`2xx`), peers are the configured or discovered ones. Per-application and
+//! per-upstream handles are resolved when a config is compiled, so the request path only
+//! increments atomics.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<Labels, Counter>,
+    request_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    bytes_sent: Family<Labels, Counter>,
+    bytes_received: Family<Labels, Counter>,
+    upstream_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    upstream_errors: Family<Labels, Counter>,
+    peer_up: Family<Labels, Gauge>,
+    pub open_connections: Gauge,
+    pub config_version: Gauge,
+    pub config_loads: Family<Labels, Counter>,
+}
+
+/// Handles for one application.
+#[derive(Clone)]
+pub struct AppMetrics {
+    by_class: [Counter; 5],
+    pub duration: Histogram,
+    pub bytes_sent: Counter,
+    pub bytes_received: Counter,
+}
+
+impl AppMetrics {
+    pub fn count(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+    }
+}
+
+/// Handles for one upstream.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    name: String,
+    pub duration: Histogram,
+    errors: Family<Labels, Counter>,
+    peer_up: Family<Labels, Gauge>,
+}
+
+impl UpstreamMetrics {
+    pub fn error(&self, kind: &'static str) {
+        self.errors
+            .get_or_create(&vec![
+                ("upstream", self.name.clone()),
+                ("kind", kind.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn set_peer_up(&self, peer: &str, addr: SocketAddr, up: bool) {
+        self.peer_up
+            .get_or_create(&vec![
+                ("upstream", self.name.clone()),
+                ("peer", peer.to_string()),
+                ("address", addr.to_string()),
+            ])
+            .set(up as i64);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("outpost_edge")),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            bytes_sent: Family::default(),
+            bytes_received: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            upstream_errors: Family::default(),
+            peer_up: Family::default(),
+            open_connections: Gauge::default(),
+            config_version: Gauge::default(),
+            config_loads: Family::default(),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
+            r.register(
+                "requests",
+                "Requests answered, by application and status class",
+                m.requests.clone(),
+            );
+            r.register(
+                "request_duration_seconds",
+                "Time from request head to response head, by application",
+                m.request_duration.clone(),
+            );
+            r.register(
+                "sent_bytes",
+                "Response body bytes sent to clients, by application",
+                m.bytes_sent.clone(),
+            );
+            r.register(
+                "received_bytes",
+                "Request body bytes received from clients, by application",
+                m.bytes_received.clone(),
+            );
+            r.register(
+                "upstream_response_duration_seconds",
+                "Time from sending to an upstream to its response head",
+                m.upstream_duration.clone(),
+            );
+            r.register(
+                "upstream_errors",
+                "Failed upstream attempts, by upstream and kind",
+                m.upstream_errors.clone(),
+            );
+            r.register(
+                "upstream_peer_up",
+                "Whether a peer is healthy (1) or down (0) by active checks",
+                m.peer_up.clone(),
+            );
+            r.register(
+                "open_connections",
+                "Client connections open now",
+                m.open_connections.clone(),
+            );
+            r.register(
+                "config_version",
+                "Version of the config being served",
+                m.config_version.clone(),
+            );
+            r.register(
+                "config_loads",
+                "Config loads, by result (applied, rejected)",
+                m.config_loads.clone(),
+            );
+        }
+        m
+    }
+}
+
+impl Metrics {
+    pub fn app(&self, name: &str) -> AppMetrics {
+        let labels = |class: &str| {
+            vec![
+                ("application", name.to_string()),
+                ("status", class.to_string()),
+            ]
+        };
+        AppMetrics {
+            by_class: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .map(|c| self.requests.get_or_create(&labels(c)).clone()),
+            duration: self
+                .request_duration
+                .get_or_create(&vec![("application", name.to_string())])
+                .clone(),
+            bytes_sent: self
+                .bytes_sent
+                .get_or_create(&vec![("application", name.to_string())])
+                .clone(),
+            bytes_received: self
+                .bytes_received
+                .get_or_create(&vec![("application", name.to_string())])
+                .clone(),
+        }
+    }
+
+    pub fn upstream(&self, name: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            name: name.to_string(),
+            duration: self
+                .upstream_duration
+                .get_or_create(&vec![("upstream", name.to_string())])
+                .clone(),
+            errors: self.upstream_errors.clone(),
+            peer_up: self.peer_up.clone(),
+        }
+    }
+
+    pub fn config_load(&self, result: &'static str) {
+        self.config_loads
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = encode(&mut out, &r);
+        out
+    }
+}

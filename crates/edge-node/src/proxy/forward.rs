@@ -1,0 +1,188 @@
+//! Header rewriting between client and peer: hop-by-hop fields removed (RFC 9110 §7.6.1),
+//! `X-Forwarded-For`/`-Proto`/`-Host`, `Via` and `X-Request-Id` set, page-rule header actions
+//! applied.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::rules::HeaderOp;
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+const HOP_BY_HOP: [&HeaderName; 8] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::PROXY_AUTHENTICATE,
+];
+
+/// Removes hop-by-hop fields, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for h in HOP_BY_HOP {
+        if headers.contains_key(h) {
+            headers.remove(h);
+        }
+    }
+    if headers.contains_key(header::PROXY_AUTHORIZATION) {
+        // Meant for us, not for the origin (we do not authenticate proxies).
+        headers.remove(header::PROXY_AUTHORIZATION);
+    }
+}
+
+/// What the forwarding headers say about the client.
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    pub scheme: &'static str,
+    /// The Host the client asked for (with port), for `Host` on HTTP/2 and `X-Forwarded-Host`.
+    pub host: &'a str,
+    pub request_id: &'a HeaderValue,
+    pub via: &'static str,
+    /// The client's `Upgrade` value, when it asked to switch protocols.
+    pub upgrade: Option<HeaderValue>,
+}
+
+pub fn request_headers(headers: &mut HeaderMap, f: &Forwarded<'_>, ops: &[HeaderOp]) {
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(f.host)
+    {
+        headers.insert(header::HOST, v);
+    }
+    let ip = f.client_ip.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(f.scheme),
+    );
+    if let Ok(v) = HeaderValue::from_str(f.host) {
+        headers.insert(X_FORWARDED_HOST.clone(), v);
+    }
+    append_via(headers, f.via);
+    headers.insert(X_REQUEST_ID.clone(), f.request_id.clone());
+    if let Some(up) = &f.upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, up.clone());
+    }
+    apply(headers, ops);
+}
+
+/// Response fields: hop-by-hop removed (kept on a 101, which needs them), `Via` added, rule
+/// actions applied.
+pub fn response_headers(headers: &mut HeaderMap, switching: bool, ops: &[HeaderOp]) {
+    if !switching {
+        strip_hop_by_hop(headers);
+    }
+    append_via(headers, "1.1 outpost");
+    apply(headers, ops);
+}
+
+pub fn apply(headers: &mut HeaderMap, ops: &[HeaderOp]) {
+    for op in ops {
+        match &op.value {
+            Some(v) => {
+                headers.insert(op.name.clone(), v.clone());
+            }
+            None => {
+                headers.remove(&op.name);
+            }
+        }
+    }
+}
+
+fn append_via(headers: &mut HeaderMap, via: &'static str) {
+    match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {via}")) {
+                headers.insert(header::VIA, v);
+            }
+        }
+        None => {
+            headers.insert(header::VIA, HeaderValue::from_static(via));
+        }
+    }
+}
+
+/// The client asked to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
+pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_go_and_forwarding_fields_come() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        h.insert("x-keep", "yes".parse().unwrap());
+        let rid = HeaderValue::from_static("abc");
+        let f = Forwarded {
+            client_ip: "192.0.2.1".parse().unwrap(),
+            scheme: "https",
+            host: "example.com",
+            request_id: &rid,
+            via: "2 outpost",
+            upgrade: None,
+        };
+        request_headers(&mut h, &f, &[]);
+        for gone in ["connection", "x-secret", "keep-alive", "te"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["host"], "example.com");
+        assert_eq!(h["via"], "2 outpost");
+        assert_eq!(h["x-request-id"], "abc");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn an_upgrade_request_keeps_its_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        assert_eq!(requested_upgrade(&h).unwrap(), "websocket");
+    }
+}

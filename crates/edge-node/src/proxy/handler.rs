@@ -1,0 +1,325 @@
+//! The request pipeline, in nginx's phase order:
+//!
+//! 1. **route**: the listener's host router picks the application (exact, wildcard, default);
+//! 2. **rewrite/access**: the page rules run (header and URI changes, redirects, responses,
+//!    address rules, rate limits);
+//! 3. **content**: the chosen upstream answers (with retries across peers), or the rules did;
+//! 4. **header filter**: hop-by-hop fields out, `Via` and rule headers in;
+//! 5. **log**: when the body is done, the access log line and the metrics.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use super::access_log::{LogRecord, format_line};
+use super::body::{ResponseBody, UpstreamRequestBody};
+use super::forward::{self, Forwarded, X_REQUEST_ID};
+use super::upstream_call::{self, UpstreamHead, UpstreamInfo};
+use crate::clock;
+use crate::config::host_router::normalize_host;
+use crate::config::{AccessLogFormat, Application, Snapshot};
+use crate::rules::{self, LocalResponse, RequestView};
+use crate::server::worker::{ConnInfo, WorkerCtx};
+use crate::upstream::balancer::hash_bytes;
+
+pub async fn handle(
+    w: Rc<WorkerCtx>,
+    conn: Rc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let in_flight = conn.begin_request();
+    let snapshot = w.shared.snapshot.load_full();
+    let (mut parts, body) = req.into_parts();
+
+    let host_raw = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let host = normalize_host(&host_raw);
+    let request_id = request_id(&parts.headers);
+
+    let app = snapshot
+        .listeners
+        .get(&conn.listener)
+        .and_then(|l| l.router.route(&host))
+        .cloned();
+    let Some(app) = app else {
+        let resp = local(LocalResponse::text(
+            StatusCode::NOT_FOUND,
+            "no application serves this host\n",
+        ));
+        return Ok(finish(
+            resp,
+            &snapshot,
+            None,
+            &conn,
+            &parts,
+            &host,
+            &request_id,
+            started,
+            UpstreamInfo::default(),
+            in_flight,
+        ));
+    };
+
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let view = RequestView {
+        method: &parts.method,
+        version: parts.version,
+        scheme: conn.scheme,
+        host: &host,
+        path: &path,
+        query: query.as_deref(),
+        headers: &parts.headers,
+        client: conn.client,
+        local: conn.local,
+        request_id: request_id.to_str().unwrap_or(""),
+        declared: &app.declared,
+    };
+    let fx = rules::evaluate(&app.rules, &view, &w.shared.limiter, clock::now_ms());
+
+    let mut info = UpstreamInfo::default();
+    let resp = if let Some(answer) = fx.respond {
+        let mut resp = local(answer);
+        forward::apply(resp.headers_mut(), &fx.response_headers);
+        resp
+    } else {
+        let upstream = fx
+            .upstream
+            .clone()
+            .or_else(|| app.upstream.clone())
+            .and_then(|name| snapshot.upstreams.get(&name).cloned());
+        let hash = match upstream.as_ref().and_then(|u| u.hash_key.as_ref()) {
+            Some(t) => hash_bytes(t.render(&view).as_bytes()),
+            None => 0,
+        };
+        if !fx.delay.is_zero() {
+            tokio::time::sleep(fx.delay).await;
+        }
+        match upstream {
+            None => local(LocalResponse::text(
+                StatusCode::BAD_GATEWAY,
+                "no upstream for this request\n",
+            )),
+            Some(up) => {
+                let too_large = content_length(&parts.headers)
+                    .is_some_and(|n| n > snapshot.limits.max_body_bytes);
+                if too_large {
+                    local(LocalResponse::text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large\n",
+                    ))
+                } else {
+                    let upgrade = if parts.version == Version::HTTP_11 {
+                        forward::requested_upgrade(&parts.headers)
+                    } else {
+                        None
+                    };
+                    let client_upgrade = upgrade
+                        .as_ref()
+                        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+                    let over_limit = Rc::new(Cell::new(false));
+                    let upstream_body = if body.is_end_stream() {
+                        UpstreamRequestBody::Empty
+                    } else {
+                        UpstreamRequestBody::stream(
+                            body,
+                            snapshot.limits.max_body_bytes,
+                            over_limit.clone(),
+                            app.metrics.bytes_received.clone(),
+                            up.send_timeout,
+                        )
+                    };
+                    let target = rewrite_target(fx.rewritten_path.as_deref(), &parts.uri);
+                    let mut headers = std::mem::take(&mut parts.headers);
+                    let fwd = Forwarded {
+                        client_ip: conn.client.ip(),
+                        scheme: conn.scheme,
+                        host: &host_raw,
+                        request_id: &request_id,
+                        via: via(parts.version),
+                        upgrade: upgrade.clone(),
+                    };
+                    forward::request_headers(&mut headers, &fwd, &fx.request_headers);
+                    let head = UpstreamHead {
+                        method: parts.method.clone(),
+                        uri: target,
+                        headers,
+                    };
+                    let result = upstream_call::call(
+                        &w,
+                        &up,
+                        head,
+                        upstream_body,
+                        hash,
+                        &over_limit,
+                        &mut info,
+                    )
+                    .await;
+                    parts.headers = Default::default();
+                    match result {
+                        Ok(p) => {
+                            let switching = p.head.status == StatusCode::SWITCHING_PROTOCOLS;
+                            if let (Some(upstream_side), Some(client_side)) =
+                                (p.upgrade, client_upgrade)
+                            {
+                                tokio::task::spawn_local(super::upgrade::bridge(
+                                    client_side,
+                                    upstream_side,
+                                ));
+                            }
+                            let mut resp = Response::from_parts(p.head, p.body);
+                            forward::response_headers(
+                                resp.headers_mut(),
+                                switching,
+                                &fx.response_headers,
+                            );
+                            resp
+                        }
+                        Err(e) => {
+                            tracing::warn!(application = %app.name, upstream = %up.name, error = %e, request_id = ?request_id, "proxying failed");
+                            let mut resp =
+                                local(LocalResponse::text(e.status(), format!("{}\n", e.status())));
+                            forward::apply(resp.headers_mut(), &fx.response_headers);
+                            resp
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(finish(
+        resp,
+        &snapshot,
+        Some(&app),
+        &conn,
+        &parts,
+        &host,
+        &request_id,
+        started,
+        info,
+        in_flight,
+    ))
+}
+
+fn via(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "2 outpost",
+        Version::HTTP_10 => "1.0 outpost",
+        _ => "1.1 outpost",
+    }
+}
+
+/// The origin-form target sent upstream: the rewritten path (if any) and the original query.
+fn rewrite_target(rewritten: Option<&str>, uri: &Uri) -> Uri {
+    let pq = match (rewritten, uri.query()) {
+        (None, _) => {
+            return uri
+                .path_and_query()
+                .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        }
+        (Some(p), Some(q)) => format!("{p}?{q}"),
+        (Some(p), None) => p.to_string(),
+    };
+    pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The client's `X-Request-Id` when it is short and plain, else 32 random hex digits (as
+/// nginx's `$request_id`).
+fn request_id(h: &http::HeaderMap) -> HeaderValue {
+    if let Some(v) = h.get(&X_REQUEST_ID)
+        && v.len() <= 64
+        && !v.is_empty()
+        && v.as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return v.clone();
+    }
+    let id: u128 = rand::random();
+    HeaderValue::from_str(&format!("{id:032x}")).unwrap_or(HeaderValue::from_static("-"))
+}
+
+fn local(r: LocalResponse) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(r.body));
+    *resp.status_mut() = r.status;
+    for (k, v) in r.headers {
+        resp.headers_mut().insert(k, v);
+    }
+    resp
+}
+
+/// Attaches the log phase to the response body: it runs when the body is done or dropped.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    mut resp: Response<ResponseBody>,
+    snapshot: &Arc<Snapshot>,
+    app: Option<&Arc<Application>>,
+    conn: &Rc<ConnInfo>,
+    parts: &http::request::Parts,
+    host: &str,
+    request_id: &HeaderValue,
+    started: Instant,
+    upstream: UpstreamInfo,
+    in_flight: crate::server::worker::InFlight,
+) -> Response<ResponseBody> {
+    let status = resp.status().as_u16();
+    let metrics = app.map_or_else(|| snapshot.unrouted.clone(), |a| a.metrics.clone());
+    metrics.count(status);
+    metrics.duration.observe(started.elapsed().as_secs_f64());
+    let record = (snapshot.access_log != AccessLogFormat::Off).then(|| LogRecord {
+        client: conn.client.ip(),
+        method: parts.method.to_string(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |pq| pq.to_string()),
+        version: parts.version,
+        status,
+        referer: header_string(&parts.headers, header::REFERER),
+        user_agent: header_string(&parts.headers, header::USER_AGENT),
+        host: host.to_string(),
+        application: app.map(|a| a.name.clone()).unwrap_or_default(),
+        request_id: request_id.to_str().unwrap_or("").to_string(),
+        upstream,
+        started,
+    });
+    let format = snapshot.access_log;
+    let log = conn.access_log.clone();
+    resp.body_mut().on_finish(Box::new(move |sent, complete| {
+        metrics.bytes_sent.inc_by(sent);
+        if let Some(record) = record {
+            log.write(format_line(format, &record, sent, complete));
+        }
+        drop(in_flight);
+    }));
+    resp
+}
+
+fn header_string(h: &http::HeaderMap, name: header::HeaderName) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
+}

@@ -1,0 +1,10 @@
+//! The proxy: the request pipeline, header forwarding, bodies, the upstream attempt loop,
+//! protocol upgrades, access logging and the error type of the request path.
+
+pub mod access_log;
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod handler;
+pub mod upgrade;
+pub mod upstream_call;

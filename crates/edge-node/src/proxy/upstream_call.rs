@@ -1,0 +1,210 @@
+//! Sending a request to an upstream: pick a peer, reuse or open a connection, send, and move
+//! to the next peer on the failures the upstream's `next_upstream` lists, within its tries.
+//!
+//! A request whose body has started streaming cannot be replayed, so it moves on only when
+//! the peer never saw it (connect failures). A pooled connection the origin closed while idle
+//! is retried once on a fresh connection to the same peer without blaming the peer.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+
+use super::body::{ResponseBody, Reuse, UpstreamRequestBody};
+use super::error::ProxyError;
+use crate::clock;
+use crate::server::worker::WorkerCtx;
+use crate::upstream::Upstream;
+use crate::upstream::balancer::Pick;
+use crate::upstream::connector;
+use crate::upstream::pool::PoolKey;
+
+/// The request head sent to each peer tried.
+pub struct UpstreamHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+/// What the access log and metrics learn about the upstream exchange.
+#[derive(Debug, Default, Clone)]
+pub struct UpstreamInfo {
+    pub addr: Option<SocketAddr>,
+    pub status: Option<u16>,
+    pub response_time: Option<Duration>,
+    pub tries: u32,
+}
+
+pub struct Proxied {
+    pub head: http::response::Parts,
+    pub body: ResponseBody,
+    /// The upstream side of a protocol switch (101).
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+fn idempotent(m: &Method) -> bool {
+    !matches!(*m, Method::POST | Method::PATCH) && m.as_str() != "LOCK"
+}
+
+pub async fn call(
+    w: &Rc<WorkerCtx>,
+    up: &Arc<Upstream>,
+    head: UpstreamHead,
+    body: UpstreamRequestBody,
+    hash: u64,
+    over_limit: &Rc<Cell<bool>>,
+    info: &mut UpstreamInfo,
+) -> Result<Proxied, ProxyError> {
+    let peers = up.peers.load_full();
+    let can_replay = body.is_end_stream();
+    let may_move = idempotent(&head.method) || up.next_upstream.non_idempotent;
+    let max_tries = up.tries.min(peers.len() as u32).max(1);
+    let mut body_slot = Some(body);
+    let mut tried: Vec<Pick> = Vec::with_capacity(1);
+    let mut last_error = None;
+
+    while (tried.len() as u32) < max_tries {
+        let Some(pick) = peers.select(up.kind, hash, &tried, clock::now_ms(), rand::random())
+        else {
+            break;
+        };
+        tried.push(pick);
+        let peer = peers.get(pick);
+        let active = peer.state.begin_request();
+        info.addr = Some(peer.addr);
+        info.tries = tried.len() as u32;
+        let tls_name = up.tls.as_ref().map(|t| t.server_name(&peer.name));
+        let key = PoolKey {
+            addr: peer.addr,
+            tls_name,
+        };
+        let started = Instant::now();
+        let result = send(w, up, &key, &head, &mut body_slot, can_replay).await;
+        let last_try = tried.len() as u32 >= max_tries;
+        match result {
+            Ok((mut response, sender)) => {
+                let status = response.status().as_u16();
+                let elapsed = started.elapsed();
+                if up.next_upstream.on_status(status) && !last_try && can_replay && may_move {
+                    peer.state.record_failure(clock::now_ms(), &up.passive);
+                    up.metrics.error("status");
+                    info.status = Some(status);
+                    continue;
+                }
+                peer.state.record_success();
+                peer.state
+                    .observe_latency(elapsed.as_micros() as f64, clock::now_ms());
+                up.metrics.duration.observe(elapsed.as_secs_f64());
+                info.status = Some(status);
+                info.response_time = Some(elapsed);
+                let switching = status == 101;
+                let reuse = (!switching).then(|| Reuse {
+                    pool: w.pool.clone(),
+                    key,
+                    sender,
+                    max_idle: up.keepalive,
+                });
+                let upgrade = switching.then(|| hyper::upgrade::on(&mut response));
+                let (head, incoming) = response.into_parts();
+                let mut body = ResponseBody::upstream(incoming, up.read_timeout, reuse);
+                // The peer counts the request as active until its body is done.
+                body.hold_peer(active);
+                return Ok(Proxied {
+                    head,
+                    body,
+                    upgrade,
+                });
+            }
+            Err(e) => {
+                if over_limit.get() {
+                    return Err(ProxyError::BodyTooLarge);
+                }
+                tracing::warn!(upstream = %up.name, peer = %peer.addr, error = %e, "upstream attempt failed");
+                up.metrics.error(e.kind());
+                if e.blames_peer() {
+                    peer.state.record_failure(clock::now_ms(), &up.passive);
+                }
+                let listed = if e.is_timeout() {
+                    up.next_upstream.timeout
+                } else {
+                    up.next_upstream.error
+                };
+                let replayable = e.before_request_sent() || (can_replay && may_move);
+                let body_intact = body_slot.is_some() || can_replay;
+                last_error = Some(e);
+                if !(listed && replayable && body_intact) {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last_error.unwrap_or(ProxyError::NoLivePeers))
+}
+
+/// One peer: a pooled or new connection, the request, the response head within the read
+/// timeout.
+async fn send(
+    w: &Rc<WorkerCtx>,
+    up: &Upstream,
+    key: &PoolKey,
+    head: &UpstreamHead,
+    body_slot: &mut Option<UpstreamRequestBody>,
+    can_replay: bool,
+) -> Result<(Response<Incoming>, SendRequest<UpstreamRequestBody>), ProxyError> {
+    // Bounded: at most this many pooled connections are tried before a fresh one.
+    let mut stale_budget = 2;
+    loop {
+        let pooled = if stale_budget > 0 {
+            w.pool.checkout(key)
+        } else {
+            None
+        };
+        let fresh = pooled.is_none();
+        let mut sender = match pooled {
+            Some(s) => s,
+            None => {
+                let tls = up.tls.as_ref().zip(key.tls_name.as_deref());
+                connector::connect(key.addr, tls, up.connect_timeout).await?
+            }
+        };
+        if sender.ready().await.is_err() {
+            if fresh {
+                return Err(ProxyError::Protocol(
+                    "connection closed before the request".into(),
+                ));
+            }
+            stale_budget -= 1;
+            continue;
+        }
+        let body = body_slot.take().unwrap_or(UpstreamRequestBody::Empty);
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = head.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = head.headers.clone();
+        match tokio::time::timeout(up.read_timeout, sender.try_send_request(req)).await {
+            Err(_) => return Err(ProxyError::ReadTimeout),
+            Ok(Ok(resp)) => return Ok((resp, sender)),
+            Ok(Err(mut e)) => {
+                let unsent = e.take_message();
+                let error = e.into_error();
+                if let Some(req) = unsent {
+                    *body_slot = Some(req.into_body());
+                }
+                let retry_same_peer =
+                    !fresh && (body_slot.is_some() || can_replay) && stale_budget > 0;
+                if retry_same_peer {
+                    stale_budget -= 1;
+                    continue;
+                }
+                return Err(ProxyError::Upstream(error));
+            }
+        }
+    }
+}

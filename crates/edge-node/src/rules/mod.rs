@@ -1,0 +1,13 @@
+//! Page rules and what they are made of: request variables, templates, conditions, rate
+//! limits. Compiled once per config; evaluated per request without I/O.
+
+pub mod condition;
+pub mod page_rule;
+pub mod rate_limit;
+pub mod request_view;
+pub mod template;
+
+pub use page_rule::{HeaderOp, LocalResponse, PageRule, RuleEffects, evaluate};
+pub use rate_limit::RateLimiter;
+pub use request_view::RequestView;
+pub use template::Template;

@@ -1,0 +1,6 @@
+//! The server side: listening sockets, TLS, and the workers that accept and serve
+//! connections.
+
+pub mod listener;
+pub mod tls;
+pub mod worker;

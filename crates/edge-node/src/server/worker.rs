@@ -1,0 +1,277 @@
+//! Workers, as nginx has them: each a thread with a single-threaded tokio runtime, its own
+//! listening sockets and its own upstream connection pool, so the request path takes no
+//! locks. State shared by all workers (config snapshot, peer health, rate limits, metrics)
+//! sits behind `Arc`s in [`Shared`].
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::config::{Limits, Snapshot};
+use crate::metrics::Metrics;
+use crate::proxy::access_log::AccessLog;
+use crate::proxy::handler;
+use crate::rules::RateLimiter;
+use crate::upstream::PeerStates;
+use crate::upstream::pool::ConnPool;
+
+/// What every worker shares.
+pub struct Shared {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub limiter: RateLimiter,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+    pub states: Arc<PeerStates>,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// One worker's own state.
+pub struct WorkerCtx {
+    pub shared: Arc<Shared>,
+    pub pool: Rc<ConnPool>,
+    pub id: usize,
+    connections: Cell<usize>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// One client connection.
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    /// The configured listener address it arrived on (the key of the listener's router).
+    pub listener: SocketAddr,
+    pub scheme: &'static str,
+    pub access_log: AccessLog,
+    in_flight: Cell<u32>,
+    last_active: Cell<Instant>,
+}
+
+/// A request in flight on a connection; the idle timer only runs when there is none.
+pub struct InFlight(Rc<ConnInfo>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+        self.0.last_active.set(Instant::now());
+    }
+}
+
+impl ConnInfo {
+    pub fn begin_request(self: &Rc<Self>) -> InFlight {
+        self.in_flight.set(self.in_flight.get() + 1);
+        InFlight(self.clone())
+    }
+}
+
+pub enum WorkerCommand {
+    Listen {
+        key: SocketAddr,
+        listener: std::net::TcpListener,
+    },
+    Unlisten {
+        key: SocketAddr,
+    },
+    Shutdown {
+        grace: Duration,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+pub fn spawn(
+    id: usize,
+    shared: Arc<Shared>,
+    mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("edge-worker-{id}")).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "cannot start worker runtime");
+                return;
+            }
+        };
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let ctx = Rc::new(WorkerCtx {
+                shared,
+                pool: Rc::new(ConnPool::default()),
+                id,
+                connections: Cell::new(0),
+                shutdown: stop_rx,
+            });
+            let mut accepting: HashMap<SocketAddr, oneshot::Sender<()>> = HashMap::new();
+            while let Some(cmd) = commands.recv().await {
+                match cmd {
+                    WorkerCommand::Listen { key, listener } => {
+                        let (tx, rx) = oneshot::channel();
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(l) => {
+                                tokio::task::spawn_local(accept_loop(ctx.clone(), key, l, rx));
+                                accepting.insert(key, tx);
+                            }
+                            Err(e) => tracing::error!(worker = id, %key, error = %e, "cannot use listener"),
+                        }
+                    }
+                    WorkerCommand::Unlisten { key } => {
+                        accepting.remove(&key);
+                    }
+                    WorkerCommand::Shutdown { grace } => {
+                        accepting.clear();
+                        let _ = stop_tx.send(true);
+                        let deadline = Instant::now() + grace;
+                        while ctx.connections.get() > 0 && Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        if ctx.connections.get() > 0 {
+                            tracing::warn!(worker = id, open = ctx.connections.get(), "shutdown grace ran out; closing connections");
+                        }
+                        break;
+                    }
+                }
+            }
+        });
+    })
+}
+
+async fn accept_loop(
+    ctx: Rc<WorkerCtx>,
+    key: SocketAddr,
+    listener: tokio::net::TcpListener,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, client)) => {
+                    tokio::task::spawn_local(serve_connection(ctx.clone(), stream, client, key));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(worker = ctx.id, %key, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Counts a connection for the worker and the metrics until dropped.
+struct ConnGuard(Rc<WorkerCtx>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connections.set(self.0.connections.get() - 1);
+        self.0.shared.metrics.open_connections.dec();
+    }
+}
+
+async fn serve_connection(
+    ctx: Rc<WorkerCtx>,
+    stream: TcpStream,
+    client: SocketAddr,
+    key: SocketAddr,
+) {
+    ctx.connections.set(ctx.connections.get() + 1);
+    ctx.shared.metrics.open_connections.inc();
+    let _guard = ConnGuard(ctx.clone());
+    let (tls, limits) = {
+        let snap = ctx.shared.snapshot.load();
+        (snap.listeners.get(&key).is_some_and(|l| l.tls), snap.limits)
+    };
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(key);
+    let info = Rc::new(ConnInfo {
+        client,
+        local,
+        listener: key,
+        scheme: if tls { "https" } else { "http" },
+        access_log: ctx.shared.access_log.clone(),
+        in_flight: Cell::new(0),
+        last_active: Cell::new(Instant::now()),
+    });
+    if tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(ctx.shared.tls.clone());
+        match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => serve_http(ctx, info, s, limits).await,
+            Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+        }
+    } else {
+        serve_http(ctx, info, stream, limits).await
+    }
+}
+
+async fn serve_http<IO>(ctx: Rc<WorkerCtx>, info: Rc<ConnInfo>, io: IO, limits: Limits)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(LocalExec);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32);
+    let service = {
+        let (ctx, info) = (ctx.clone(), info.clone());
+        service_fn(move |req| handler::handle(ctx.clone(), info.clone(), req))
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut shutdown = ctx.shutdown.clone();
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    let idle = limits.idle_timeout;
+    let mut check_at = Instant::now() + idle;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(client = %info.client, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(check_at), if !draining => {
+                let idle_since = info.last_active.get();
+                if info.in_flight.get() == 0 && idle_since + idle <= Instant::now() {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    check_at = idle_since.max(Instant::now()) + idle;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Keep-alive connections to peers, one pool per worker: no locks, no sharing (as nginx's
+//! per-worker `keepalive`). A connection returns here when its response body has been read
+//! to the end.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::SendRequest;
+
+use crate::proxy::body::UpstreamRequestBody;
+
+/// Connections to the same address with different TLS names are different.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: SocketAddr,
+    pub tls_name: Option<std::sync::Arc<str>>,
+}
+
+/// Idle connections older than this are dropped rather than reused (an origin's own keep-alive
+/// timeout is commonly 60 s or more; reusing a connection it is closing costs a retry).
+const MAX_IDLE: Duration = Duration::from_secs(50);
+
+#[derive(Default)]
+pub struct ConnPool {
+    idle: RefCell<HashMap<PoolKey, Vec<(SendRequest<UpstreamRequestBody>, Instant)>>>,
+}
+
+impl ConnPool {
+    /// A live idle connection, most recently used first.
+    pub fn checkout(&self, key: &PoolKey) -> Option<SendRequest<UpstreamRequestBody>> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(key)?;
+        while let Some((sender, since)) = list.pop() {
+            if !sender.is_closed() && since.elapsed() < MAX_IDLE {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    pub fn checkin(&self, key: PoolKey, sender: SendRequest<UpstreamRequestBody>, max_idle: usize) {
+        if sender.is_closed() || max_idle == 0 {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(key).or_default();
+        if list.len() >= max_idle {
+            // Drop the oldest: it is the likeliest to be closed by the origin.
+            list.remove(0);
+        }
+        list.push((sender, Instant::now()));
+    }
+}
