@@ -1,1 +1,48 @@
-fn main() {}
+//! `outpost`: one binary, every role. It parses the command line, sets up logging and calls a
+//! library's entry point; the logic lives in the library crates.
+
+mod dev;
+mod edge;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "outpost",
+    version,
+    about = "An edge platform for people who run their own CDN"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an edge node from a config file (YAML or JSON); SIGHUP or a change to the file
+    /// reloads it.
+    Edge(edge::EdgeArgs),
+    /// Run the whole system locally with a demo configuration.
+    Dev(dev::DevArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("control")
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Edge(args) => edge::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+        }
+    })
+}

@@ -94,6 +94,11 @@ fn check_action(a: &Action, ctx: &RuleContext<'_>, path: &FieldPath, report: &mu
             report.error(&p, e);
         }
     };
+    let header_template = |v: &str, p: FieldPath, report: &mut Report| {
+        if let Err(e) = syntax::header_template(v, ctx.declared) {
+            report.error(&p, e);
+        }
+    };
     match kind {
         action::Action::SetRequestHeader(h) | action::Action::SetResponseHeader(h) => {
             let name = match kind {
@@ -104,7 +109,7 @@ fn check_action(a: &Action, ctx: &RuleContext<'_>, path: &FieldPath, report: &mu
             if let Err(e) = syntax::header_name(&h.name) {
                 report.error(&p.field("name"), e);
             }
-            template(&h.value, p.field("value"), report);
+            header_template(&h.value, p.field("value"), report);
         }
         action::Action::RemoveRequestHeader(h) => {
             if let Err(e) = syntax::header_name(h) {
@@ -135,7 +140,7 @@ fn check_action(a: &Action, ctx: &RuleContext<'_>, path: &FieldPath, report: &mu
             if r.location.is_empty() {
                 report.error(&p.field("location"), "must not be empty");
             }
-            template(&r.location, p.field("location"), report);
+            header_template(&r.location, p.field("location"), report);
             if !matches!(r.status, 0 | 301 | 302 | 303 | 307 | 308) {
                 report.error(
                     &p.field("status"),
