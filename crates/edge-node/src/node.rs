@@ -25,7 +25,7 @@ use crate::server::worker::{self, Shared, WorkerCommand};
 use crate::upstream::{PeerStates, discovery, health_check};
 
 /// Settings of this node that are not part of the pushed config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EdgeSettings {
     /// Worker threads; 0 = one per core.
     pub workers: usize,
@@ -33,16 +33,6 @@ pub struct EdgeSettings {
     pub admin_listen: Option<SocketAddr>,
     /// `None`: no access log; `-`: standard output; else a file.
     pub access_log: Option<PathBuf>,
-}
-
-impl Default for EdgeSettings {
-    fn default() -> Self {
-        EdgeSettings {
-            workers: 0,
-            admin_listen: None,
-            access_log: None,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

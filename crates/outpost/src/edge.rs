@@ -28,8 +28,8 @@ pub struct EdgeArgs {
 pub fn read_config(path: &Path) -> anyhow::Result<pb::Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(parse_config(&text, SourceFormat::from_path(path))
-        .with_context(|| format!("parsing {}", path.display()))?)
+    parse_config(&text, SourceFormat::from_path(path))
+        .with_context(|| format!("parsing {}", path.display()))
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

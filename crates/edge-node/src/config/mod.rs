@@ -195,7 +195,7 @@ impl Snapshot {
             }
         }
 
-        let s = cfg.server.clone().unwrap_or_default();
+        let s = cfg.server.unwrap_or_default();
         let limits = Limits {
             max_header_bytes: if s.max_header_bytes == 0 {
                 64 * 1024

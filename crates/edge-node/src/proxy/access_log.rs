@@ -82,7 +82,7 @@ pub fn format_line(format: AccessLogFormat, r: &LogRecord, sent: u64, complete: 
 fn escape(s: &str) -> String {
     if !s
         .bytes()
-        .any(|b| b == b'"' || b == b'\\' || b < 0x20 || b >= 0x7f)
+        .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
     {
         return s.to_string();
     }

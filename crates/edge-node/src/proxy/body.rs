@@ -249,10 +249,10 @@ impl Body for ResponseBody {
                 }
                 Poll::Ready(r) => {
                     idle.progress();
-                    if r.is_none() || body.is_end_stream() {
-                        if let Some(reuse) = reuse.take() {
-                            reuse.give_back();
-                        }
+                    if (r.is_none() || body.is_end_stream())
+                        && let Some(reuse) = reuse.take()
+                    {
+                        reuse.give_back();
                     }
                     Poll::Ready(r.map(|x| x.map_err(BodyError::from)))
                 }

@@ -3,7 +3,7 @@
 //! around it is a sharded map with a bounded size.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -81,9 +81,7 @@ impl Default for RateLimiter {
 
 impl RateLimiter {
     pub fn check(&self, rule_id: u64, key: String, p: &LimitParams, now_ms: u64) -> LimitDecision {
-        let mut h = self.hasher.build_hasher();
-        (rule_id, key.as_str()).hash(&mut h);
-        let shard = &self.shards[h.finish() as usize % SHARDS];
+        let shard = &self.shards[self.hasher.hash_one((rule_id, key.as_str())) as usize % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
         let k = (rule_id, key);
         let (decision, stored) = leaky_bucket(map.get(&k).copied(), p, now_ms);

@@ -64,10 +64,10 @@ pub async fn resolve(
                         _ => None,
                     })
                     .collect();
-                if ips.is_empty() {
-                    if let Ok(found) = resolver.lookup_ip(target.as_str()).await {
-                        ips = found.iter().collect();
-                    }
+                if ips.is_empty()
+                    && let Ok(found) = resolver.lookup_ip(target.as_str()).await
+                {
+                    ips = found.iter().collect();
                 }
                 for ip in ips {
                     peers.push(PeerSpec {
@@ -81,7 +81,7 @@ pub async fn resolve(
             _ => {}
         }
     }
-    peers.sort_by(|a, b| a.addr.cmp(&b.addr));
+    peers.sort_by_key(|a| a.addr);
     peers.dedup_by(|a, b| a.addr == b.addr);
     Ok(peers)
 }

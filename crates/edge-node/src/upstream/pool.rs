@@ -22,9 +22,12 @@ pub struct PoolKey {
 /// timeout is commonly 60 s or more; reusing a connection it is closing costs a retry).
 const MAX_IDLE: Duration = Duration::from_secs(50);
 
+/// An idle connection and since when it has been idle.
+type Idle = (SendRequest<UpstreamRequestBody>, Instant);
+
 #[derive(Default)]
 pub struct ConnPool {
-    idle: RefCell<HashMap<PoolKey, Vec<(SendRequest<UpstreamRequestBody>, Instant)>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
 }
 
 impl ConnPool {

@@ -50,20 +50,19 @@ pub(crate) fn check_condition(c: &Condition, path: &FieldPath, report: &mut Repo
             format!("{} takes no name", subject.as_str_name()),
         );
     }
-    if subject == Subject::Header && !c.name.is_empty() {
-        if let Err(e) = syntax::header_name(&c.name) {
-            report.error(&path.field("name"), e);
-        }
+    if subject == Subject::Header
+        && !c.name.is_empty()
+        && let Err(e) = syntax::header_name(&c.name)
+    {
+        report.error(&path.field("name"), e);
     }
     match operator {
         Operator::Unspecified => report.error(
             &path.field("operator"),
             "must be set (OPERATOR_EQUALS, OPERATOR_PREFIX, ...)",
         ),
-        Operator::Exists => {
-            if !c.values.is_empty() {
-                report.error(&path.field("values"), "OPERATOR_EXISTS takes no values");
-            }
+        Operator::Exists if !c.values.is_empty() => {
+            report.error(&path.field("values"), "OPERATOR_EXISTS takes no values");
         }
         _ if c.values.is_empty() => report.error(&path.field("values"), "needs at least one value"),
         Operator::Regex => {
@@ -123,10 +122,10 @@ fn check_action(a: &Action, ctx: &RuleContext<'_>, path: &FieldPath, report: &mu
         }
         action::Action::RewriteUri(r) => {
             let p = path.field("rewrite_uri");
-            if !r.pattern.is_empty() {
-                if let Err(e) = syntax::regex(&r.pattern) {
-                    report.error(&p.field("pattern"), e);
-                }
+            if !r.pattern.is_empty()
+                && let Err(e) = syntax::regex(&r.pattern)
+            {
+                report.error(&p.field("pattern"), e);
             }
             if r.pattern.is_empty() && !r.replacement.starts_with('/') {
                 report.error(
@@ -205,10 +204,10 @@ fn check_action(a: &Action, ctx: &RuleContext<'_>, path: &FieldPath, report: &mu
                     );
                 }
                 for (j, a) in e.addresses.iter().enumerate() {
-                    if a != "all" {
-                        if let Err(err) = syntax::cidr(a) {
-                            report.error(&ep.index("addresses", j), err);
-                        }
+                    if a != "all"
+                        && let Err(err) = syntax::cidr(a)
+                    {
+                        report.error(&ep.index("addresses", j), err);
                     }
                 }
             }

@@ -74,10 +74,10 @@ fn check_one(u: &Upstream, path: &FieldPath, report: &mut Report) {
     }
     if let Some(tls) = &u.tls {
         let p = path.field("tls");
-        if !tls.sni.is_empty() {
-            if let Err(e) = syntax::domain(&tls.sni.to_ascii_lowercase()) {
-                report.error(&p.field("sni"), e);
-            }
+        if !tls.sni.is_empty()
+            && let Err(e) = syntax::domain(&tls.sni.to_ascii_lowercase())
+        {
+            report.error(&p.field("sni"), e);
         }
         if !tls.ca_pem.is_empty() {
             match syntax::pem_certificates(&tls.ca_pem) {
@@ -137,10 +137,10 @@ fn check_one(u: &Upstream, path: &FieldPath, report: &mut Report) {
                 }
             }
         }
-        if !d.resolver.is_empty() {
-            if let Err(e) = syntax::socket_addr(&d.resolver) {
-                report.error(&p.field("resolver"), e);
-            }
+        if !d.resolver.is_empty()
+            && let Err(e) = syntax::socket_addr(&d.resolver)
+        {
+            report.error(&p.field("resolver"), e);
         }
     }
 }
