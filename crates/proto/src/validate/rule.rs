@@ -64,6 +64,7 @@ pub(crate) fn check_condition(c: &Condition, path: &FieldPath, report: &mut Repo
         Operator::Exists if !c.values.is_empty() => {
             report.error(&path.field("values"), "OPERATOR_EXISTS takes no values");
         }
+        Operator::Exists => {}
         _ if c.values.is_empty() => report.error(&path.field("values"), "needs at least one value"),
         Operator::Regex => {
             for (i, v) in c.values.iter().enumerate() {

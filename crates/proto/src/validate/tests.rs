@@ -166,3 +166,20 @@ upstreams:
         ]
     );
 }
+
+#[test]
+fn exists_takes_no_values_and_needs_none() {
+    let ok = GOOD.replace(
+        "conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [\"/api\"]}]",
+        "conditions: [{subject: SUBJECT_COOKIE, name: s, operator: OPERATOR_EXISTS}]",
+    );
+    assert_eq!(errors(&ok), Vec::<String>::new());
+    let bad = ok.replace(
+        "operator: OPERATOR_EXISTS}",
+        "operator: OPERATOR_EXISTS, values: [x]}",
+    );
+    assert_eq!(
+        errors(&bad),
+        vec!["applications[0].rules[0].conditions[0].values: OPERATOR_EXISTS takes no values"]
+    );
+}
