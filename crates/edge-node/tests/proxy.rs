@@ -3,14 +3,9 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::*;
-
-fn listen() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 const TWO_PEERS: &str = r#"
 upstreams:
@@ -43,7 +38,7 @@ async fn distribution(
         ],
     )
     .await;
-    let base = format!("http://{}", node.bound_addr(listen()).unwrap());
+    let base = base_url(&node);
     let c = client();
     let mut seen = HashMap::new();
     for i in 0..n {
@@ -122,7 +117,7 @@ applications:
         ],
     )
     .await;
-    let base = format!("http://{}", node.bound_addr(listen()).unwrap());
+    let base = base_url(&node);
     let c = client();
     let mut by = HashMap::<String, usize>::new();
     for _ in 0..60 {
@@ -152,7 +147,7 @@ applications:
         &[("A", a.addr.to_string()), ("B", b.addr.to_string())],
     )
     .await;
-    let base = format!("http://{}", node.bound_addr(listen()).unwrap());
+    let base = base_url(&node);
     let c = client();
     let mut statuses = HashMap::<u16, usize>::new();
     for i in 0..300 {
@@ -183,7 +178,7 @@ applications:
         &[("A", a.addr.to_string()), ("B", b.addr.to_string())],
     )
     .await;
-    let base = format!("http://{}", node.bound_addr(listen()).unwrap());
+    let base = base_url(&node);
     let c = client();
     let a_addr = a.addr;
     a.kill();
@@ -231,7 +226,7 @@ applications:
   - {name: site, is_default: true, listeners: [{address: "127.0.0.1:0"}], upstream: web}
 "#;
     let node = edge(yaml, &[("A", a.addr.to_string())]).await;
-    let base = format!("http://{}", node.bound_addr(listen()).unwrap());
+    let base = base_url(&node);
     let bad = outpost_proto::parse_config(
         &fill(
             r#"

@@ -3,16 +3,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::*;
-
-fn listen() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 const RULES: &str = r#"
 upstreams:
@@ -74,7 +69,7 @@ async fn every_condition_and_action_works_end_to_end() {
         ],
     )
     .await;
-    let base = format!("http://{}", node.bound_addr(listen()).unwrap());
+    let base = base_url(&node);
     let c = client();
 
     // choose upstream + rewrite
@@ -203,7 +198,7 @@ async fn the_rate_limit_rejects_above_its_rate() {
         ],
     )
     .await;
-    let base = format!("http://{}", node.bound_addr(listen()).unwrap());
+    let base = base_url(&node);
     let c = client();
     // 2 r/s, burst 3, no delay: a burst of 20 gets 1 + 3 through, the rest 429.
     let mut ok = 0;
@@ -308,15 +303,8 @@ applications:
 async fn an_upgrade_is_passed_through_both_ways() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = Origin::start("origin").await;
-    let node = edge(
-        r#"
-upstreams: [{name: web, peers: [{address: "@O@"}]}]
-applications: [{name: site, is_default: true, listeners: [{address: "127.0.0.1:0"}], upstream: web}]
-"#,
-        &[("O", origin.addr.to_string())],
-    )
-    .await;
-    let addr = node.bound_addr(listen()).unwrap();
+    let node = edge_in_front_of(origin.addr).await;
+    let addr = plain_addr(&node);
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(
         b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
@@ -355,7 +343,7 @@ upstreams: [{name: web, peers: [{address: "@P@"}]}]
 applications: [{name: site, is_default: true, listeners: [{address: "127.0.0.1:0"}], upstream: web}]
 "#;
     let node = edge(yaml, &[("V", "1".into()), ("P", a.addr.to_string())]).await;
-    let base = format!("http://{}", node.bound_addr(listen()).unwrap());
+    let base = base_url(&node);
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));

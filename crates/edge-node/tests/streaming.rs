@@ -3,14 +3,9 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::*;
-
-fn listen() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -28,15 +23,8 @@ async fn a_256_mib_upload_and_download_stream_through_with_bounded_memory() {
     use futures_util::StreamExt;
     const SIZE: u64 = 256 << 20;
     let origin = Origin::start("origin").await;
-    let node = edge(
-        r#"
-upstreams: [{name: web, peers: [{address: "@O@"}]}]
-applications: [{name: site, is_default: true, listeners: [{address: "127.0.0.1:0"}], upstream: web}]
-"#,
-        &[("O", origin.addr.to_string())],
-    )
-    .await;
-    let base = format!("http://{}", node.bound_addr(listen()).unwrap());
+    let node = edge_in_front_of(origin.addr).await;
+    let base = base_url(&node);
     let c = client();
     let before = rss_bytes();
     let mut peak = before;

@@ -173,7 +173,6 @@ pub async fn handle(
                         &mut info,
                     )
                     .await;
-                    parts.headers = Default::default();
                     match result {
                         Ok(p) => {
                             let switching = p.head.status == StatusCode::SWITCHING_PROTOCOLS;

@@ -192,6 +192,28 @@ pub async fn edge(yaml: &str, vars: &[(&str, String)]) -> Arc<EdgeNode> {
     .expect("edge starts")
 }
 
+/// One upstream (`@O@`) behind one default application on `127.0.0.1:0`.
+pub const ONE_UPSTREAM: &str = r#"
+upstreams: [{name: web, peers: [{address: "@O@"}]}]
+applications: [{name: site, is_default: true, listeners: [{address: "127.0.0.1:0"}], upstream: web}]
+"#;
+
+/// An edge whose only application proxies everything to `origin`.
+pub async fn edge_in_front_of(origin: SocketAddr) -> Arc<EdgeNode> {
+    edge(ONE_UPSTREAM, &[("O", origin.to_string())]).await
+}
+
+/// The address bound for the `127.0.0.1:0` listener every test config uses.
+pub fn plain_addr(node: &EdgeNode) -> SocketAddr {
+    node.bound_addr("127.0.0.1:0".parse().unwrap())
+        .expect("the edge listens on 127.0.0.1:0")
+}
+
+/// `http://` + [`plain_addr`].
+pub fn base_url(node: &EdgeNode) -> String {
+    format!("http://{}", plain_addr(node))
+}
+
 pub fn fill(yaml: &str, vars: &[(&str, String)]) -> String {
     let mut s = yaml.to_string();
     for (k, v) in vars {
