@@ -78,15 +78,13 @@ pub async fn handle(
         ));
     };
 
-    let path = parts.uri.path().to_string();
-    let query = parts.uri.query().map(str::to_string);
     let view = RequestView {
         method: &parts.method,
         version: parts.version,
         scheme: conn.scheme,
         host: &host,
-        path: &path,
-        query: query.as_deref(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
         headers: &parts.headers,
         client: conn.client,
         local: conn.local,
@@ -257,7 +255,11 @@ fn request_id(h: &http::HeaderMap) -> HeaderValue {
         return v.clone();
     }
     let id: u128 = rand::random();
-    HeaderValue::from_str(&format!("{id:032x}")).unwrap_or(HeaderValue::from_static("-"))
+    let mut hex = [0u8; 32];
+    for (i, b) in hex.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("-"))
 }
 
 fn local(r: LocalResponse) -> Response<ResponseBody> {
@@ -287,7 +289,8 @@ fn finish(
     let metrics = app.map_or_else(|| snapshot.unrouted.clone(), |a| a.metrics.clone());
     metrics.count(status);
     metrics.duration.observe(started.elapsed().as_secs_f64());
-    let record = (snapshot.access_log != AccessLogFormat::Off).then(|| LogRecord {
+    let logging = snapshot.access_log != AccessLogFormat::Off && conn.access_log.is_enabled();
+    let record = logging.then(|| LogRecord {
         client: conn.client.ip(),
         method: parts.method.to_string(),
         target: parts

@@ -250,7 +250,10 @@ where
         conn.as_mut().graceful_shutdown();
     }
     let idle = limits.idle_timeout;
-    let mut check_at = Instant::now() + idle;
+    // One timer for the connection's life, re-armed only when it fires: a fresh `sleep` per
+    // loop turn would insert and remove a timer entry on every wake-up of the connection.
+    let watchdog = tokio::time::sleep(idle);
+    tokio::pin!(watchdog);
     loop {
         tokio::select! {
             done = conn.as_mut() => {
@@ -263,13 +266,14 @@ where
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep_until(check_at), if !draining => {
+            _ = watchdog.as_mut(), if !draining => {
                 let idle_since = info.last_active.get();
-                if info.in_flight.get() == 0 && idle_since + idle <= Instant::now() {
+                let now = Instant::now();
+                if info.in_flight.get() == 0 && idle_since + idle <= now {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 } else {
-                    check_at = idle_since.max(Instant::now()) + idle;
+                    watchdog.as_mut().reset((idle_since.max(now) + idle).into());
                 }
             }
         }
