@@ -1,0 +1,227 @@
+//! What the cache keeps about a stored response besides its body, and its on-disk encoding.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// A stored response's head and bookkeeping. Shared (`Arc`) between the tiers and readers; only
+/// the soft-purge flag changes after storing.
+#[derive(Debug)]
+pub struct ObjectMeta {
+    /// `scheme://host/path?query` of the request that filled it: purge by URL and prefix.
+    pub url: String,
+    /// 0 marks a *variants marker*: the response under this primary key varies on
+    /// `vary_fields`, and each variant is stored under its own key.
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// When the request was sent and the response received (RFC 9111 §4.2.3), ms since epoch.
+    pub request_time_ms: u64,
+    pub response_time_ms: u64,
+    /// Lower-case names from `Vary` (empty when the response does not vary).
+    pub vary_fields: Vec<String>,
+    /// The request's values of `vary_fields`, normalised, as stored.
+    pub secondary_key: String,
+    /// Purge tags from `Surrogate-Key` / `Cache-Tag`.
+    pub tags: Vec<String>,
+    pub body_len: u64,
+    /// Soft purge: the object is stale from now on, whatever its headers say.
+    pub invalidated: AtomicBool,
+}
+
+impl ObjectMeta {
+    pub fn is_variants_marker(&self) -> bool {
+        self.status == 0
+    }
+
+    pub fn is_invalidated(&self) -> bool {
+        self.invalidated.load(Ordering::Relaxed)
+    }
+
+    /// Bytes this object costs in memory, roughly: body plus head.
+    pub fn weight(&self) -> u64 {
+        let head: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
+        self.body_len + head as u64 + self.url.len() as u64 + 256
+    }
+
+    pub fn clone_meta(&self) -> ObjectMeta {
+        ObjectMeta {
+            url: self.url.clone(),
+            status: self.status,
+            headers: self.headers.clone(),
+            request_time_ms: self.request_time_ms,
+            response_time_ms: self.response_time_ms,
+            vary_fields: self.vary_fields.clone(),
+            secondary_key: self.secondary_key.clone(),
+            tags: self.tags.clone(),
+            body_len: self.body_len,
+            invalidated: AtomicBool::new(self.is_invalidated()),
+        }
+    }
+
+    /// Binary encoding: a version byte, then fixed fields, then length-prefixed strings and
+    /// header pairs. Header values are bytes, not necessarily UTF-8, so JSON would not do.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.push(ENCODING_VERSION);
+        out.push(self.is_invalidated() as u8);
+        out.extend_from_slice(&self.status.to_le_bytes());
+        out.extend_from_slice(&self.request_time_ms.to_le_bytes());
+        out.extend_from_slice(&self.response_time_ms.to_le_bytes());
+        out.extend_from_slice(&self.body_len.to_le_bytes());
+        put_bytes(&mut out, self.url.as_bytes());
+        put_bytes(&mut out, self.secondary_key.as_bytes());
+        put_list(&mut out, &self.vary_fields);
+        put_list(&mut out, &self.tags);
+        out.extend_from_slice(&(self.headers.len() as u32).to_le_bytes());
+        for (k, v) in &self.headers {
+            put_bytes(&mut out, k.as_str().as_bytes());
+            put_bytes(&mut out, v.as_bytes());
+        }
+        out
+    }
+
+    pub fn decode(mut b: &[u8]) -> Result<ObjectMeta, DecodeError> {
+        let r = &mut b;
+        if take(r, 1)?[0] != ENCODING_VERSION {
+            return Err(DecodeError("unknown encoding version"));
+        }
+        let invalidated = take(r, 1)?[0] != 0;
+        let status = u16::from_le_bytes(take(r, 2)?.try_into().unwrap_or_default());
+        let request_time_ms = get_u64(r)?;
+        let response_time_ms = get_u64(r)?;
+        let body_len = get_u64(r)?;
+        let url = get_string(r)?;
+        let secondary_key = get_string(r)?;
+        let vary_fields = get_list(r)?;
+        let tags = get_list(r)?;
+        let n = get_u32(r)? as usize;
+        let mut headers = HeaderMap::with_capacity(n.min(256));
+        for _ in 0..n {
+            let name = take_prefixed(r)?;
+            let value = take_prefixed(r)?;
+            let name = HeaderName::from_bytes(name).map_err(|_| DecodeError("header name"))?;
+            let value = HeaderValue::from_bytes(value).map_err(|_| DecodeError("header value"))?;
+            headers.append(name, value);
+        }
+        Ok(ObjectMeta {
+            url,
+            status,
+            headers,
+            request_time_ms,
+            response_time_ms,
+            vary_fields,
+            secondary_key,
+            tags,
+            body_len,
+            invalidated: AtomicBool::new(invalidated),
+        })
+    }
+}
+
+const ENCODING_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt object metadata: {0}")]
+pub struct DecodeError(&'static str);
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_list(out: &mut Vec<u8>, items: &[String]) {
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for s in items {
+        put_bytes(out, s.as_bytes());
+    }
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
+    if b.len() < n {
+        return Err(DecodeError("truncated"));
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Ok(head)
+}
+
+fn get_u32(b: &mut &[u8]) -> Result<u32, DecodeError> {
+    Ok(u32::from_le_bytes(take(b, 4)?.try_into().unwrap_or_default()))
+}
+
+fn get_u64(b: &mut &[u8]) -> Result<u64, DecodeError> {
+    Ok(u64::from_le_bytes(take(b, 8)?.try_into().unwrap_or_default()))
+}
+
+fn take_prefixed<'a>(b: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    let n = get_u32(b)? as usize;
+    take(b, n)
+}
+
+fn get_string(b: &mut &[u8]) -> Result<String, DecodeError> {
+    String::from_utf8(take_prefixed(b)?.to_vec()).map_err(|_| DecodeError("not UTF-8"))
+}
+
+fn get_list(b: &mut &[u8]) -> Result<Vec<String>, DecodeError> {
+    let n = get_u32(b)? as usize;
+    if n > b.len() {
+        return Err(DecodeError("list longer than the data"));
+    }
+    (0..n).map(|_| get_string(b)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_with_non_utf8_header_values() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        headers.append("set-thing", HeaderValue::from_bytes(b"a\xe9b").unwrap());
+        headers.append("set-thing", HeaderValue::from_static("second"));
+        let m = ObjectMeta {
+            url: "https://a.test/x?y=1".into(),
+            status: 200,
+            headers,
+            request_time_ms: 1,
+            response_time_ms: 2,
+            vary_fields: vec!["accept-encoding".into()],
+            secondary_key: "gzip".into(),
+            tags: vec!["t1".into(), "t2".into()],
+            body_len: 42,
+            invalidated: AtomicBool::new(true),
+        };
+        let d = ObjectMeta::decode(&m.encode()).unwrap();
+        assert_eq!(d.url, m.url);
+        assert_eq!(d.headers, m.headers);
+        assert_eq!((d.status, d.body_len, d.response_time_ms), (200, 42, 2));
+        assert_eq!(d.tags, m.tags);
+        assert_eq!(d.vary_fields, m.vary_fields);
+        assert!(d.is_invalidated());
+    }
+
+    #[test]
+    fn truncated_metadata_is_an_error_not_a_panic() {
+        let m = ObjectMeta {
+            url: "u".into(),
+            status: 200,
+            headers: HeaderMap::new(),
+            request_time_ms: 0,
+            response_time_ms: 0,
+            vary_fields: vec![],
+            secondary_key: String::new(),
+            tags: vec![],
+            body_len: 0,
+            invalidated: AtomicBool::new(false),
+        };
+        let bytes = m.encode();
+        for cut in 0..bytes.len() {
+            assert!(ObjectMeta::decode(&bytes[..cut]).is_err());
+        }
+    }
+}
