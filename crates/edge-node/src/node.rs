@@ -36,18 +36,32 @@ pub struct EdgeSettings {
 }
 
 #[derive(Debug, thiserror::Error)]
+// The messages carry their cause inline and no `source`, so that a report printing the whole
+// chain does not say everything twice.
 pub enum ApplyError {
     #[error("{0}")]
-    Invalid(#[from] ValidationErrors),
+    Invalid(ValidationErrors),
     #[error("cannot serve this config: {0}")]
-    Compile(#[from] CompileError),
-    #[error("cannot listen on {addr}: {source}")]
+    Compile(CompileError),
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot start: {0}")]
     Start(std::io::Error),
+}
+
+impl From<ValidationErrors> for ApplyError {
+    fn from(e: ValidationErrors) -> Self {
+        ApplyError::Invalid(e)
+    }
+}
+
+impl From<CompileError> for ApplyError {
+    fn from(e: CompileError) -> Self {
+        ApplyError::Compile(e)
+    }
 }
 
 pub struct EdgeNode {
@@ -97,7 +111,7 @@ impl EdgeNode {
             Some(addr) => Some(
                 crate::admin::serve(addr, shared.clone())
                     .await
-                    .map_err(|source| ApplyError::Bind { addr, source })?,
+                    .map_err(|error| ApplyError::Bind { addr, error })?,
             ),
             None => None,
         };
@@ -157,7 +171,7 @@ impl EdgeNode {
             }
             match bind_reuseport(*key, self.workers.len()) {
                 Ok((addr, socks)) => new_sockets.push((*key, addr, socks)),
-                Err(source) => return Err(ApplyError::Bind { addr: *key, source }),
+                Err(error) => return Err(ApplyError::Bind { addr: *key, error }),
             }
         }
         // Past this point nothing can fail.

@@ -53,6 +53,11 @@ pub async fn handle(
         .unwrap_or_default();
     let host = normalize_host(&host_raw);
     let request_id = request_id(&parts.headers);
+    // Kept for the access log: the request headers move upstream with the request.
+    let logged = LoggedHeaders {
+        referer: parts.headers.get(header::REFERER).cloned(),
+        user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+    };
 
     let app = snapshot
         .listeners
@@ -72,6 +77,7 @@ pub async fn handle(
             &parts,
             &host,
             &request_id,
+            &logged,
             started,
             UpstreamInfo::default(),
             in_flight,
@@ -210,6 +216,7 @@ pub async fn handle(
         &parts,
         &host,
         &request_id,
+        &logged,
         started,
         info,
         in_flight,
@@ -281,6 +288,7 @@ fn finish(
     parts: &http::request::Parts,
     host: &str,
     request_id: &HeaderValue,
+    logged: &LoggedHeaders,
     started: Instant,
     upstream: UpstreamInfo,
     in_flight: crate::server::worker::InFlight,
@@ -299,8 +307,8 @@ fn finish(
             .map_or_else(|| "/".to_string(), |pq| pq.to_string()),
         version: parts.version,
         status,
-        referer: header_string(&parts.headers, header::REFERER),
-        user_agent: header_string(&parts.headers, header::USER_AGENT),
+        referer: header_string(logged.referer.as_ref()),
+        user_agent: header_string(logged.user_agent.as_ref()),
         host: host.to_string(),
         application: app.map(|a| a.name.clone()).unwrap_or_default(),
         request_id: request_id.to_str().unwrap_or("").to_string(),
@@ -319,9 +327,13 @@ fn finish(
     resp
 }
 
-fn header_string(h: &http::HeaderMap, name: header::HeaderName) -> String {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
+pub(crate) struct LoggedHeaders {
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+}
+
+fn header_string(v: Option<&HeaderValue>) -> String {
+    v.and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string()
 }

@@ -179,12 +179,20 @@ async fn answer(name: &str, hits: &AtomicUsize, mut req: Request<Incoming>) -> R
 
 /// Starts an edge with two workers from YAML; `@NAME@` placeholders are replaced first.
 pub async fn edge(yaml: &str, vars: &[(&str, String)]) -> Arc<EdgeNode> {
+    edge_with(EdgeSettings::default(), yaml, vars).await
+}
+
+/// [`edge`] with explicit settings (admin listener, access log); two workers.
+pub async fn edge_with(
+    settings: EdgeSettings,
+    yaml: &str,
+    vars: &[(&str, String)],
+) -> Arc<EdgeNode> {
     let cfg = parse_config(&fill(yaml, vars), SourceFormat::Yaml).expect("test config parses");
     EdgeNode::start(
         EdgeSettings {
             workers: 2,
-            admin_listen: None,
-            access_log: None,
+            ..settings
         },
         cfg,
     )
