@@ -22,9 +22,14 @@ pub struct CachedBody {
 }
 
 enum Inner {
-    Chunks { chunks: Arc<[Bytes]>, next: usize },
+    Chunks {
+        chunks: Arc<[Bytes]>,
+        next: usize,
+    },
     /// Read synchronously, as nginx does without `aio`: page-cache reads are short.
-    File { file: File },
+    File {
+        file: File,
+    },
     Follow(Follow),
 }
 
@@ -101,6 +106,10 @@ impl CachedBody {
     /// The exact length, when known.
     pub fn len(&self) -> Option<u64> {
         (self.remaining != u64::MAX).then_some(self.remaining)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
     }
 
     pub fn is_end_stream(&self) -> bool {
@@ -188,7 +197,10 @@ fn follow_stream(fill: Arc<Fill>) -> impl Stream<Item = std::io::Result<Bytes>> 
                 Step::Broken => {
                     return Some((
                         Err(std::io::Error::other("the origin response broke off")),
-                        Cursor { offset: u64::MAX, ..c },
+                        Cursor {
+                            offset: u64::MAX,
+                            ..c
+                        },
                     ));
                 }
                 Step::Wait => {

@@ -167,10 +167,10 @@ impl DiskTier {
     }
 
     fn write_meta(&self, key: &KeyHash, generation: u64, meta: &ObjectMeta) -> std::io::Result<()> {
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.{}.meta", key.hex(), self.next_generation()));
+        let tmp =
+            self.root
+                .join("tmp")
+                .join(format!("{}.{}.meta", key.hex(), self.next_generation()));
         let mut f = File::create(&tmp)?;
         f.write_all(META_MAGIC)?;
         f.write_all(&generation.to_le_bytes())?;

@@ -1,6 +1,6 @@
 //! What the cache keeps about a stored response besides its body, and its on-disk encoding.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -24,8 +24,9 @@ pub struct ObjectMeta {
     /// Purge tags from `Surrogate-Key` / `Cache-Tag`.
     pub tags: Vec<String>,
     pub body_len: u64,
-    /// Soft purge: the object is stale from now on, whatever its headers say.
-    pub invalidated: AtomicBool,
+    /// Soft purge: when (ms since epoch; 0 = never) the object became stale, whatever its
+    /// headers say.
+    pub invalidated_ms: AtomicU64,
 }
 
 impl ObjectMeta {
@@ -34,7 +35,21 @@ impl ObjectMeta {
     }
 
     pub fn is_invalidated(&self) -> bool {
-        self.invalidated.load(Ordering::Relaxed)
+        self.invalidated_at_ms().is_some()
+    }
+
+    pub fn invalidated_at_ms(&self) -> Option<u64> {
+        Some(self.invalidated_ms.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+
+    /// Marks it stale from `at_ms` on (the first purge wins).
+    pub fn invalidate(&self, at_ms: u64) {
+        let _ = self.invalidated_ms.compare_exchange(
+            0,
+            at_ms.max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Bytes this object costs in memory, roughly: body plus head.
@@ -58,7 +73,7 @@ impl ObjectMeta {
             secondary_key: self.secondary_key.clone(),
             tags: self.tags.clone(),
             body_len: self.body_len,
-            invalidated: AtomicBool::new(self.is_invalidated()),
+            invalidated_ms: AtomicU64::new(self.invalidated_ms.load(Ordering::Relaxed)),
         }
     }
 
@@ -67,7 +82,7 @@ impl ObjectMeta {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
         out.push(ENCODING_VERSION);
-        out.push(self.is_invalidated() as u8);
+        out.extend_from_slice(&self.invalidated_ms.load(Ordering::Relaxed).to_le_bytes());
         out.extend_from_slice(&self.status.to_le_bytes());
         out.extend_from_slice(&self.request_time_ms.to_le_bytes());
         out.extend_from_slice(&self.response_time_ms.to_le_bytes());
@@ -89,7 +104,7 @@ impl ObjectMeta {
         if take(r, 1)?[0] != ENCODING_VERSION {
             return Err(DecodeError("unknown encoding version"));
         }
-        let invalidated = take(r, 1)?[0] != 0;
+        let invalidated_ms = get_u64(r)?;
         let status = u16::from_le_bytes(take(r, 2)?.try_into().unwrap_or_default());
         let request_time_ms = get_u64(r)?;
         let response_time_ms = get_u64(r)?;
@@ -117,12 +132,12 @@ impl ObjectMeta {
             secondary_key,
             tags,
             body_len,
-            invalidated: AtomicBool::new(invalidated),
+            invalidated_ms: AtomicU64::new(invalidated_ms),
         })
     }
 }
 
-const ENCODING_VERSION: u8 = 1;
+const ENCODING_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt object metadata: {0}")]
@@ -150,11 +165,15 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
 }
 
 fn get_u32(b: &mut &[u8]) -> Result<u32, DecodeError> {
-    Ok(u32::from_le_bytes(take(b, 4)?.try_into().unwrap_or_default()))
+    Ok(u32::from_le_bytes(
+        take(b, 4)?.try_into().unwrap_or_default(),
+    ))
 }
 
 fn get_u64(b: &mut &[u8]) -> Result<u64, DecodeError> {
-    Ok(u64::from_le_bytes(take(b, 8)?.try_into().unwrap_or_default()))
+    Ok(u64::from_le_bytes(
+        take(b, 8)?.try_into().unwrap_or_default(),
+    ))
 }
 
 fn take_prefixed<'a>(b: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
@@ -194,7 +213,7 @@ mod tests {
             secondary_key: "gzip".into(),
             tags: vec!["t1".into(), "t2".into()],
             body_len: 42,
-            invalidated: AtomicBool::new(true),
+            invalidated_ms: AtomicU64::new(5),
         };
         let d = ObjectMeta::decode(&m.encode()).unwrap();
         assert_eq!(d.url, m.url);
@@ -202,7 +221,7 @@ mod tests {
         assert_eq!((d.status, d.body_len, d.response_time_ms), (200, 42, 2));
         assert_eq!(d.tags, m.tags);
         assert_eq!(d.vary_fields, m.vary_fields);
-        assert!(d.is_invalidated());
+        assert_eq!(d.invalidated_at_ms(), Some(5));
     }
 
     #[test]
@@ -217,7 +236,7 @@ mod tests {
             secondary_key: String::new(),
             tags: vec![],
             body_len: 0,
-            invalidated: AtomicBool::new(false),
+            invalidated_ms: AtomicU64::new(0),
         };
         let bytes = m.encode();
         for cut in 0..bytes.len() {

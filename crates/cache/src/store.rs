@@ -14,7 +14,7 @@ use crate::memory::MemoryTier;
 use crate::object::ObjectMeta;
 use crate::tier::{BodySource, StorageError, Stored, Tier, TierWriter};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheSettings {
     pub memory_bytes: u64,
     /// Larger objects live on disk only.
@@ -145,7 +145,7 @@ impl Cache {
             secondary_key: String::new(),
             tags: Vec::new(),
             body_len: 0,
-            invalidated: Default::default(),
+            invalidated_ms: Default::default(),
         });
         let key = KeyHash::of(primary);
         let _ = self.memory.put(key, meta.clone(), &[]);
@@ -167,6 +167,7 @@ impl Cache {
         FillRole::Leader(FillHandle {
             cache: self.me.upgrade(),
             key,
+            store_key: key,
             fill,
             memory: None,
             disk: None,
@@ -230,17 +231,16 @@ impl Cache {
 
     /// Soft purge of one object: it stays, but counts as stale from now on.
     fn invalidate(&self, key: &KeyHash) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
         if let Some(s) = self.memory.get(key) {
-            s.meta
-                .invalidated
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            s.meta.invalidate(now_ms);
         }
         if let Some(d) = &self.disk
             && let Some(s) = d.get(key)
         {
-            s.meta
-                .invalidated
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            s.meta.invalidate(now_ms);
             let _ = d.update_meta(key, s.meta);
         }
     }
@@ -249,7 +249,10 @@ impl Cache {
 /// The leader's side of a fill.
 pub struct FillHandle {
     cache: Option<Arc<Cache>>,
+    /// The key requests collapse on.
     key: KeyHash,
+    /// The key the object is stored under: `key`, or a variant key when the response varies.
+    store_key: KeyHash,
     fill: Arc<Fill>,
     memory: Option<Box<dyn TierWriter>>,
     disk: Option<DiskWriter>,
@@ -268,16 +271,22 @@ impl FillHandle {
 
     /// The response is storable: publish its head to followers and open the tiers. A body
     /// declared larger than every tier takes is abandoned here.
-    pub fn start(&mut self, meta: Arc<ObjectMeta>, declared_len: Option<u64>) -> bool {
+    pub fn start(
+        &mut self,
+        meta: Arc<ObjectMeta>,
+        declared_len: Option<u64>,
+        store_key: KeyHash,
+    ) -> bool {
         let Some(cache) = self.cache.clone() else {
             return false;
         };
+        self.store_key = store_key;
         let fits_memory = declared_len.is_none_or(|n| n <= cache.memory.max_object());
         if fits_memory {
-            self.memory = cache.memory.writer(self.key).ok();
+            self.memory = cache.memory.writer(store_key).ok();
         }
         if let Some(d) = &cache.disk {
-            match d.disk_writer(self.key) {
+            match d.disk_writer(store_key) {
                 Ok(w) => self.disk = Some(w),
                 Err(e) => tracing::warn!(error = %e, "cannot open a cache file"),
             }
@@ -290,7 +299,10 @@ impl FillHandle {
         s.meta = Some(meta);
         s.in_memory = fits_memory;
         if !fits_memory {
-            s.spill = self.disk.as_ref().map(|d| (d.progress().1.to_path_buf(), 0));
+            s.spill = self
+                .disk
+                .as_ref()
+                .map(|d| (d.progress().1.to_path_buf(), 0));
         }
         drop(s);
         self.started = true;
@@ -356,7 +368,7 @@ impl FillHandle {
         }
         let mut final_path = None;
         if let Some(d) = self.disk.take() {
-            let key = self.key;
+            let key = self.store_key;
             match Box::new(d).commit(meta.clone()) {
                 Ok(()) => {
                     stored_somewhere = true;

@@ -13,7 +13,10 @@ use crate::object::ObjectMeta;
 pub enum BodySource {
     Memory(Arc<[Bytes]>),
     /// A complete, immutable body file of `len` bytes.
-    File { path: PathBuf, len: u64 },
+    File {
+        path: PathBuf,
+        len: u64,
+    },
 }
 
 #[derive(Clone, Debug)]

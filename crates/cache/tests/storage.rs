@@ -2,7 +2,7 @@
 //! (surviving a restart, never serving a torn write).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -24,7 +24,7 @@ fn meta(url: &str, tags: &[&str], body_len: u64) -> Arc<ObjectMeta> {
         secondary_key: String::new(),
         tags: tags.iter().map(|s| s.to_string()).collect(),
         body_len,
-        invalidated: AtomicBool::new(false),
+        invalidated_ms: AtomicU64::new(0),
     })
 }
 
@@ -49,8 +49,12 @@ fn suite(tier: &dyn Tier) {
     let k3 = KeyHash::of("http://b.test/three");
 
     // Round trip, in chunks.
-    tier.put(k1, meta("http://a.test/one", &["t1"], 11), &chunks(&["hello", " ", "world"]))
-        .unwrap();
+    tier.put(
+        k1,
+        meta("http://a.test/one", &["t1"], 11),
+        &chunks(&["hello", " ", "world"]),
+    )
+    .unwrap();
     let got = tier.get(&k1).expect("stored object is found");
     assert_eq!(body_of(&got), b"hello world");
     assert_eq!(got.meta.headers.get("etag").unwrap(), "\"v1\"");
@@ -69,8 +73,12 @@ fn suite(tier: &dyn Tier) {
     assert!(tier.get(&k2).is_none());
 
     // Replacing an object swaps it whole.
-    tier.put(k1, meta("http://a.test/one", &["t1", "t2"], 3), &chunks(&["new"]))
-        .unwrap();
+    tier.put(
+        k1,
+        meta("http://a.test/one", &["t1", "t2"], 3),
+        &chunks(&["new"]),
+    )
+    .unwrap();
     assert_eq!(body_of(&tier.get(&k1).unwrap()), b"new");
 
     // Updating the head keeps the body.
@@ -82,7 +90,8 @@ fn suite(tier: &dyn Tier) {
     assert_eq!(body_of(&got), b"new");
 
     // Scan sees every object with its URL and tags.
-    tier.put(k3, meta("http://b.test/three", &["t3"], 0), &[]).unwrap();
+    tier.put(k3, meta("http://b.test/three", &["t3"], 0), &[])
+        .unwrap();
     let mut seen = Vec::new();
     tier.scan(&mut |k, url, tags| seen.push((*k, url.to_string(), tags.to_vec())));
     seen.sort_by(|a, b| a.1.cmp(&b.1));
@@ -117,11 +126,19 @@ fn memory_tier_refuses_objects_over_its_limit_and_evicts_by_weight() {
     assert!(w.write(&Bytes::from(vec![0u8; 20_000])).is_err());
     for i in 0..40 {
         let key = KeyHash::of(&format!("k{i}"));
-        m.put(key, meta(&format!("k{i}"), &[], 8000), &[Bytes::from(vec![1u8; 8000])])
-            .unwrap();
+        m.put(
+            key,
+            meta(&format!("k{i}"), &[], 8000),
+            &[Bytes::from(vec![1u8; 8000])],
+        )
+        .unwrap();
     }
     m.settle();
-    assert!(m.size() <= 64 * 1024, "weighted size {} over capacity", m.size());
+    assert!(
+        m.size() <= 64 * 1024,
+        "weighted size {} over capacity",
+        m.size()
+    );
     assert!(m.len() < 40);
 }
 
@@ -131,8 +148,12 @@ fn disk_objects_survive_a_restart() {
     let k = KeyHash::of("http://a.test/persist");
     {
         let d = SharedDisk(Arc::new(DiskTier::open(dir.path(), 1 << 20).unwrap()));
-        d.put(k, meta("http://a.test/persist", &["t"], 4), &chunks(&["keep"]))
-            .unwrap();
+        d.put(
+            k,
+            meta("http://a.test/persist", &["t"], 4),
+            &chunks(&["keep"]),
+        )
+        .unwrap();
     }
     let d = SharedDisk(Arc::new(DiskTier::open(dir.path(), 1 << 20).unwrap()));
     let got = d.get(&k).expect("object back after reopening");
@@ -149,8 +170,10 @@ fn torn_writes_are_never_served_after_a_crash() {
     let short = KeyHash::of("short");
     {
         let d = SharedDisk(Arc::new(DiskTier::open(dir.path(), 1 << 20).unwrap()));
-        d.put(good, meta("good", &[], 4), &chunks(&["good"])).unwrap();
-        d.put(short, meta("short", &[], 6), &chunks(&["sixsix"])).unwrap();
+        d.put(good, meta("good", &[], 4), &chunks(&["good"]))
+            .unwrap();
+        d.put(short, meta("short", &[], 6), &chunks(&["sixsix"]))
+            .unwrap();
         // A write in progress when the process dies: its writer is never dropped.
         let mut w = d.disk_writer(torn).unwrap();
         w.write(&Bytes::from_static(b"half")).unwrap();
@@ -172,8 +195,14 @@ fn torn_writes_are_never_served_after_a_crash() {
     let d = SharedDisk(Arc::new(DiskTier::open(dir.path(), 1 << 20).unwrap()));
     assert_eq!(body_of(&d.get(&good).unwrap()), b"good");
     assert!(d.get(&torn).is_none(), "an unfinished write is not served");
-    assert!(d.get(&short).is_none(), "a body shorter than its head is not served");
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert!(
+        d.get(&short).is_none(),
+        "a body shorter than its head is not served"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
@@ -182,17 +211,28 @@ fn disk_tier_evicts_the_least_recently_used_when_full() {
     let d = SharedDisk(Arc::new(DiskTier::open(dir.path(), 100_000).unwrap()));
     let keys: Vec<KeyHash> = (0..10).map(|i| KeyHash::of(&format!("o{i}"))).collect();
     for (i, k) in keys.iter().enumerate().take(8) {
-        d.put(*k, meta(&format!("o{i}"), &[], 10_000), &[Bytes::from(vec![0u8; 10_000])])
-            .unwrap();
+        d.put(
+            *k,
+            meta(&format!("o{i}"), &[], 10_000),
+            &[Bytes::from(vec![0u8; 10_000])],
+        )
+        .unwrap();
     }
     // Touch the oldest so it becomes the most recent.
     assert!(d.get(&keys[0]).is_some());
     for (i, k) in keys.iter().enumerate().skip(8) {
-        d.put(*k, meta(&format!("o{i}"), &[], 10_000), &[Bytes::from(vec![0u8; 10_000])])
-            .unwrap();
+        d.put(
+            *k,
+            meta(&format!("o{i}"), &[], 10_000),
+            &[Bytes::from(vec![0u8; 10_000])],
+        )
+        .unwrap();
     }
     assert!(d.size() <= 100_000);
     assert!(d.get(&keys[0]).is_some(), "recently used object kept");
-    assert!(d.get(&keys[1]).is_none(), "least recently used object evicted");
+    assert!(
+        d.get(&keys[1]).is_none(),
+        "least recently used object evicted"
+    );
     assert!(d.get(&keys[9]).is_some());
 }

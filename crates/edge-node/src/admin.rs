@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/status` (JSON: config version, peers
-//! and their health), `/healthz`. Runs on the control runtime, away from the workers.
+//! and their health, cache size), `/healthz`, and `POST /cache/purge`. Runs on the control
+//! runtime, away from the workers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,12 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
             tokio::spawn(async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let shared = shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&shared, req.uri().path())) }
+                    async move {
+                        if req.uri().path() == "/cache/purge" {
+                            return Ok::<_, std::convert::Infallible>(purge(&shared, req).await);
+                        }
+                        Ok(route(&shared, req.uri().path()))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -61,6 +67,58 @@ fn route(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Largest purge request body accepted.
+const MAX_PURGE_BODY: usize = 64 * 1024;
+
+/// `POST /cache/purge` with `{"url": ...}`, `{"prefix": ...}`, `{"tag": ...}` or
+/// `{"all": true}`, and `"soft": true` to mark stale instead of removing.
+async fn purge(
+    shared: &Shared,
+    req: http::Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    if req.method() != http::Method::POST {
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"use POST"}"#.into(),
+        );
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_PURGE_BODY);
+    let body = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"error":"body too large"}"#.into(),
+            );
+        }
+    };
+    match crate::purge::parse_request(&body) {
+        Ok((selector, soft)) => {
+            let n = shared.snapshot.load().cache.purge(&selector, soft);
+            tracing::info!(?selector, soft, purged = n, "cache purge");
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "purged": n }).to_string(),
+            )
+        }
+        Err(e) => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": e }).to_string(),
+        ),
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 fn status_json(shared: &Shared) -> String {
     let snap = shared.snapshot.load();
     let now = clock::now_ms();
@@ -84,5 +142,18 @@ fn status_json(shared: &Shared) -> String {
             .collect();
         upstreams.insert(name.to_string(), serde_json::Value::Array(peers));
     }
-    serde_json::json!({ "version": snap.version, "upstreams": upstreams }).to_string()
+    use outpost_cache::Tier;
+    let memory = snap.cache.memory();
+    let mut cache = serde_json::json!({
+        "memory": { "bytes": memory.size(), "objects": memory.len() },
+    });
+    if let Some(d) = snap.cache.disk() {
+        cache["disk"] = serde_json::json!({
+            "path": d.0.root().display().to_string(),
+            "bytes": d.size(),
+            "objects": d.len(),
+        });
+    }
+    serde_json::json!({ "version": snap.version, "upstreams": upstreams, "cache": cache })
+        .to_string()
 }

@@ -21,6 +21,7 @@ pub mod demo_origin;
 pub mod metrics;
 pub mod node;
 pub mod proxy;
+pub mod purge;
 pub mod rules;
 pub mod server;
 pub mod upstream;

@@ -85,7 +85,8 @@ impl EdgeNode {
         validate(&config)?;
         let metrics = Metrics::default();
         let states = Arc::new(PeerStates::default());
-        let first = Snapshot::compile(&config, &states, &metrics)?;
+        let caches = crate::config::CacheStorage::default();
+        let first = Snapshot::compile(&config, &states, &metrics, &caches)?;
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
         let shared = Arc::new(Shared {
             tls: server_config(snapshot.clone()),
@@ -94,6 +95,7 @@ impl EdgeNode {
             metrics,
             access_log: AccessLog::open(settings.access_log.clone()).map_err(ApplyError::Start)?,
             states,
+            caches,
         });
         let n = if settings.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -151,6 +153,7 @@ impl EdgeNode {
             &config,
             &self.shared.states,
             &self.shared.metrics,
+            &self.shared.caches,
         )?);
         let previous = self.shared.snapshot.load_full();
         self.activate(&next, Some(&previous))?;
@@ -250,6 +253,11 @@ impl EdgeNode {
             }
         })
         .await;
+    }
+
+    /// Purges the HTTP cache: removes (or, `soft`, marks stale) what the selector matches.
+    pub fn purge(&self, selector: &outpost_cache::PurgeSelector, soft: bool) -> usize {
+        self.shared.snapshot.load().cache.purge(selector, soft)
     }
 
     /// The shutdown grace from the current config.

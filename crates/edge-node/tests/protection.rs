@@ -79,7 +79,10 @@ async fn a_slowloris_client_is_cut_off_by_the_header_timeout() {
     let mut cut_off = false;
     for i in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if s.write_all(format!("X-Drip-{i}: y\r\n").as_bytes()).await.is_err() {
+        if s.write_all(format!("X-Drip-{i}: y\r\n").as_bytes())
+            .await
+            .is_err()
+        {
             cut_off = true;
             break;
         }
@@ -98,7 +101,11 @@ async fn a_slowloris_client_is_cut_off_by_the_header_timeout() {
         }
     }
     assert!(cut_off, "the edge kept a dripping request head open");
-    assert_eq!(origin.hits(), 0, "an incomplete head must never reach the origin");
+    assert_eq!(
+        origin.hits(),
+        0,
+        "an incomplete head must never reach the origin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +156,11 @@ async fn oversized_heads_and_bodies_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413, "declared length over max_body_bytes");
-    assert_eq!(origin.hits(), 0, "a declared length over the limit never reaches the origin");
+    assert_eq!(
+        origin.hits(),
+        0,
+        "a declared length over the limit never reaches the origin"
+    );
 
     // A chunked body streams (no buffering), so it is counted as it goes and cut at the limit.
     let chunks = futures_util::stream::iter(
@@ -169,7 +180,11 @@ async fn oversized_heads_and_bodies_are_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.text().await.unwrap(), "900", "a body under the limit passes");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "900",
+        "a body under the limit passes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +205,10 @@ async fn graceful_shutdown_finishes_requests_in_flight_and_stops_accepting() {
         let node = node.clone();
         tokio::spawn(async move { node.shutdown(Duration::from_secs(10)).await })
     };
-    let body = in_flight.await.unwrap().expect("the request in flight completes");
+    let body = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight completes");
     assert_eq!(body, "origin");
     tokio::time::timeout(Duration::from_secs(15), shutdown)
         .await
@@ -236,10 +254,30 @@ applications:
     let base = base_url(&node);
     let c = client();
     for _ in 0..3 {
-        assert_eq!(c.get(format!("{base}/bytes/100")).send().await.unwrap().text().await.unwrap().len(), 100);
+        assert_eq!(
+            c.get(format!("{base}/bytes/100"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .len(),
+            100
+        );
     }
-    assert_eq!(c.get(format!("{base}/status/404")).send().await.unwrap().status(), 404);
-    assert_eq!(c.get(format!("{base}/gone")).send().await.unwrap().status(), 502);
+    assert_eq!(
+        c.get(format!("{base}/status/404"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.get(format!("{base}/gone")).send().await.unwrap().status(),
+        502
+    );
 
     let admin = node.admin_addr().expect("admin listener bound");
     // Health state appears once the first check has run; bounded to 250 polls (5 s).
@@ -276,14 +314,23 @@ applications:
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<u64>().ok())
         .expect("sent bytes counter");
-    assert!(sent >= 300, "sent bytes {sent} below the 300 body bytes served");
+    assert!(
+        sent >= 300,
+        "sent bytes {sent} below the 300 body bytes served"
+    );
     let peer_up = text
         .lines()
-        .find(|l| l.starts_with("outpost_edge_upstream_peer_up{") && l.contains(&origin.addr.to_string()))
+        .find(|l| {
+            l.starts_with("outpost_edge_upstream_peer_up{") && l.contains(&origin.addr.to_string())
+        })
         .unwrap_or_else(|| panic!("no health gauge for the checked peer in:\n{text}"));
     assert!(peer_up.ends_with(" 1"), "{peer_up}");
 
-    let status = c.get(format!("http://{admin}/healthz")).send().await.unwrap();
+    let status = c
+        .get(format!("http://{admin}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status.status(), 200);
 }
 

@@ -152,6 +152,53 @@ fn check_server(server: &crate::pb::ServerSettings, path: &FieldPath, report: &m
     if crate::pb::AccessLogFormat::try_from(server.access_log_format).is_err() {
         report.error(&path.field("access_log_format"), "unknown format");
     }
+    if let Some(cache) = &server.cache {
+        check_cache_storage(cache, &path.field("cache"), report);
+    }
+}
+
+fn check_cache_storage(c: &crate::pb::CacheStorage, path: &FieldPath, report: &mut Report) {
+    let memory = if c.memory_bytes == 0 {
+        256 << 20
+    } else {
+        c.memory_bytes
+    };
+    if c.memory_bytes != 0 && c.memory_bytes < 1 << 20 {
+        report.error(
+            &path.field("memory_bytes"),
+            format!(
+                "must be 0 (default) or at least 1048576, got {}",
+                c.memory_bytes
+            ),
+        );
+    }
+    if c.max_memory_object_bytes > memory {
+        report.error(
+            &path.field("max_memory_object_bytes"),
+            format!(
+                "must not exceed memory_bytes ({} > {memory})",
+                c.max_memory_object_bytes
+            ),
+        );
+    }
+    if c.disk_path.contains('\0') {
+        report.error(&path.field("disk_path"), "must not contain NUL");
+    }
+    if c.disk_bytes != 0 && c.disk_bytes < 1 << 20 {
+        report.error(
+            &path.field("disk_bytes"),
+            format!(
+                "must be 0 (default) or at least 1048576, got {}",
+                c.disk_bytes
+            ),
+        );
+    }
+    if c.lock_timeout_ms > 600_000 {
+        report.error(
+            &path.field("lock_timeout_ms"),
+            format!("must be at most 600000 (10 min), got {}", c.lock_timeout_ms),
+        );
+    }
 }
 
 #[cfg(test)]

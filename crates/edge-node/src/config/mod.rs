@@ -2,7 +2,10 @@
 //! atomically on reload. Requests hold the snapshot they started with until they finish, so a
 //! reload never changes a request halfway.
 
+pub mod cache_storage;
 pub mod host_router;
+
+pub use cache_storage::CacheStorage;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -15,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use crate::metrics::{AppMetrics, Metrics};
-use crate::rules::PageRule;
+use crate::rules::{CacheRule, PageRule};
 use crate::upstream::{PeerStates, Upstream};
 use host_router::HostRouter;
 
@@ -27,6 +30,8 @@ pub struct Application {
     pub certificate: Option<Arc<CertifiedKey>>,
     pub upstream: Option<Arc<str>>,
     pub rules: Vec<PageRule>,
+    /// The first whose conditions match decides how a request is cached.
+    pub cache_rules: Vec<Arc<CacheRule>>,
     pub declared: Vec<(String, String)>,
     pub metrics: AppMetrics,
 }
@@ -41,6 +46,7 @@ impl Application {
             certificate: None,
             upstream: None,
             rules: vec![],
+            cache_rules: vec![],
             declared: vec![],
             metrics: Metrics::default().app(name),
         }
@@ -81,6 +87,9 @@ pub struct Snapshot {
     pub access_log: AccessLogFormat,
     /// The metrics of requests that match no application.
     pub unrouted: AppMetrics,
+    pub cache: Arc<outpost_cache::Cache>,
+    /// How long a request waits for another one filling the same cache key.
+    pub cache_lock_timeout: Duration,
 }
 
 /// A config the validator passed but this edge cannot serve (a host name that does not
@@ -104,6 +113,7 @@ impl Snapshot {
         cfg: &pb::Config,
         states: &Arc<PeerStates>,
         metrics: &Metrics,
+        caches: &CacheStorage,
     ) -> Result<Snapshot, CompileError> {
         let mut certs: HashMap<&str, Arc<CertifiedKey>> = HashMap::new();
         for (i, c) in cfg.certificates.iter().enumerate() {
@@ -143,12 +153,16 @@ impl Snapshot {
                     "Lua is not available in this edge build yet",
                 ));
             }
-            if !a.cache_rules.is_empty() {
-                return Err(err(
-                    format!("{path}.cache_rules"),
-                    "caching is not available in this edge build yet",
-                ));
-            }
+            let cache_rules = a
+                .cache_rules
+                .iter()
+                .enumerate()
+                .map(|(j, r)| {
+                    CacheRule::compile(r)
+                        .map(Arc::new)
+                        .map_err(|(f, m)| err(format!("{path}.cache_rules[{j}].{f}"), m))
+                })
+                .collect::<Result<_, _>>()?;
             let rules = a
                 .rules
                 .iter()
@@ -166,6 +180,7 @@ impl Snapshot {
                 certificate: certificate.clone(),
                 upstream: (!a.upstream.is_empty()).then(|| Arc::from(a.upstream.as_str())),
                 rules,
+                cache_rules,
                 declared: a
                     .variables
                     .iter()
@@ -195,7 +210,7 @@ impl Snapshot {
             }
         }
 
-        let s = cfg.server.unwrap_or_default();
+        let s = cfg.server.clone().unwrap_or_default();
         let limits = Limits {
             max_header_bytes: if s.max_header_bytes == 0 {
                 64 * 1024
@@ -228,7 +243,11 @@ impl Snapshot {
             Ok(pb::AccessLogFormat::Off) => AccessLogFormat::Off,
             _ => AccessLogFormat::Combined,
         };
+        let storage = s.cache.clone().unwrap_or_default();
+        let cache = caches.get(&storage)?;
         Ok(Snapshot {
+            cache,
+            cache_lock_timeout: cache_storage::lock_timeout(&storage),
             version: cfg.version,
             listeners,
             upstreams,

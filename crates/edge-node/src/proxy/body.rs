@@ -28,6 +28,8 @@ pub enum BodyError {
     Timeout(Duration),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    #[error("cached body: {0}")]
+    Cache(std::io::Error),
 }
 
 /// Re-arms an idle timer only when a poll would wait: a body that is always ready never
@@ -168,10 +170,38 @@ pub struct ResponseBody {
     sent: u64,
     complete: bool,
     finish: Option<OnFinish>,
+    /// A storable response being filled into the cache as it streams to the client.
+    tee: Option<Box<Tee>>,
+}
+
+/// The leader's copy of a body into the cache: chunks go in as they go out; at the end the
+/// object is committed with its real length.
+pub struct Tee {
+    pub handle: outpost_cache::FillHandle,
+    pub meta: outpost_cache::ObjectMeta,
+    pub received: u64,
+}
+
+impl Tee {
+    fn push(&mut self, chunk: &Bytes) {
+        self.received += chunk.len() as u64;
+        self.handle.push(chunk);
+    }
+
+    fn finish(self) {
+        let Tee {
+            handle,
+            mut meta,
+            received,
+        } = self;
+        meta.body_len = received;
+        handle.finish(std::sync::Arc::new(meta));
+    }
 }
 
 enum Inner {
     Full(Option<Bytes>),
+    Cached(outpost_cache::CachedBody),
     Upstream {
         body: Incoming,
         idle: IdleTimer,
@@ -188,6 +218,27 @@ impl ResponseBody {
             sent: 0,
             complete: false,
             finish: None,
+            tee: None,
+        }
+    }
+
+    pub fn cached(body: outpost_cache::CachedBody) -> Self {
+        ResponseBody {
+            inner: Inner::Cached(body),
+            peer_guard: None,
+            sent: 0,
+            complete: false,
+            finish: None,
+            tee: None,
+        }
+    }
+
+    /// Copies this (upstream) body into the cache while it streams.
+    pub fn tee_into(&mut self, tee: Tee) {
+        if self.is_end_stream() {
+            tee.finish();
+        } else {
+            self.tee = Some(Box::new(tee));
         }
     }
 
@@ -202,6 +253,7 @@ impl ResponseBody {
             sent: 0,
             complete: false,
             finish: None,
+            tee: None,
         };
         r.release_if_done();
         r
@@ -238,6 +290,9 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Cached(c) => c
+                .poll_chunk(cx)
+                .map(|o| o.map(|r| r.map(Frame::data).map_err(BodyError::Cache))),
             Inner::Upstream { body, idle, reuse } => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Pending => {
                     if idle.expired(cx) {
@@ -263,10 +318,19 @@ impl Body for ResponseBody {
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
                     this.sent += d.len() as u64;
+                    if let Some(t) = &mut this.tee {
+                        t.push(d);
+                    }
                 }
             }
             None => this.complete = true,
-            Some(Err(_)) => {}
+            // A broken body is never stored: dropping the tee fails the fill.
+            Some(Err(_)) => this.tee = None,
+        }
+        if (out.is_none() || this.is_end_stream())
+            && let Some(t) = this.tee.take()
+        {
+            t.finish();
         }
         Poll::Ready(out)
     }
@@ -274,6 +338,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
+            Inner::Cached(c) => c.is_end_stream(),
             Inner::Upstream { body, .. } => body.is_end_stream(),
         }
     }
@@ -282,6 +347,10 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Cached(c) => match c.len() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
             Inner::Upstream { body, .. } => body.size_hint(),
         }
     }

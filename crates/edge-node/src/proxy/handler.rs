@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::access_log::{LogRecord, format_line};
 use super::body::{ResponseBody, UpstreamRequestBody};
+use super::cache_phase;
 use super::forward::{self, Forwarded, X_REQUEST_ID};
 use super::upstream_call::{self, UpstreamHead, UpstreamInfo};
 use crate::clock;
@@ -98,6 +99,31 @@ pub async fn handle(
         declared: &app.declared,
     };
     let fx = rules::evaluate(&app.rules, &view, &w.shared.limiter, clock::now_ms());
+    let cache_rule = fx
+        .cache
+        .clone()
+        .or_else(|| app.cache_rules.iter().find(|r| r.matches(&view)).cloned())
+        .filter(|r| !r.bypass);
+    let safe = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    // GET and HEAD are looked up under the rule's key; other methods may invalidate.
+    let cache_key = cache_rule.as_ref().and_then(|r| {
+        matches!(parts.method, Method::GET | Method::HEAD).then(|| {
+            let url = format!(
+                "{}://{}{}",
+                conn.scheme,
+                host,
+                parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
+            );
+            (r.clone(), r.key(&view), url)
+        })
+    });
+    let invalidation = match &cache_rule {
+        Some(r) if !safe => Some((r.clone(), parts.headers.clone())),
+        _ => None,
+    };
 
     let mut info = UpstreamInfo::default();
     let resp = if let Some(answer) = fx.respond {
@@ -167,6 +193,33 @@ pub async fn handle(
                         uri: target,
                         headers,
                     };
+                    if let Some((rule, key, url)) = cache_key
+                        && upgrade.is_none()
+                    {
+                        let cr = cache_phase::CacheRequest {
+                            rule,
+                            key,
+                            url,
+                            method: parts.method.clone(),
+                            head,
+                            hash,
+                        };
+                        let mut resp = cache_phase::serve(&w, &up, &snapshot, cr, &mut info).await;
+                        forward::apply(resp.headers_mut(), &fx.response_headers);
+                        return Ok(finish(
+                            resp,
+                            &snapshot,
+                            Some(&app),
+                            &conn,
+                            &parts,
+                            &host,
+                            &request_id,
+                            &logged,
+                            started,
+                            info,
+                            in_flight,
+                        ));
+                    }
                     let result = upstream_call::call(
                         &w,
                         &up,
@@ -194,6 +247,29 @@ pub async fn handle(
                                 switching,
                                 &fx.response_headers,
                             );
+                            if let Some((rule, headers)) = &invalidation {
+                                let view = RequestView {
+                                    method: &parts.method,
+                                    version: parts.version,
+                                    scheme: conn.scheme,
+                                    host: &host,
+                                    path: parts.uri.path(),
+                                    query: parts.uri.query(),
+                                    headers,
+                                    client: conn.client,
+                                    local: conn.local,
+                                    request_id: "",
+                                    declared: &app.declared,
+                                };
+                                cache_phase::invalidate_after_unsafe(
+                                    &snapshot,
+                                    rule,
+                                    &view,
+                                    &parts.method,
+                                    resp.status(),
+                                    resp.headers(),
+                                );
+                            }
                             resp
                         }
                         Err(e) => {
@@ -333,7 +409,5 @@ pub(crate) struct LoggedHeaders {
 }
 
 fn header_string(v: Option<&HeaderValue>) -> String {
-    v.and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string()
+    v.and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
 }

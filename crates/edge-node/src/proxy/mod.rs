@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod cache_phase;
 pub mod error;
 pub mod forward;
 pub mod handler;

@@ -1,12 +1,14 @@
 //! Page rules and what they are made of: request variables, templates, conditions, rate
 //! limits. Compiled once per config; evaluated per request without I/O.
 
+pub mod cache_rule;
 pub mod condition;
 pub mod page_rule;
 pub mod rate_limit;
 pub mod request_view;
 pub mod template;
 
+pub use cache_rule::CacheRule;
 pub use page_rule::{HeaderOp, LocalResponse, PageRule, RuleEffects, evaluate};
 pub use rate_limit::RateLimiter;
 pub use request_view::RequestView;

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use outpost_proto::pb::{self, action};
 use regex::Regex;
 
+use super::cache_rule::CacheRule;
 use super::condition::{Condition, canonical, parse_cidr};
 use super::rate_limit::{LimitDecision, LimitParams, RateLimiter};
 use super::request_view::RequestView;
@@ -58,6 +59,7 @@ enum Action {
         entries: Vec<(bool, Vec<IpNet>)>,
         status: StatusCode,
     },
+    Cache(Arc<CacheRule>),
 }
 
 /// A header change to apply: `None` removes the header.
@@ -97,6 +99,8 @@ pub struct RuleEffects {
     pub upstream: Option<Arc<str>>,
     pub delay: Duration,
     pub respond: Option<LocalResponse>,
+    /// The last matching rule's cache action, which wins over the application's cache rules.
+    pub cache: Option<Arc<CacheRule>>,
 }
 
 /// Things an action cannot do in this build; the edge refuses such a config with this path.
@@ -210,12 +214,9 @@ impl PageRule {
                     status: status(if ac.status == 0 { 403 } else { ac.status })
                         .map_err(|e| (at("access_control.status"), e))?,
                 },
-                action::Action::Cache(_) => {
-                    return Err((
-                        at("cache"),
-                        "caching is not available in this edge build yet".into(),
-                    ));
-                }
+                action::Action::Cache(c) => Action::Cache(Arc::new(
+                    CacheRule::compile(c).map_err(|(f, m)| (format!("{}.{f}", at("cache")), m))?,
+                )),
                 action::Action::Lua(_) => {
                     return Err((
                         at("lua"),
@@ -335,6 +336,11 @@ pub fn evaluate(
                     if !allowed {
                         fx.respond = Some(LocalResponse::text(*status, "forbidden\n"));
                         return fx;
+                    }
+                }
+                Action::Cache(c) => {
+                    if c.matches(&r) {
+                        fx.cache = Some(c.clone());
                     }
                 }
             }

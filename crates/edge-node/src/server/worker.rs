@@ -35,6 +35,8 @@ pub struct Shared {
     pub access_log: AccessLog,
     pub states: Arc<PeerStates>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// The HTTP cache, kept across reloads that leave its settings alone.
+    pub caches: crate::config::CacheStorage,
 }
 
 /// One worker's own state.
@@ -273,7 +275,7 @@ where
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 } else {
-                    watchdog.as_mut().reset((idle_since.max(now) + idle).into());
+                    watchdog.as_mut().reset(idle_since.max(now) + idle);
                 }
             }
         }

@@ -146,6 +146,59 @@ async fn answer(name: &str, hits: &AtomicUsize, mut req: Request<Incoming>) -> R
             }
             resp(200, full(n.to_string()))
         }
+        // `/c/NAME?cc=..&etag=..&lm=..&vary=..&tags=..&status=..&delay=..&size=..&cookie=1`:
+        // a cacheable object whose headers the query sets; answers 304 to a matching
+        // If-None-Match. The body names the origin and counts its hits on this path.
+        "c" => {
+            let q: Vec<(String, String)> = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.replace("%20", " ").replace("%22", "\"")))
+                .collect();
+            let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            if let Some(ms) = get("delay").and_then(|d| d.parse().ok()) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let etag = get("etag").map(|e| format!("\"{e}\""));
+            let inm = req
+                .headers()
+                .get("if-none-match")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let status: u16 = get("status").and_then(|s| s.parse().ok()).unwrap_or(200);
+            let not_modified = etag.is_some() && inm == etag;
+            let body = match get("size").and_then(|s| s.parse::<usize>().ok()) {
+                Some(n) => full(vec![b'z'; n]),
+                None => full(format!("{name} {path} hit {}", hits.load(Ordering::SeqCst))),
+            };
+            let mut r = resp(
+                if not_modified { 304 } else { status },
+                if not_modified {
+                    full(Bytes::new())
+                } else {
+                    body
+                },
+            );
+            let h = r.headers_mut();
+            let mut set = |k: &'static str, v: Option<String>| {
+                if let Some(v) = v.and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+                    h.insert(k, v);
+                }
+            };
+            set("cache-control", get("cc"));
+            set("cdn-cache-control", get("cdncc"));
+            set("etag", etag);
+            set("last-modified", get("lm"));
+            set("vary", get("vary"));
+            set("surrogate-key", get("tags"));
+            set("set-cookie", get("cookie").map(|_| "s=1".to_string()));
+            set("content-encoding", get("ce"));
+            set("age", get("age"));
+            r
+        }
         "echo-headers" => {
             let mut lines = format!("{} {}\n", req.method(), req.uri());
             for (k, v) in req.headers() {

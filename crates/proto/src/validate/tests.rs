@@ -183,3 +183,18 @@ fn exists_takes_no_values_and_needs_none() {
         vec!["applications[0].rules[0].conditions[0].values: OPERATOR_EXISTS takes no values"]
     );
 }
+
+#[test]
+fn cache_storage_sizes_are_checked() {
+    let bad = format!(
+        "{GOOD}\nserver: {{cache: {{memory_bytes: 2097152, max_memory_object_bytes: 4194304, disk_bytes: 10, lock_timeout_ms: 700000}}}}\n"
+    );
+    assert_eq!(
+        errors(&bad),
+        vec![
+            "server.cache.max_memory_object_bytes: must not exceed memory_bytes (4194304 > 2097152)",
+            "server.cache.disk_bytes: must be 0 (default) or at least 1048576, got 10",
+            "server.cache.lock_timeout_ms: must be at most 600000 (10 min), got 700000",
+        ]
+    );
+}
