@@ -45,11 +45,14 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
 
 fn route(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            shared.metrics.encode(),
-        ),
+        "/metrics" => {
+            refresh_cache_size(shared);
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                shared.metrics.encode(),
+            )
+        }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/status" => (StatusCode::OK, "application/json", status_json(shared)),
         _ => (
@@ -65,6 +68,16 @@ fn route(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static(content_type),
     );
     resp
+}
+
+fn refresh_cache_size(shared: &Shared) {
+    use outpost_cache::Tier;
+    let snap = shared.snapshot.load();
+    let m = snap.cache.memory();
+    shared.metrics.set_cache_size("memory", m.size(), m.len());
+    if let Some(d) = snap.cache.disk() {
+        shared.metrics.set_cache_size("disk", d.size(), d.len());
+    }
 }
 
 /// Largest purge request body accepted.

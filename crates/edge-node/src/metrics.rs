@@ -34,7 +34,13 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub config_version: Gauge,
     pub config_loads: Family<Labels, Counter>,
+    cache_requests: Family<Labels, Counter>,
+    cache_bytes: Family<Labels, Gauge>,
+    cache_objects: Family<Labels, Gauge>,
 }
+
+/// How the cache answered a request a cache rule applied to.
+pub const CACHE_RESULTS: [&str; 6] = ["hit", "stale", "revalidated", "miss", "collapsed", "pass"];
 
 /// Handles for one application.
 #[derive(Clone)]
@@ -43,9 +49,17 @@ pub struct AppMetrics {
     pub duration: Histogram,
     pub bytes_sent: Counter,
     pub bytes_received: Counter,
+    cache: [Counter; 6],
 }
 
 impl AppMetrics {
+    /// `result` is one of [`CACHE_RESULTS`].
+    pub fn cache(&self, result: &str) {
+        if let Some(i) = CACHE_RESULTS.iter().position(|r| *r == result) {
+            self.cache[i].inc();
+        }
+    }
+
     pub fn count(&self, status: u16) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].inc();
@@ -96,6 +110,9 @@ impl Default for Metrics {
             open_connections: Gauge::default(),
             config_version: Gauge::default(),
             config_loads: Family::default(),
+            cache_requests: Family::default(),
+            cache_bytes: Family::default(),
+            cache_objects: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,6 +162,21 @@ impl Default for Metrics {
                 m.config_version.clone(),
             );
             r.register(
+                "cache_requests",
+                "Requests a cache rule applied to, by application and result",
+                m.cache_requests.clone(),
+            );
+            r.register(
+                "cache_size_bytes",
+                "Bytes stored in the HTTP cache, by tier",
+                m.cache_bytes.clone(),
+            );
+            r.register(
+                "cache_objects",
+                "Objects stored in the HTTP cache, by tier",
+                m.cache_objects.clone(),
+            );
+            r.register(
                 "config_loads",
                 "Config loads, by result (applied, rejected)",
                 m.config_loads.clone(),
@@ -177,6 +209,14 @@ impl Metrics {
                 .bytes_received
                 .get_or_create(&vec![("application", name.to_string())])
                 .clone(),
+            cache: CACHE_RESULTS.map(|r| {
+                self.cache_requests
+                    .get_or_create(&vec![
+                        ("application", name.to_string()),
+                        ("result", r.to_string()),
+                    ])
+                    .clone()
+            }),
         }
     }
 
@@ -190,6 +230,13 @@ impl Metrics {
             errors: self.upstream_errors.clone(),
             peer_up: self.peer_up.clone(),
         }
+    }
+
+    /// The cache's size per tier, refreshed before each scrape.
+    pub fn set_cache_size(&self, tier: &str, bytes: u64, objects: u64) {
+        let l = vec![("tier", tier.to_string())];
+        self.cache_bytes.get_or_create(&l).set(bytes as i64);
+        self.cache_objects.get_or_create(&l).set(objects as i64);
     }
 
     pub fn config_load(&self, result: &'static str) {

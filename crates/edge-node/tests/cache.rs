@@ -402,6 +402,26 @@ async fn purge_by_url_prefix_and_tag_soft_and_hard() {
     assert_eq!(purge(serde_json::json!({"prefix": prefix})).await, 2);
     get(&c, &d).await;
     assert_eq!(origin.hits(), 5, "outside the prefix: still cached");
+    // The metrics count what the cache did.
+    let metrics = c
+        .get(format!("http://{}/metrics", node.admin_addr().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"outpost_edge_cache_requests_total{application="site",result="miss"} 4"#,
+        r#"outpost_edge_cache_requests_total{application="site",result="revalidated"} 1"#,
+        r#"outpost_edge_cache_requests_total{application="site",result="hit"} 1"#,
+        r#"outpost_edge_cache_objects{tier="memory"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
+    }
     // Bad requests name the problem.
     let r = c.post(&admin).body("{\"tag\": 1}").send().await.unwrap();
     assert_eq!(r.status(), 400);

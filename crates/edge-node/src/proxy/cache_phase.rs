@@ -32,6 +32,29 @@ static CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
+/// The metrics result (one of `CACHE_RESULTS`) a response's `Cache-Status` reports.
+pub fn result_of(h: &HeaderMap) -> &'static str {
+    let v = h
+        .get(&CACHE_STATUS)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if v.contains("; hit") {
+        if v.contains("ttl=-") { "stale" } else { "hit" }
+    } else if v.contains("fwd=stale") {
+        if v.contains("stale-if-error") {
+            "stale"
+        } else {
+            "revalidated"
+        }
+    } else if v.contains("collapsed") {
+        "collapsed"
+    } else if v.contains("stored") {
+        "miss"
+    } else {
+        "pass"
+    }
+}
+
 /// One request the cache handles.
 pub struct CacheRequest {
     pub rule: Arc<CacheRule>,

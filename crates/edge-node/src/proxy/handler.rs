@@ -205,6 +205,7 @@ pub async fn handle(
                             hash,
                         };
                         let mut resp = cache_phase::serve(&w, &up, &snapshot, cr, &mut info).await;
+                        app.metrics.cache(cache_phase::result_of(resp.headers()));
                         forward::apply(resp.headers_mut(), &fx.response_headers);
                         return Ok(finish(
                             resp,
