@@ -467,3 +467,26 @@ async fn large_objects_live_on_disk_stream_to_followers_and_survive_a_restart() 
     );
     assert_eq!(origin.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_goes_upstream_with_the_forwarding_headers_and_without_client_conditionals() {
+    let origin = Origin::start("o").await;
+    let node = cached_edge(&origin).await;
+    let c = client();
+    let url = format!("{}/echo-headers?rule=ttl", base_url(&node));
+    let seen = c
+        .get(&url)
+        .header("if-none-match", "\"zzz\"")
+        .header("range", "bytes=0-1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(seen.contains("x-forwarded-for: 127.0.0.1"), "{seen}");
+    assert!(seen.contains("via: 1.1 outpost"), "{seen}");
+    assert!(seen.contains("x-request-id: "), "{seen}");
+    assert!(!seen.contains("if-none-match"), "the cache asks for the full response: {seen}");
+    assert!(!seen.contains("range:"), "{seen}");
+}

@@ -64,9 +64,23 @@ pub struct CacheRequest {
     pub url: String,
     /// GET or HEAD.
     pub method: Method,
-    /// The request head as it would go upstream (client headers plus forwarding headers).
+    /// The request head as the client sent it; [`Forwarding`] is applied when it goes
+    /// upstream.
     pub head: UpstreamHead,
+    pub forward: Forwarding,
     pub hash: u64,
+}
+
+/// What the forwarding headers need, owned: they are built only when a request goes upstream
+/// (a hit never pays for them).
+#[derive(Clone)]
+pub struct Forwarding {
+    pub client_ip: std::net::IpAddr,
+    pub scheme: &'static str,
+    pub host: String,
+    pub request_id: HeaderValue,
+    pub via: &'static str,
+    pub ops: Vec<crate::rules::HeaderOp>,
 }
 
 pub fn store_options(rule: &CacheRule) -> StoreOptions {
@@ -116,12 +130,12 @@ pub async fn serve(
     let cache = snapshot.cache.clone();
     let opts = store_options(&cr.rule);
     let now = SystemTime::now();
-    let client_headers = cr.head.headers.clone();
+    let client_headers = &cr.head.headers;
     // A request whose varying fields cannot be keyed gets a key no response is stored under.
     let lookup = cache.lookup(&cr.key, |fields| {
-        secondary(fields, &client_headers).unwrap_or_else(|| "\0unmatchable".into())
+        secondary(fields, client_headers).unwrap_or_else(|| "\0unmatchable".into())
     });
-    let request_dirs = policy::parse_request(&client_headers);
+    let request_dirs = policy::parse_request(client_headers);
 
     if let Some(stored) = lookup
         .stored
@@ -129,7 +143,7 @@ pub async fn serve(
         .filter(|s| !s.meta.is_variants_marker())
     {
         let found =
-            policy::lookup_decision(&cr.method, &client_headers, &view(&stored.meta), now, &opts);
+            policy::lookup_decision(&cr.method, client_headers, &view(&stored.meta), now, &opts);
         let (age, ttl) = (found.age, found.ttl);
         match found.decision {
             Decision::Fresh | Decision::StaleAllowed => {
@@ -225,7 +239,7 @@ async fn miss(
         }
         FillRole::Leader(mut handle) => {
             let request_time = SystemTime::now();
-            let mut head = clone_head(&cr.head);
+            let mut head = upstream_head(&cr);
             strip_conditionals(&mut head.headers);
             head.method = Method::GET;
             let fetched = fetch(w, up, head, cr.hash, info).await;
@@ -368,7 +382,7 @@ async fn revalidate(
 ) -> Response<ResponseBody> {
     let cache = snapshot.cache.clone();
     let request_time = SystemTime::now();
-    let mut head = clone_head(&cr.head);
+    let mut head = upstream_head(cr);
     strip_conditionals(&mut head.headers);
     head.method = Method::GET;
     for (k, v) in policy::revalidation_headers(&stored.meta.headers) {
@@ -481,7 +495,7 @@ fn revalidate_in_background(
         return; // someone is already refreshing it
     };
     let (w, up, cache, stored) = (w.clone(), up.clone(), cache.clone(), stored.clone());
-    let mut head = clone_head(&cr.head);
+    let mut head = upstream_head(cr);
     strip_conditionals(&mut head.headers);
     head.method = Method::GET;
     for (k, v) in policy::revalidation_headers(&stored.meta.headers) {
@@ -495,6 +509,7 @@ fn revalidate_in_background(
         url: cr.url.clone(),
         method: Method::GET,
         head: clone_head(&cr.head),
+        forward: cr.forward.clone(),
         hash: cr.hash,
     };
     let key = *key;
@@ -683,6 +698,22 @@ fn strip_conditionals(h: &mut HeaderMap) {
     }
 }
 
+/// The head sent upstream: the client's, with the forwarding headers.
+fn upstream_head(cr: &CacheRequest) -> UpstreamHead {
+    let mut head = clone_head(&cr.head);
+    let f = &cr.forward;
+    let fwd = forward::Forwarded {
+        client_ip: f.client_ip,
+        scheme: f.scheme,
+        host: &f.host,
+        request_id: &f.request_id,
+        via: f.via,
+        upgrade: None,
+    };
+    forward::request_headers(&mut head.headers, &fwd, &f.ops);
+    head
+}
+
 fn clone_head(h: &UpstreamHead) -> UpstreamHead {
     UpstreamHead {
         method: h.method.clone(),
@@ -719,7 +750,7 @@ async fn pass(
     info: &mut UpstreamInfo,
     detail: &str,
 ) -> Response<ResponseBody> {
-    match fetch(w, up, cr.head, cr.hash, info).await {
+    match fetch(w, up, upstream_head(&cr), cr.hash, info).await {
         Ok(p) => {
             let mut resp = Response::from_parts(p.head, p.body);
             forward::strip_hop_by_hop(resp.headers_mut());

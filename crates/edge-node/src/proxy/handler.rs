@@ -98,7 +98,7 @@ pub async fn handle(
         request_id: request_id.to_str().unwrap_or(""),
         declared: &app.declared,
     };
-    let fx = rules::evaluate(&app.rules, &view, &w.shared.limiter, clock::now_ms());
+    let mut fx = rules::evaluate(&app.rules, &view, &w.shared.limiter, clock::now_ms());
     let cache_rule = fx
         .cache
         .clone()
@@ -179,29 +179,28 @@ pub async fn handle(
                     };
                     let target = rewrite_target(fx.rewritten_path.as_deref(), &parts.uri);
                     let mut headers = std::mem::take(&mut parts.headers);
-                    let fwd = Forwarded {
-                        client_ip: conn.client.ip(),
-                        scheme: conn.scheme,
-                        host: &host_raw,
-                        request_id: &request_id,
-                        via: via(parts.version),
-                        upgrade: upgrade.clone(),
-                    };
-                    forward::request_headers(&mut headers, &fwd, &fx.request_headers);
-                    let head = UpstreamHead {
-                        method: parts.method.clone(),
-                        uri: target,
-                        headers,
-                    };
                     if let Some((rule, key, url)) = cache_key
                         && upgrade.is_none()
                     {
+                        // The forwarding headers are added only if the cache goes upstream.
                         let cr = cache_phase::CacheRequest {
                             rule,
                             key,
                             url,
                             method: parts.method.clone(),
-                            head,
+                            head: UpstreamHead {
+                                method: parts.method.clone(),
+                                uri: target,
+                                headers,
+                            },
+                            forward: cache_phase::Forwarding {
+                                client_ip: conn.client.ip(),
+                                scheme: conn.scheme,
+                                host: host_raw.clone(),
+                                request_id: request_id.clone(),
+                                via: via(parts.version),
+                                ops: std::mem::take(&mut fx.request_headers),
+                            },
                             hash,
                         };
                         let mut resp = cache_phase::serve(&w, &up, &snapshot, cr, &mut info).await;
@@ -221,6 +220,20 @@ pub async fn handle(
                             in_flight,
                         ));
                     }
+                    let fwd = Forwarded {
+                        client_ip: conn.client.ip(),
+                        scheme: conn.scheme,
+                        host: &host_raw,
+                        request_id: &request_id,
+                        via: via(parts.version),
+                        upgrade: upgrade.clone(),
+                    };
+                    forward::request_headers(&mut headers, &fwd, &fx.request_headers);
+                    let head = UpstreamHead {
+                        method: parts.method.clone(),
+                        uri: target,
+                        headers,
+                    };
                     let result = upstream_call::call(
                         &w,
                         &up,

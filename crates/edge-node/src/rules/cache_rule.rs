@@ -1,7 +1,6 @@
 //! Cache rules, compiled: which requests are cached, the key they are cached under, and the
 //! overrides of the origin's freshness (default TTL, enforce, browser TTL).
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use outpost_proto::pb;
@@ -105,14 +104,12 @@ impl CacheRule {
                     args.sort_unstable();
                     push(&mut k, "a", &args.join("&"));
                 }
-                KeyPart::Arg(name) => push(&mut k, &format!("a:{name}"), r.arg(name).unwrap_or("")),
-                KeyPart::Header(name) => push(
-                    &mut k,
-                    &format!("h:{name}"),
-                    r.header(name).as_deref().unwrap_or(""),
-                ),
+                KeyPart::Arg(name) => push_named(&mut k, "a:", name, r.arg(name).unwrap_or("")),
+                KeyPart::Header(name) => {
+                    push_named(&mut k, "h:", name, r.header(name).as_deref().unwrap_or(""))
+                }
                 KeyPart::Cookie(name) => {
-                    push(&mut k, &format!("c:{name}"), r.cookie(name).unwrap_or(""))
+                    push_named(&mut k, "c:", name, r.cookie(name).unwrap_or(""))
                 }
             }
         }
@@ -120,9 +117,36 @@ impl CacheRule {
     }
 }
 
-/// `tag=len:value;` — length-prefixed, so values can hold any byte.
+/// `tag=len:value;` — length-prefixed, so values can hold any byte. Built without `fmt`:
+/// this runs on every cached request.
 fn push(k: &mut String, tag: &str, value: &str) {
-    let _ = write!(k, "{tag}={}:{value};", value.len());
+    k.push_str(tag);
+    k.push('=');
+    push_len(k, value.len());
+    k.push(':');
+    k.push_str(value);
+    k.push(';');
+}
+
+fn push_named(k: &mut String, kind: &str, name: &str, value: &str) {
+    k.push_str(kind);
+    push(k, name, value);
+}
+
+fn push_len(k: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        k.push(*d as char);
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +208,15 @@ mod tests {
         assert_eq!(base, r.key(&view("/x", Some("junk=1&v=1"), &h, &m)));
         h.insert("x-tenant", "t1".parse().unwrap());
         assert_ne!(base, r.key(&view("/x", Some("v=1"), &h, &m)));
+    }
+
+    #[test]
+    fn parts_are_length_prefixed() {
+        let mut k = String::new();
+        push(&mut k, "u", "/a;b");
+        push_named(&mut k, "a:", "v", "");
+        push(&mut k, "x", &"y".repeat(123));
+        assert_eq!(k, format!("u=4:/a;b;a:v=0:;x=123:{};", "y".repeat(123)));
     }
 
     #[test]
