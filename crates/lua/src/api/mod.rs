@@ -1,0 +1,7 @@
+//! The `ngx` table, built once per VM.
+
+pub mod codec;
+pub mod misc;
+pub mod output;
+pub mod req;
+pub mod shared;

@@ -1,0 +1,193 @@
+//! Output and flow: `ngx.say`, `ngx.print`, `ngx.exit`, `ngx.redirect`, `ngx.status`,
+//! `ngx.header`, `ngx.flush`, `ngx.eof`.
+
+use http::header::{HeaderName, HeaderValue};
+use mlua::{Lua, MultiValue, Table, Value};
+
+use crate::Phase;
+use crate::numfmt::fmt_g14;
+use crate::request::{self, ExitSignal};
+
+/// Appends a `ngx.say`/`ngx.print` argument as OpenResty renders it.
+pub fn render(v: &Value, out: &mut Vec<u8>, fname: &str, arg: usize) -> mlua::Result<()> {
+    match v {
+        Value::String(s) => out.extend_from_slice(&s.as_bytes()),
+        Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Number(n) => out.extend_from_slice(fmt_g14(*n).as_bytes()),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Nil => out.extend_from_slice(b"nil"),
+        Value::LightUserData(u) if u.0.is_null() => out.extend_from_slice(b"null"),
+        Value::Table(t) => {
+            let n = t.raw_len();
+            for i in 1..=n {
+                let v: Value = t.raw_get(i)?;
+                match v {
+                    Value::Table(_) | Value::String(_) | Value::Integer(_) | Value::Number(_) => {
+                        render(&v, out, fname, arg)?
+                    }
+                    other => {
+                        return Err(mlua::Error::runtime(format!(
+                            "bad argument #{arg} to '{fname}' (bad data type {} found)",
+                            other.type_name()
+                        )));
+                    }
+                }
+            }
+        }
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "bad argument #{arg} to '{fname}' (string, number, boolean, nil, ngx.null, or array table expected, got {})",
+                other.type_name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn output(args: MultiValue, newline: bool, fname: &'static str) -> mlua::Result<Value> {
+    request::with(|r| {
+        if !matches!(r.phase, Phase::Rewrite | Phase::Access | Phase::Content) {
+            return Err(mlua::Error::runtime(format!(
+                "API disabled in the context of {}",
+                r.phase.name()
+            )));
+        }
+        for (i, v) in args.iter().enumerate() {
+            render(v, &mut r.output, fname, i + 1)?;
+        }
+        if newline {
+            r.output.push(b'\n');
+        }
+        r.headers_sent = true;
+        Ok(Value::Integer(1))
+    })
+}
+
+pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
+    ngx.set(
+        "say",
+        lua.create_function(|_, a: MultiValue| output(a, true, "say"))?,
+    )?;
+    ngx.set(
+        "print",
+        lua.create_function(|_, a: MultiValue| output(a, false, "print"))?,
+    )?;
+    ngx.set(
+        "exit",
+        lua.create_function(|_, code: i64| -> mlua::Result<()> {
+            request::with(|r| {
+                if matches!(
+                    r.phase,
+                    Phase::HeaderFilter | Phase::BodyFilter | Phase::Log
+                ) {
+                    return Err(mlua::Error::runtime(format!(
+                        "API disabled in the context of {}",
+                        r.phase.name()
+                    )));
+                }
+                r.exit = Some(code);
+                Ok(())
+            })?;
+            Err(mlua::Error::external(ExitSignal(code)))
+        })?,
+    )?;
+    ngx.set(
+        "redirect",
+        lua.create_function(|_, (uri, status): (mlua::LuaString, Option<i64>)| -> mlua::Result<()> {
+            let status = status.unwrap_or(302);
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                return Err(mlua::Error::runtime(format!(
+                    "only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed, got {status}"
+                )));
+            }
+            request::with(|r| {
+                let v = HeaderValue::from_bytes(&uri.as_bytes())
+                    .map_err(|_| mlua::Error::runtime("invalid redirect URI"))?;
+                r.resp_headers.insert(http::header::LOCATION, v);
+                r.exit = Some(status);
+                Ok(())
+            })?;
+            Err(mlua::Error::external(ExitSignal(status)))
+        })?,
+    )?;
+    ngx.set("flush", lua.create_function(|_, _: MultiValue| Ok(1))?)?;
+    ngx.set("eof", lua.create_function(|_, ()| Ok(1))?)?;
+    ngx.set(
+        "send_headers",
+        lua.create_function(|_, ()| {
+            request::with(|r| {
+                r.headers_sent = true;
+                Ok(1)
+            })
+        })?,
+    )?;
+    ngx.set("header", header_table(lua)?)?;
+    Ok(())
+}
+
+/// `X_Foo` and `x_foo` name `X-Foo` (lua_transform_underscores_in_response_headers).
+fn header_name(key: &str) -> mlua::Result<HeaderName> {
+    let name = key.replace('_', "-");
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| mlua::Error::runtime(format!("invalid header name \"{key}\"")))
+}
+
+fn header_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let mt = lua.create_table()?;
+    mt.set(
+        "__index",
+        lua.create_function(|lua, (_, key): (Table, String)| {
+            let name = header_name(&key)?;
+            request::with(|r| {
+                let values: Vec<&HeaderValue> = r.resp_headers.get_all(&name).iter().collect();
+                match values.len() {
+                    0 => Ok(Value::Nil),
+                    1 => Ok(Value::String(lua.create_string(values[0].as_bytes())?)),
+                    _ => {
+                        let t = lua.create_table()?;
+                        for (i, v) in values.iter().enumerate() {
+                            t.raw_set(i + 1, lua.create_string(v.as_bytes())?)?;
+                        }
+                        Ok(Value::Table(t))
+                    }
+                }
+            })
+        })?,
+    )?;
+    mt.set(
+        "__newindex",
+        lua.create_function(|_, (_, key, value): (Table, String, Value)| {
+            let name = header_name(&key)?;
+            request::with(|r| {
+                if r.headers_sent && !matches!(r.phase, Phase::HeaderFilter) {
+                    // OpenResty logs "attempt to set ngx.header.HEADER after sending out
+                    // response headers" and ignores the change.
+                    tracing::error!(header = %key, "attempt to set ngx.header after sending out response headers");
+                    return Ok(());
+                }
+                r.resp_headers.remove(&name);
+                let mut add = |v: &Value| -> mlua::Result<()> {
+                    let mut bytes = Vec::new();
+                    render(v, &mut bytes, "header", 1)?;
+                    let hv = HeaderValue::from_bytes(&bytes)
+                        .map_err(|_| mlua::Error::runtime("invalid header value"))?;
+                    r.resp_headers.append(name.clone(), hv);
+                    Ok(())
+                };
+                match &value {
+                    Value::Nil => {}
+                    Value::Table(t) => {
+                        for v in t.clone().sequence_values::<Value>() {
+                            add(&v?)?;
+                        }
+                    }
+                    v => add(v)?,
+                }
+                Ok(())
+            })
+        })?,
+    )?;
+    t.set_metatable(Some(mt))?;
+    Ok(t)
+}

@@ -1,0 +1,306 @@
+//! `ngx.req.*` and `ngx.var`.
+
+use http::header::{HeaderName, HeaderValue};
+use mlua::{Lua, Table, Value};
+
+use super::codec::{decode_args, unescape};
+use crate::request::{self, RequestState};
+
+pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
+    let req = lua.create_table()?;
+    req.set(
+        "get_method",
+        lua.create_function(|_, ()| request::with(|r| Ok(r.method.as_str().to_string())))?,
+    )?;
+    req.set(
+        "http_version",
+        lua.create_function(|_, ()| request::with(|r| Ok(r.http_version)))?,
+    )?;
+    req.set("is_internal", lua.create_function(|_, ()| Ok(false))?)?;
+    req.set(
+        "start_time",
+        lua.create_function(|_, ()| {
+            request::with(|r| {
+                Ok(r.start_time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| (d.as_millis() as f64) / 1000.0))
+            })
+        })?,
+    )?;
+    req.set(
+        "get_headers",
+        lua.create_function(|lua, (max, raw): (Option<i64>, Option<bool>)| {
+            let t = lua.create_table()?;
+            request::with(|r| {
+                let max = max.unwrap_or(100);
+                for (n, (k, v)) in r.headers.iter().enumerate() {
+                    if max > 0 && n as i64 >= max {
+                        break;
+                    }
+                    let key = if raw.unwrap_or(false) {
+                        k.as_str().to_string()
+                    } else {
+                        k.as_str().to_ascii_lowercase()
+                    };
+                    let val = lua.create_string(v.as_bytes())?;
+                    match t.raw_get::<Value>(key.as_str())? {
+                        Value::Nil => t.raw_set(key, val)?,
+                        Value::Table(list) => list.raw_push(val)?,
+                        prev => {
+                            let list = lua.create_table()?;
+                            list.raw_push(prev)?;
+                            list.raw_push(val)?;
+                            t.raw_set(key, list)?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            // Lookups fold case and `_` to `-`, as lua-nginx-module's metatable does.
+            let mt = lua.create_table()?;
+            mt.set(
+                "__index",
+                lua.create_function(|_, (t, k): (Table, String)| {
+                    let norm = k.to_ascii_lowercase().replace('_', "-");
+                    if norm == k {
+                        return Ok(Value::Nil);
+                    }
+                    t.raw_get::<Value>(norm)
+                })?,
+            )?;
+            t.set_metatable(Some(mt))?;
+            Ok(t)
+        })?,
+    )?;
+    req.set(
+        "set_header",
+        lua.create_function(|_, (name, value): (String, Value)| set_header(&name, value))?,
+    )?;
+    req.set(
+        "clear_header",
+        lua.create_function(|_, name: String| set_header(&name, Value::Nil))?,
+    )?;
+    req.set(
+        "get_uri_args",
+        lua.create_function(|lua, max: Option<i64>| {
+            let args = request::with(|r| Ok(r.args.clone().unwrap_or_default()))?;
+            decode_args(lua, args.as_bytes(), max.unwrap_or(100))
+        })?,
+    )?;
+    req.set(
+        "set_uri_args",
+        lua.create_function(|_, v: Value| {
+            let args = match v {
+                Value::String(s) => s.to_str()?.to_string(),
+                Value::Table(t) => super::codec::encode_args(&t)?,
+                _ => {
+                    return Err(mlua::Error::runtime(
+                        "bad argument #1 to 'set_uri_args' (string or table expected)",
+                    ));
+                }
+            };
+            request::with(|r| {
+                r.args = (!args.is_empty()).then_some(args);
+                Ok(())
+            })
+        })?,
+    )?;
+    req.set(
+        "set_uri",
+        lua.create_function(|_, (uri, _jump): (String, Option<bool>)| {
+            if uri.is_empty() {
+                return Err(mlua::Error::runtime("attempt to use zero-length uri"));
+            }
+            request::with(|r| {
+                r.uri = uri;
+                Ok(())
+            })
+        })?,
+    )?;
+    req.set("read_body", lua.create_function(|_, ()| Ok(()))?)?;
+    req.set("discard_body", lua.create_function(|_, ()| Ok(()))?)?;
+    req.set(
+        "get_body_file",
+        lua.create_function(|_, ()| Ok(Value::Nil))?,
+    )?;
+    req.set(
+        "get_body_data",
+        lua.create_function(|lua, ()| {
+            request::with(|r| match &r.body {
+                Some(b) if !b.is_empty() => Ok(Value::String(lua.create_string(b)?)),
+                _ => Ok(Value::Nil),
+            })
+        })?,
+    )?;
+    req.set(
+        "set_body_data",
+        lua.create_function(|_, data: mlua::LuaString| {
+            request::with(|r| {
+                r.body = Some(bytes::Bytes::copy_from_slice(&data.as_bytes()));
+                Ok(())
+            })
+        })?,
+    )?;
+    req.set(
+        "get_post_args",
+        lua.create_function(|lua, max: Option<i64>| {
+            let body = request::with(|r| Ok(r.body.clone().unwrap_or_default()))?;
+            decode_args(lua, &body, max.unwrap_or(100))
+        })?,
+    )?;
+    ngx.set("req", req)?;
+
+    let var = lua.create_table()?;
+    let mt = lua.create_table()?;
+    mt.set(
+        "__index",
+        lua.create_function(|lua, (_, name): (Table, String)| {
+            request::with(|r| match variable(r, &name) {
+                Some(v) => Ok(Value::String(lua.create_string(v)?)),
+                None => Ok(Value::Nil),
+            })
+        })?,
+    )?;
+    mt.set(
+        "__newindex",
+        lua.create_function(|_, (_, name, value): (Table, String, Value)| {
+            let value = match value {
+                Value::Nil => String::new(),
+                Value::String(s) => s.to_str()?.to_string(),
+                Value::Integer(i) => i.to_string(),
+                Value::Number(n) => crate::numfmt::fmt_g14(n),
+                _ => return Err(mlua::Error::runtime("bad variable value")),
+            };
+            request::with(|r| match name.as_str() {
+                "args" => {
+                    r.args = (!value.is_empty()).then_some(value);
+                    Ok(())
+                }
+                _ if r.declared.contains_key(&name) => {
+                    r.declared.insert(name, value);
+                    Ok(())
+                }
+                _ => Err(mlua::Error::runtime(format!(
+                    "variable \"{name}\" not found for writing; maybe it is a built-in variable that is not changeable or you forgot to use \"set ${name} '';\" in the config file to define it first"
+                ))),
+            })
+        })?,
+    )?;
+    var.set_metatable(Some(mt))?;
+    ngx.set("var", var)?;
+    Ok(())
+}
+
+fn set_header(name: &str, value: Value) -> mlua::Result<()> {
+    let hn = HeaderName::from_bytes(name.replace('_', "-").as_bytes())
+        .map_err(|_| mlua::Error::runtime(format!("invalid header name \"{name}\"")))?;
+    request::with(|r| {
+        r.headers.remove(&hn);
+        let mut add = |v: &Value| -> mlua::Result<()> {
+            let mut bytes = Vec::new();
+            super::output::render(v, &mut bytes, "set_header", 2)?;
+            let hv = HeaderValue::from_bytes(&bytes)
+                .map_err(|_| mlua::Error::runtime("invalid header value"))?;
+            r.headers.append(hn.clone(), hv);
+            Ok(())
+        };
+        match &value {
+            Value::Nil => {}
+            Value::Table(t) => {
+                for v in t.clone().sequence_values::<Value>() {
+                    add(&v?)?;
+                }
+            }
+            v => add(v)?,
+        }
+        Ok(())
+    })
+}
+
+/// nginx variables by name: the common set, `http_*`, `arg_*`, `cookie_*`, declared ones.
+pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
+    let s = |v: &str| Some(v.as_bytes().to_vec());
+    match name {
+        "uri" | "document_uri" => s(&r.uri),
+        "args" | "query_string" => r.args.as_deref().map(|a| a.as_bytes().to_vec()),
+        "is_args" => s(if r.args.is_some() { "?" } else { "" }),
+        "request_uri" => s(&r.request_uri),
+        "request_method" => s(r.method.as_str()),
+        "scheme" => s(r.scheme),
+        "https" => s(if r.scheme == "https" { "on" } else { "" }),
+        "host" => s(&r.host),
+        "server_port" => s(&r.server.port().to_string()),
+        "server_addr" => s(&r.server.ip().to_string()),
+        "server_protocol" => s(if r.http_version >= 2.0 {
+            "HTTP/2.0"
+        } else if r.http_version == 1.0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        }),
+        "remote_addr" => s(&r.client.ip().to_string()),
+        "remote_port" => s(&r.client.port().to_string()),
+        "binary_remote_addr" => Some(match r.client.ip() {
+            std::net::IpAddr::V4(a) => a.octets().to_vec(),
+            std::net::IpAddr::V6(a) => a.octets().to_vec(),
+        }),
+        "request_id" => s(&r.request_id),
+        "content_length" => r
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .map(|v| v.as_bytes().to_vec()),
+        "content_type" => r
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes().to_vec()),
+        "status" => s(&r.status.unwrap_or(200).to_string()),
+        "request_time" => s(&format!(
+            "{:.3}",
+            r.start_time.elapsed().map_or(0.0, |d| d.as_secs_f64())
+        )),
+        "msec" => s(&format!(
+            "{:.3}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        )),
+        "request_body" => r.body.as_ref().map(|b| b.to_vec()),
+        _ => {
+            if let Some(h) = name.strip_prefix("http_") {
+                let hn = h.replace('_', "-");
+                let values: Vec<&[u8]> = r
+                    .headers
+                    .get_all(hn.as_str())
+                    .iter()
+                    .map(|v| v.as_bytes())
+                    .collect();
+                if values.is_empty() {
+                    return None;
+                }
+                let sep: &[u8] = if hn == "cookie" { b"; " } else { b", " };
+                return Some(values.join(sep));
+            }
+            if let Some(a) = name.strip_prefix("arg_") {
+                let args = r.args.as_deref()?;
+                return args.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    k.eq_ignore_ascii_case(a).then(|| v.as_bytes().to_vec())
+                });
+            }
+            if let Some(c) = name.strip_prefix("cookie_") {
+                return r
+                    .headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .find_map(|pair| {
+                        let (k, v) = pair.trim().split_once('=')?;
+                        (k == c).then(|| v.as_bytes().to_vec())
+                    });
+            }
+            let _ = unescape;
+            r.declared.get(name).map(|v| v.as_bytes().to_vec())
+        }
+    }
+}

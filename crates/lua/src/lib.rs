@@ -1,0 +1,95 @@
+//! OpenResty-compatible Lua for the edge.
+//!
+//! - [`LuaVm`]: one LuaJIT VM per worker; each request runs in its own coroutine with its own
+//!   globals; `require` finds the config's modules, then Debian's system path.
+//! - `api/`: the `ngx` table (output and flow, `ngx.req`, `ngx.var`, encodings, time,
+//!   logging, timers, `ngx.shared`).
+//! - [`SharedDicts`]: `ngx.shared.DICT`, shared by all workers. [`cjson`]: lua-cjson.
+//! - [`check_syntax`]: a compile check that runs nothing, for validating configs.
+
+mod api;
+pub mod cjson;
+mod numfmt;
+pub mod request;
+pub mod response;
+pub mod shared_dict;
+mod vm;
+
+pub use request::{RequestState, SharedRequest};
+pub use response::{LuaResponse, content_response, error_page, status_response};
+pub use shared_dict::{SharedDict, SharedDicts};
+pub use vm::{LuaVm, Outcome, SYSTEM_PATH};
+
+/// The request phases, named as `ngx.get_phase()` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Init,
+    InitWorker,
+    Rewrite,
+    Access,
+    Content,
+    Balancer,
+    HeaderFilter,
+    BodyFilter,
+    Log,
+    Timer,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Init => "init",
+            Phase::InitWorker => "init_worker",
+            Phase::Rewrite => "rewrite",
+            Phase::Access => "access",
+            Phase::Content => "content",
+            Phase::Balancer => "balancer",
+            Phase::HeaderFilter => "header_filter",
+            Phase::BodyFilter => "body_filter",
+            Phase::Log => "log",
+            Phase::Timer => "timer",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LuaError {
+    #[error("Lua VM setup failed: {0}")]
+    Setup(String),
+    #[error("{0}")]
+    Compile(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// A syntax error: line (1-based) and LuaJIT's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+/// Compiles `code` as a phase handler body without running it.
+pub fn check_syntax(name: &str, code: &str) -> Result<(), SyntaxError> {
+    let lua = mlua::Lua::new();
+    let wrapped = format!("return function(...) {code}\nend");
+    match lua
+        .load(&wrapped)
+        .set_name(format!("={name}"))
+        .into_function()
+    {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let message = match &e {
+                mlua::Error::SyntaxError { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            // LuaJIT's messages read `name:LINE: text`.
+            let line = message
+                .strip_prefix(&format!("{name}:"))
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|n| n.parse().ok());
+            Err(SyntaxError { line, message })
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The response a Lua phase produced, assembled as nginx would: status from `ngx.exit` or
+//! `ngx.status`, the default `text/plain` content type, nginx-style error pages.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+
+use crate::request::RequestState;
+use crate::vm::Outcome;
+
+pub struct LuaResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+fn reason(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
+
+/// nginx's built-in error page, with our name where nginx puts its version.
+pub fn error_page(status: u16) -> Bytes {
+    let title = format!("{status} {}", reason(status));
+    Bytes::from(format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>outpost</center>\r\n</body>\r\n</html>\r\n"
+    ))
+}
+
+/// A status-only answer (an `ngx.exit(403)` in access, a Lua error): the error page for
+/// 4xx/5xx, an empty body otherwise.
+pub fn status_response(status: u16, extra: &HeaderMap) -> LuaResponse {
+    let mut headers = extra.clone();
+    let body = if status >= 400 {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        error_page(status)
+    } else {
+        Bytes::new()
+    };
+    LuaResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The response of a content phase (or of a rewrite/access phase that produced output).
+pub fn content_response(r: &mut RequestState, outcome: Outcome) -> LuaResponse {
+    let exit = match outcome {
+        Outcome::Exit(code) => Some(code),
+        Outcome::Continue => None,
+    };
+    // ngx.exit(status >= 300) before any output: nginx's special response for that status.
+    if let Some(code) = exit
+        && code >= 300
+        && !r.headers_sent
+    {
+        let mut resp = status_response(code as u16, &r.resp_headers);
+        if (300..400).contains(&code) {
+            resp.body = if resp.headers.contains_key(header::LOCATION) {
+                error_page(code as u16)
+            } else {
+                Bytes::new()
+            };
+            resp.headers
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        }
+        return resp;
+    }
+    let status = match exit {
+        Some(code) if (200..300).contains(&code) && !r.headers_sent => code as u16,
+        _ => r.status.filter(|s| *s != 0).unwrap_or(200),
+    };
+    let mut headers = std::mem::take(&mut r.resp_headers);
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    LuaResponse {
+        status,
+        headers,
+        body: Bytes::from(std::mem::take(&mut r.output)),
+    }
+}

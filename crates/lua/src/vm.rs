@@ -1,0 +1,182 @@
+//! One LuaJIT VM per worker: the `ngx` API, `require` over the config's modules then Debian's
+//! system path, compiled chunks cached, and each request run in its own coroutine with its own
+//! global table (OpenResty's closure-factory scheme).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use mlua::{Function, Lua, RegistryKey, Table, Value};
+
+use crate::request::{ExitSignal, SharedRequest, WithRequest};
+use crate::shared_dict::SharedDicts;
+use crate::{LuaError, Phase};
+
+/// Where the VM looks for modules after the config's own (Debian's `lua_package_path`).
+pub const SYSTEM_PATH: &str = "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua";
+
+/// What a phase handler ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Ran to its end (or `ngx.exit(ngx.OK)`): the next phase runs.
+    Continue,
+    /// `ngx.exit(status)` / `ngx.redirect`: the request ends with this status.
+    Exit(i64),
+}
+
+pub struct LuaVm {
+    lua: Lua,
+    /// Chunk source to its closure factory.
+    chunks: RefCell<HashMap<String, Rc<RegistryKey>>>,
+}
+
+impl LuaVm {
+    /// `modules`: name to source, searched by `require` before the system path.
+    pub fn new(
+        worker_id: usize,
+        workers: usize,
+        dicts: Arc<SharedDicts>,
+        modules: &[(String, String)],
+    ) -> Result<LuaVm, LuaError> {
+        // SAFETY-free: `Lua::new` opens the safe standard libraries; LuaJIT's `ffi` and `jit`
+        // come from `unsafe_new` only, which scripts written for OpenResty expect.
+        let lua = unsafe { Lua::unsafe_new() };
+        let setup = || -> mlua::Result<()> {
+            let ngx = lua.create_table()?;
+            crate::api::output::install(&lua, &ngx)?;
+            crate::api::req::install(&lua, &ngx)?;
+            crate::api::codec::install(&lua, &ngx)?;
+            crate::api::misc::install(&lua, &ngx, worker_id, workers)?;
+            crate::api::shared::install(&lua, &ngx, dicts)?;
+            let globals = lua.globals();
+            globals.set("ngx", ngx)?;
+            let package: Table = globals.get("package")?;
+            package.set("path", SYSTEM_PATH)?;
+            let preload: Table = package.get("preload")?;
+            preload.set(
+                "cjson",
+                lua.create_function(|lua, ()| crate::cjson::module(lua, false))?,
+            )?;
+            preload.set(
+                "cjson.safe",
+                lua.create_function(|lua, ()| crate::cjson::module(lua, true))?,
+            )?;
+            // lua-resty-core is built in here: requiring it does nothing.
+            for empty in ["resty.core", "resty.core.base"] {
+                preload.set(empty, lua.create_function(|lua, ()| lua.create_table())?)?;
+            }
+            lua.load(
+                r#"
+                local ok_new, new_tab = pcall(require, "table.new")
+                if not ok_new then
+                    package.preload["table.new"] = function()
+                        return function(narr, nrec) return {} end
+                    end
+                end
+                local ok_clear = pcall(require, "table.clear")
+                if not ok_clear then
+                    package.preload["table.clear"] = function()
+                        return function(t) for k in pairs(t) do t[k] = nil end end
+                    end
+                end
+                "#,
+            )
+            .set_name("=outpost.init")
+            .exec()?;
+            for (name, code) in modules {
+                let code = code.clone();
+                let chunk_name = format!("={name}");
+                preload.set(
+                    name.as_str(),
+                    lua.create_function(move |lua, args: mlua::MultiValue| {
+                        lua.load(&code).set_name(&chunk_name).call::<Value>(args)
+                    })?,
+                )?;
+            }
+            Ok(())
+        };
+        setup().map_err(|e| LuaError::Setup(e.to_string()))?;
+        Ok(LuaVm {
+            lua,
+            chunks: RefCell::new(HashMap::new()),
+        })
+    }
+
+    pub fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
+    /// The closure factory for `code`, compiled once.
+    fn factory(&self, name: &str, code: &str) -> Result<Function, LuaError> {
+        if let Some(k) = self.chunks.borrow().get(code) {
+            return self
+                .lua
+                .registry_value(k)
+                .map_err(|e| LuaError::Compile(e.to_string()));
+        }
+        // On one line with the code, so error line numbers are the script's own.
+        let wrapped = format!("return function(...) {code}\nend");
+        let f: Function = self
+            .lua
+            .load(&wrapped)
+            .set_name(format!("={name}"))
+            .into_function()
+            .map_err(|e| LuaError::Compile(e.to_string()))?;
+        let key = self
+            .lua
+            .create_registry_value(f.clone())
+            .map_err(|e| LuaError::Compile(e.to_string()))?;
+        self.chunks
+            .borrow_mut()
+            .insert(code.to_string(), Rc::new(key));
+        Ok(f)
+    }
+
+    /// Runs `code` for `request` in `phase`, in a new coroutine with its own globals.
+    pub async fn run(
+        &self,
+        name: &str,
+        code: &str,
+        phase: Phase,
+        request: &SharedRequest,
+    ) -> Result<Outcome, LuaError> {
+        let factory = self.factory(name, code)?;
+        request.borrow_mut().phase = phase;
+        request.borrow_mut().exit = None;
+        let lua = &self.lua;
+        let handler = (|| -> mlua::Result<Function> {
+            let f: Function = factory.call(())?;
+            let env = lua.create_table()?;
+            let mt = lua.create_table()?;
+            mt.set("__index", lua.globals())?;
+            env.set_metatable(Some(mt))?;
+            let setfenv: Function = lua.globals().get("setfenv")?;
+            setfenv.call::<()>((f.clone(), env))?;
+            Ok(f)
+        })()
+        .map_err(|e| LuaError::Runtime(e.to_string()))?;
+        let fut = WithRequest {
+            request: request.clone(),
+            inner: Box::pin(handler.call_async::<()>(())),
+        };
+        match fut.await {
+            Ok(()) => Ok(Outcome::Continue),
+            Err(e) => match exit_of(&e) {
+                Some(0) => Ok(Outcome::Continue),
+                Some(code) => Ok(Outcome::Exit(code)),
+                None => Err(LuaError::Runtime(e.to_string())),
+            },
+        }
+    }
+}
+
+/// The `ngx.exit` code carried by an error, however deeply mlua wrapped it.
+fn exit_of(e: &mlua::Error) -> Option<i64> {
+    match e {
+        mlua::Error::ExternalError(x) => x.downcast_ref::<ExitSignal>().map(|s| s.0),
+        mlua::Error::CallbackError { cause, .. } => exit_of(cause),
+        mlua::Error::WithContext { cause, .. } => exit_of(cause),
+        _ => None,
+    }
+}

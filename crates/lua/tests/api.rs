@@ -1,0 +1,222 @@
+//! The `ngx` API through the VM, phase by phase. Expected outputs marked "nginx" were taken
+//! from Debian's nginx 1.22 with lua-nginx-module 0.10.23; the full recorded corpus runs in
+//! `openresty.rs`.
+
+mod support;
+
+use outpost_lua::Phase;
+use support::*;
+
+fn get(path: &str) -> Req<'_> {
+    Req {
+        method: "GET",
+        path,
+        headers: vec![],
+        body: None,
+    }
+}
+
+fn content(code: &str) -> (u16, String, http::HeaderMap) {
+    let h = harness();
+    let r = block_on(h.run(&get("/t?a=1&b=2&a=3"), &[(Phase::Content, code)]));
+    (
+        r.status,
+        String::from_utf8_lossy(&r.body).into_owned(),
+        r.headers,
+    )
+}
+
+#[test]
+fn say_print_and_the_default_content_type() {
+    let (s, body, h) =
+        content("ngx.say('a', 1, true, nil, ngx.null, {'x', {'y', 2}}) ngx.print(0.1, ' ', 1e20)");
+    assert_eq!(s, 200);
+    assert_eq!(body, "a1truenilnullxy2\n0.1 1e+20");
+    assert_eq!(h.get("content-type").unwrap(), "text/plain");
+}
+
+#[test]
+fn exit_status_and_headers() {
+    let (s, body, h) = content(
+        "ngx.status = 201 ngx.header['X_Foo'] = {'a', 'b'} ngx.header.content_type = 'application/json' ngx.say(ngx.status) return ngx.exit(200)",
+    );
+    assert_eq!((s, body.as_str()), (201, "201\n"));
+    assert_eq!(h.get_all("x-foo").iter().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(h.get("content-type").unwrap(), "application/json");
+    let (s, body, _) = content("return ngx.exit(403)");
+    assert_eq!(s, 403);
+    assert!(body.contains("403 Forbidden"));
+    let (s, _, h) = content("return ngx.redirect('/elsewhere', 301)");
+    assert_eq!(s, 301);
+    assert_eq!(h.get("location").unwrap(), "/elsewhere");
+}
+
+#[test]
+fn a_runtime_error_is_a_500() {
+    let (s, _, _) = content("error('boom')");
+    assert_eq!(s, 500);
+}
+
+#[test]
+fn variables_and_request_api() {
+    let (_, body, _) = content(
+        r#"
+        ngx.say(ngx.var.uri, ' ', ngx.var.args, ' ', ngx.var.arg_b, ' ', ngx.var.request_method)
+        local args = ngx.req.get_uri_args()
+        ngx.say(args.a[1], ',', args.a[2], ' ', args.b)
+        ngx.say(tostring(ngx.var.no_such_thing), ' ', ngx.req.get_method(), ' ', ngx.var.is_args)
+        ngx.req.set_header('X-New', 'v')
+        ngx.say(ngx.var.http_x_new, ' ', ngx.req.get_headers()['X_New'])
+        ngx.say(ngx.get_phase())
+        "#,
+    );
+    assert_eq!(
+        body,
+        "/t a=1&b=2&a=3 2 GET\n1,3 2\nnil GET ?\nv v\ncontent\n"
+    );
+}
+
+#[test]
+fn ctx_survives_from_access_to_content() {
+    let h = harness();
+    let r = block_on(h.run(
+        &get("/t"),
+        &[
+            (Phase::Access, "ngx.ctx.who = 'access' ngx.ctx.n = 1"),
+            (
+                Phase::Content,
+                "ngx.ctx.n = ngx.ctx.n + 1 ngx.say(ngx.ctx.who, ngx.ctx.n)",
+            ),
+        ],
+    ));
+    assert_eq!(String::from_utf8_lossy(&r.body), "access2\n");
+    // ngx.exit in access ends the request there.
+    let r = block_on(h.run(
+        &get("/t"),
+        &[
+            (Phase::Access, "ngx.exit(401)"),
+            (Phase::Content, "ngx.say('no')"),
+        ],
+    ));
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn each_request_has_its_own_globals_but_modules_share_state() {
+    let h = harness();
+    let code = "counter = (counter or 0) + 1 local m = package.loaded.shared_mod or {n = 0} package.loaded.shared_mod = m m.n = m.n + 1 ngx.say(counter, ' ', m.n)";
+    let a = block_on(h.run(&get("/t"), &[(Phase::Content, code)]));
+    let b = block_on(h.run(&get("/t"), &[(Phase::Content, code)]));
+    assert_eq!(String::from_utf8_lossy(&a.body), "1 1\n");
+    assert_eq!(String::from_utf8_lossy(&b.body), "1 2\n");
+}
+
+#[test]
+fn cjson_behaves_like_lua_cjson() {
+    let (_, body, _) = content(
+        r#"
+        local cjson = require "cjson"
+        ngx.say(cjson.encode({}))
+        ngx.say(cjson.encode({1, 2, "a/b"}))
+        ngx.say(cjson.encode({a = ngx.null}))
+        ngx.say(cjson.encode(0.1), cjson.encode(1/3))
+        local ok, err = pcall(cjson.encode, {[1] = 1, [100] = 2})
+        ngx.say(ok, ' ', err)
+        local t = cjson.decode('{"x": [1, null, "s"]}')
+        ngx.say(t.x[1], ' ', t.x[2] == cjson.null, ' ', t.x[2] == ngx.null, ' ', t.x[3])
+        local safe = require "cjson.safe"
+        local v, e = safe.decode("{bad")
+        ngx.say(v, ' ', e ~= nil)
+        "#,
+    );
+    assert_eq!(
+        body,
+        "{}\n[1,2,\"a\\/b\"]\n{\"a\":null}\n0.10.33333333333333\nfalse Cannot serialise table: excessively sparse array\n1 true true s\nnil true\n"
+    );
+}
+
+#[test]
+fn shared_dicts_across_requests() {
+    let h = harness();
+    let run = |code: &str| {
+        let r = block_on(h.run(&get("/t"), &[(Phase::Content, code)]));
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+    assert_eq!(
+        run(
+            "local d = ngx.shared.dogs d:set('k', 'v', 0, 3) ngx.say(d:get('k')) ngx.say(d:add('k', 1)) ngx.say(d:incr('n', 5, 10))"
+        ),
+        "v3\nfalseexistsfalse\n15nilfalse\n"
+    );
+    assert_eq!(
+        run("local d = ngx.shared.dogs ngx.say(d:get('n'), ' ', d:incr('k', 1))"),
+        "15 nilnot a number\n"
+    );
+    assert_eq!(
+        run("ngx.say(ngx.shared.nope == nil, ' ', ngx.shared.cats:capacity())"),
+        "true 65536\n"
+    );
+}
+
+#[test]
+fn sleep_yields_and_timers_run_later() {
+    let h = harness();
+    let r = block_on(async {
+        let r = h
+            .run(
+                &get("/t"),
+                &[(
+                    Phase::Content,
+                    "ngx.timer.at(0.01, function(premature, v) ngx.shared.dogs:set('timer', v) end, 'fired') ngx.sleep(0.05) ngx.say(ngx.shared.dogs:get('timer'))",
+                )],
+            )
+            .await;
+        r
+    });
+    assert_eq!(String::from_utf8_lossy(&r.body), "fired\n");
+}
+
+#[test]
+fn codecs() {
+    let (_, body, _) = content(
+        r#"
+        ngx.say(ngx.encode_base64("hello"), ' ', ngx.decode_base64("aGVsbG8="), ' ', tostring(ngx.decode_base64("!!")))
+        ngx.say(ngx.md5("hello"), ' ', #ngx.md5_bin("x"), ' ', #ngx.sha1_bin("x"), ' ', ngx.crc32_long("hello"))
+        ngx.say(ngx.escape_uri("a b/c~"), ' ', ngx.unescape_uri("a%20b+c"))
+        ngx.say(ngx.quote_sql_str("it's"), ' ', ngx.http_time(0))
+        "#,
+    );
+    assert_eq!(
+        body,
+        "aGVsbG8= hello nil\n5d41402abc4b2a76b9719d911017c592 16 20 907060870\na%20b%2Fc~ a b c\n'it\\'s' Thu, 01 Jan 1970 00:00:00 GMT\n"
+    );
+}
+
+#[test]
+fn header_filter_changes_the_response_head() {
+    let h = harness();
+    let r = block_on(h.run(
+        &get("/t"),
+        &[
+            (Phase::Content, "ngx.say('body')"),
+            (
+                Phase::HeaderFilter,
+                "ngx.header['X-Phase'] = ngx.get_phase() ngx.status = 202",
+            ),
+        ],
+    ));
+    assert_eq!(r.status, 202);
+    assert_eq!(r.headers.get("x-phase").unwrap(), "header_filter");
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let e = outpost_lua::check_syntax("app.access", "local x = 1\nif x then\n").unwrap_err();
+    assert!(
+        e.line.is_some() && e.message.contains("'end' expected"),
+        "{e:?}"
+    );
+    let e = outpost_lua::check_syntax("app.access", "local x = = 1").unwrap_err();
+    assert_eq!(e.line, Some(1), "{e:?}");
+    assert!(outpost_lua::check_syntax("ok", "ngx.say(1)").is_ok());
+}

@@ -1,0 +1,103 @@
+//! Runs Lua phase code the way the edge does, without the network: a VM on a current-thread
+//! runtime with a `LocalSet`, a request built from parts, the response assembled as nginx does.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+use outpost_lua::{LuaResponse, LuaVm, Outcome, Phase, RequestState, SharedDicts};
+
+pub struct Harness {
+    pub vm: LuaVm,
+}
+
+pub fn harness() -> Harness {
+    let dicts = Arc::new(SharedDicts::default());
+    dicts.configure(&[("dogs".into(), 1 << 20), ("cats".into(), 64 << 10)]);
+    Harness {
+        vm: LuaVm::new(0, 1, dicts, &[]).expect("VM starts"),
+    }
+}
+
+pub struct Req<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl Harness {
+    /// The phases of a location: `rewrite`/`access` code (if any), then `content`, then
+    /// `header_filter` (if any). Returns what the client would get.
+    pub async fn run(&self, req: &Req<'_>, phases: &[(Phase, &str)]) -> LuaResponse {
+        let (path, args) = match req.path.split_once('?') {
+            Some((p, a)) => (p.to_string(), Some(a.to_string())),
+            None => (req.path.to_string(), None),
+        };
+        let mut headers = HeaderMap::new();
+        for (k, v) in &req.headers {
+            headers.append(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let mut state = RequestState::new(
+            Method::from_bytes(req.method.as_bytes()).unwrap(),
+            path,
+            args,
+            headers,
+        );
+        state.host = "localhost".into();
+        state.body = req.body.clone().map(Into::into);
+        let state = Rc::new(RefCell::new(state));
+        let mut resp = None;
+        for (phase, code) in phases {
+            if *phase == Phase::HeaderFilter {
+                break;
+            }
+            let out = self.vm.run("t", code, *phase, &state).await;
+            match out {
+                Err(e) => {
+                    eprintln!("lua error: {e}");
+                    resp = Some(outpost_lua::status_response(500, &HeaderMap::new()));
+                    break;
+                }
+                Ok(Outcome::Exit(code)) if *phase != Phase::Content && code >= 200 => {
+                    let mut s = state.borrow_mut();
+                    resp = Some(outpost_lua::content_response(&mut s, Outcome::Exit(code)));
+                    break;
+                }
+                Ok(outcome) if *phase == Phase::Content => {
+                    let mut s = state.borrow_mut();
+                    resp = Some(outpost_lua::content_response(&mut s, outcome));
+                }
+                Ok(_) => {}
+            }
+        }
+        let mut resp = resp.unwrap_or_else(|| outpost_lua::status_response(404, &HeaderMap::new()));
+        if let Some((_, code)) = phases.iter().find(|(p, _)| *p == Phase::HeaderFilter) {
+            {
+                let mut s = state.borrow_mut();
+                s.resp_headers = std::mem::take(&mut resp.headers);
+                s.status = Some(resp.status);
+            }
+            if let Err(e) = self.vm.run("t", code, Phase::HeaderFilter, &state).await {
+                eprintln!("lua error: {e}");
+            }
+            let mut s = state.borrow_mut();
+            resp.headers = std::mem::take(&mut s.resp_headers);
+            resp.status = s.status.unwrap_or(resp.status);
+        }
+        resp
+    }
+}
+
+/// Runs `f` on a current-thread runtime inside a `LocalSet`, as an edge worker does.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
