@@ -162,16 +162,14 @@ fn shared_dicts_across_requests() {
 fn sleep_yields_and_timers_run_later() {
     let h = harness();
     let r = block_on(async {
-        let r = h
-            .run(
+        h.run(
                 &get("/t"),
                 &[(
                     Phase::Content,
                     "ngx.timer.at(0.01, function(premature, v) ngx.shared.dogs:set('timer', v) end, 'fired') ngx.sleep(0.05) ngx.say(ngx.shared.dogs:get('timer'))",
                 )],
             )
-            .await;
-        r
+            .await
     });
     assert_eq!(String::from_utf8_lossy(&r.body), "fired\n");
 }
