@@ -52,6 +52,22 @@ pub enum ApplyError {
     Start(std::io::Error),
 }
 
+/// Each shared dict's name and capacity (0 = 1 MiB).
+fn dict_sizes(config: &pb::Config) -> Vec<(String, usize)> {
+    config
+        .shared_dicts
+        .iter()
+        .map(|d| {
+            let cap = if d.capacity_bytes == 0 {
+                1 << 20
+            } else {
+                d.capacity_bytes
+            };
+            (d.name.clone(), cap as usize)
+        })
+        .collect()
+}
+
 impl From<ValidationErrors> for ApplyError {
     fn from(e: ValidationErrors) -> Self {
         ApplyError::Invalid(e)
@@ -96,7 +112,9 @@ impl EdgeNode {
             access_log: AccessLog::open(settings.access_log.clone()).map_err(ApplyError::Start)?,
             states,
             caches,
+            dicts: Arc::new(outpost_lua::SharedDicts::default()),
         });
+        shared.dicts.configure(&dict_sizes(&config));
         let n = if settings.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -106,7 +124,7 @@ impl EdgeNode {
         let mut threads = Vec::with_capacity(n);
         for id in 0..n {
             let (tx, rx) = mpsc::unbounded_channel();
-            threads.push(worker::spawn(id, shared.clone(), rx).map_err(ApplyError::Start)?);
+            threads.push(worker::spawn(id, n, shared.clone(), rx).map_err(ApplyError::Start)?);
             workers.push(tx);
         }
         let admin_addr = match settings.admin_listen {
@@ -157,6 +175,7 @@ impl EdgeNode {
         )?);
         let previous = self.shared.snapshot.load_full();
         self.activate(&next, Some(&previous))?;
+        self.shared.dicts.configure(&dict_sizes(&config));
         Ok(())
     }
 

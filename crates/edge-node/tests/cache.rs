@@ -487,6 +487,9 @@ async fn a_miss_goes_upstream_with_the_forwarding_headers_and_without_client_con
     assert!(seen.contains("x-forwarded-for: 127.0.0.1"), "{seen}");
     assert!(seen.contains("via: 1.1 outpost"), "{seen}");
     assert!(seen.contains("x-request-id: "), "{seen}");
-    assert!(!seen.contains("if-none-match"), "the cache asks for the full response: {seen}");
+    assert!(
+        !seen.contains("if-none-match"),
+        "the cache asks for the full response: {seen}"
+    );
     assert!(!seen.contains("range:"), "{seen}");
 }

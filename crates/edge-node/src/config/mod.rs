@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use crate::metrics::{AppMetrics, Metrics};
-use crate::rules::{CacheRule, PageRule};
+use crate::rules::{CacheRule, LuaHandlers, PageRule};
 use crate::upstream::{PeerStates, Upstream};
 use host_router::HostRouter;
 
@@ -32,6 +32,7 @@ pub struct Application {
     pub rules: Vec<PageRule>,
     /// The first whose conditions match decides how a request is cached.
     pub cache_rules: Vec<Arc<CacheRule>>,
+    pub lua: LuaHandlers,
     pub declared: Vec<(String, String)>,
     pub metrics: AppMetrics,
 }
@@ -47,6 +48,7 @@ impl Application {
             upstream: None,
             rules: vec![],
             cache_rules: vec![],
+            lua: LuaHandlers::default(),
             declared: vec![],
             metrics: Metrics::default().app(name),
         }
@@ -88,6 +90,10 @@ pub struct Snapshot {
     /// The metrics of requests that match no application.
     pub unrouted: AppMetrics,
     pub cache: Arc<outpost_cache::Cache>,
+    /// Modules every application can `require` (global ones and each application's), and
+    /// a generation that changes with them: workers rebuild their Lua VM when it does.
+    pub lua_modules: Arc<Vec<(String, String)>>,
+    pub lua_generation: u64,
     /// How long a request waits for another one filling the same cache key.
     pub cache_lock_timeout: Duration,
 }
@@ -145,14 +151,11 @@ impl Snapshot {
         let mut fallback_cert = None;
         for (i, a) in cfg.applications.iter().enumerate() {
             let path = format!("applications[{i}]");
-            if let Some(lua) = &a.lua
-                && *lua != pb::LuaPhases::default()
-            {
-                return Err(err(
-                    format!("{path}.lua"),
-                    "Lua is not available in this edge build yet",
-                ));
-            }
+            let lua = match &a.lua {
+                Some(phases) => LuaHandlers::compile(phases, &a.name)
+                    .map_err(|(f, m)| err(format!("{path}.lua.{f}"), m))?,
+                None => LuaHandlers::default(),
+            };
             let cache_rules = a
                 .cache_rules
                 .iter()
@@ -181,6 +184,7 @@ impl Snapshot {
                 upstream: (!a.upstream.is_empty()).then(|| Arc::from(a.upstream.as_str())),
                 rules,
                 cache_rules,
+                lua,
                 declared: a
                     .variables
                     .iter()
@@ -245,7 +249,27 @@ impl Snapshot {
         };
         let storage = s.cache.clone().unwrap_or_default();
         let cache = caches.get(&storage)?;
+        // Application modules first (searched first), then the global ones.
+        let mut lua_modules: Vec<(String, String)> = Vec::new();
+        for a in &cfg.applications {
+            for m in &a.lua_modules {
+                lua_modules.push((m.name.clone(), m.code.clone()));
+            }
+        }
+        for m in &cfg.lua_modules {
+            if !lua_modules.iter().any(|(n, _)| *n == m.name) {
+                lua_modules.push((m.name.clone(), m.code.clone()));
+            }
+        }
+        let lua_generation = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            lua_modules.hash(&mut h);
+            h.finish()
+        };
         Ok(Snapshot {
+            lua_modules: Arc::new(lua_modules),
+            lua_generation,
             cache,
             cache_lock_timeout: cache_storage::lock_timeout(&storage),
             version: cfg.version,

@@ -22,6 +22,7 @@ use super::access_log::{LogRecord, format_line};
 use super::body::{ResponseBody, UpstreamRequestBody};
 use super::cache_phase;
 use super::forward::{self, Forwarded, X_REQUEST_ID};
+use super::lua_phase;
 use super::upstream_call::{self, UpstreamHead, UpstreamInfo};
 use crate::clock;
 use crate::config::host_router::normalize_host;
@@ -125,21 +126,95 @@ pub async fn handle(
         _ => None,
     };
 
+    let upstream = fx
+        .upstream
+        .clone()
+        .or_else(|| app.upstream.clone())
+        .and_then(|name| snapshot.upstreams.get(&name).cloned());
+    let hash = match upstream.as_ref().and_then(|u| u.hash_key.as_ref()) {
+        Some(t) => hash_bytes(t.render(&view).as_bytes()),
+        None => 0,
+    };
+
+    // Lua: the application's code, then its matching rules', phase by phase.
+    let lua = if fx.lua.is_empty() {
+        app.lua.clone()
+    } else {
+        let mut l = app.lua.clone();
+        l.extend(&fx.lua);
+        l
+    };
+    let lua_state = (!lua.is_empty() && fx.respond.is_none()).then(|| {
+        lua_phase::request_state(
+            &parts,
+            &conn,
+            &host,
+            request_id.to_str().unwrap_or(""),
+            &app,
+        )
+    });
+    let mut body = body;
+    if let Some(state) = &lua_state {
+        let early = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
+            Err(resp) => Some(resp),
+            Ok(()) => {
+                // What the scripts changed goes upstream: headers, URI, arguments.
+                let (headers, target) = {
+                    let s = state.borrow();
+                    let target = match &s.args {
+                        Some(a) => format!("{}?{a}", s.uri),
+                        None => s.uri.clone(),
+                    };
+                    (s.headers.clone(), target)
+                };
+                parts.headers = headers;
+                if target != parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
+                    && let Ok(uri) = target.parse::<Uri>()
+                {
+                    parts.uri = uri;
+                    fx.rewritten_path = None;
+                }
+                if lua.content.is_empty() {
+                    None
+                } else {
+                    let data = read_small_body(&mut body).await;
+                    Some(lua_phase::content(&w, &snapshot, &app, &lua, state, data).await)
+                }
+            }
+        };
+        if let Some(mut resp) = early {
+            forward::apply(resp.headers_mut(), &fx.response_headers);
+            lua_phase::header_filter(&w, &snapshot, &app, &lua, state, &mut resp).await;
+            lua_phase::log(
+                w.clone(),
+                snapshot.clone(),
+                app.clone(),
+                lua.clone(),
+                state.clone(),
+                resp.status().as_u16(),
+            );
+            return Ok(finish(
+                resp,
+                &snapshot,
+                Some(&app),
+                &conn,
+                &parts,
+                &host,
+                &request_id,
+                &logged,
+                started,
+                UpstreamInfo::default(),
+                in_flight,
+            ));
+        }
+    }
+
     let mut info = UpstreamInfo::default();
     let resp = if let Some(answer) = fx.respond {
         let mut resp = local(answer);
         forward::apply(resp.headers_mut(), &fx.response_headers);
         resp
     } else {
-        let upstream = fx
-            .upstream
-            .clone()
-            .or_else(|| app.upstream.clone())
-            .and_then(|name| snapshot.upstreams.get(&name).cloned());
-        let hash = match upstream.as_ref().and_then(|u| u.hash_key.as_ref()) {
-            Some(t) => hash_bytes(t.render(&view).as_bytes()),
-            None => 0,
-        };
         if !fx.delay.is_zero() {
             tokio::time::sleep(fx.delay).await;
         }
@@ -206,6 +281,18 @@ pub async fn handle(
                         let mut resp = cache_phase::serve(&w, &up, &snapshot, cr, &mut info).await;
                         app.metrics.cache(cache_phase::result_of(resp.headers()));
                         forward::apply(resp.headers_mut(), &fx.response_headers);
+                        if let Some(state) = &lua_state {
+                            lua_phase::header_filter(&w, &snapshot, &app, &lua, state, &mut resp)
+                                .await;
+                            lua_phase::log(
+                                w.clone(),
+                                snapshot.clone(),
+                                app.clone(),
+                                lua.clone(),
+                                state.clone(),
+                                resp.status().as_u16(),
+                            );
+                        }
                         return Ok(finish(
                             resp,
                             &snapshot,
@@ -298,6 +385,18 @@ pub async fn handle(
             }
         }
     };
+    let mut resp = resp;
+    if let Some(state) = &lua_state {
+        lua_phase::header_filter(&w, &snapshot, &app, &lua, state, &mut resp).await;
+        lua_phase::log(
+            w.clone(),
+            snapshot.clone(),
+            app.clone(),
+            lua.clone(),
+            state.clone(),
+            resp.status().as_u16(),
+        );
+    }
     Ok(finish(
         resp,
         &snapshot,
@@ -333,6 +432,30 @@ fn rewrite_target(rewritten: Option<&str>, uri: &Uri) -> Uri {
         (Some(p), None) => p.to_string(),
     };
     pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// A request body for a Lua content handler, read whole up to [`lua_phase::MAX_LUA_BODY`];
+/// a larger one is not read (`ngx.req.get_body_data` returns nil, as nginx does when the body
+/// went to a file).
+async fn read_small_body(body: &mut Incoming) -> Option<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    if body.is_end_stream() {
+        return None;
+    }
+    if http_body::Body::size_hint(body).lower() > lua_phase::MAX_LUA_BODY as u64 {
+        return None;
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return None };
+        if let Some(d) = frame.data_ref() {
+            buf.extend_from_slice(d);
+            if buf.len() > lua_phase::MAX_LUA_BODY {
+                return None;
+            }
+        }
+    }
+    Some(buf.freeze())
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

@@ -7,5 +7,6 @@ pub mod cache_phase;
 pub mod error;
 pub mod forward;
 pub mod handler;
+pub mod lua_phase;
 pub mod upgrade;
 pub mod upstream_call;

@@ -18,6 +18,7 @@ use regex::Regex;
 
 use super::cache_rule::CacheRule;
 use super::condition::{Condition, canonical, parse_cidr};
+use super::lua_code::LuaHandlers;
 use super::rate_limit::{LimitDecision, LimitParams, RateLimiter};
 use super::request_view::RequestView;
 use super::template::Template;
@@ -60,6 +61,7 @@ enum Action {
         status: StatusCode,
     },
     Cache(Arc<CacheRule>),
+    Lua(LuaHandlers),
 }
 
 /// A header change to apply: `None` removes the header.
@@ -101,6 +103,8 @@ pub struct RuleEffects {
     pub respond: Option<LocalResponse>,
     /// The last matching rule's cache action, which wins over the application's cache rules.
     pub cache: Option<Arc<CacheRule>>,
+    /// Lua from matching rules, run after the application's own for each phase.
+    pub lua: LuaHandlers,
 }
 
 /// Things an action cannot do in this build; the edge refuses such a config with this path.
@@ -217,12 +221,10 @@ impl PageRule {
                 action::Action::Cache(c) => Action::Cache(Arc::new(
                     CacheRule::compile(c).map_err(|(f, m)| (format!("{}.{f}", at("cache")), m))?,
                 )),
-                action::Action::Lua(_) => {
-                    return Err((
-                        at("lua"),
-                        "Lua is not available in this edge build yet".into(),
-                    ));
-                }
+                action::Action::Lua(phases) => Action::Lua(
+                    LuaHandlers::compile(phases, &format!("{scope}.actions[{i}]"))
+                        .map_err(|(f, m)| (format!("{}.{f}", at("lua")), m))?,
+                ),
             });
         }
         Ok(PageRule {
@@ -343,6 +345,7 @@ pub fn evaluate(
                         fx.cache = Some(c.clone());
                     }
                 }
+                Action::Lua(h) => fx.lua.extend(h),
             }
         }
         if rule.last {

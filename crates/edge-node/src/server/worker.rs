@@ -35,6 +35,8 @@ pub struct Shared {
     pub access_log: AccessLog,
     pub states: Arc<PeerStates>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// `ngx.shared.DICT`s, shared by every worker's Lua VM.
+    pub dicts: Arc<outpost_lua::SharedDicts>,
     /// The HTTP cache, kept across reloads that leave its settings alone.
     pub caches: crate::config::CacheStorage,
 }
@@ -46,6 +48,32 @@ pub struct WorkerCtx {
     pub id: usize,
     connections: Cell<usize>,
     shutdown: watch::Receiver<bool>,
+    workers: usize,
+    /// This worker's Lua VM and the module generation it was built for.
+    lua: std::cell::RefCell<Option<(u64, Rc<outpost_lua::LuaVm>)>>,
+}
+
+impl WorkerCtx {
+    /// The worker's Lua VM, built on first use and rebuilt when the config's modules change
+    /// (a reload then starts from fresh module state, as an nginx reload does).
+    pub fn lua_vm(
+        &self,
+        snapshot: &crate::config::Snapshot,
+    ) -> Result<Rc<outpost_lua::LuaVm>, outpost_lua::LuaError> {
+        if let Some((generation, vm)) = &*self.lua.borrow()
+            && *generation == snapshot.lua_generation
+        {
+            return Ok(vm.clone());
+        }
+        let vm = Rc::new(outpost_lua::LuaVm::new(
+            self.id,
+            self.workers,
+            self.shared.dicts.clone(),
+            &snapshot.lua_modules,
+        )?);
+        *self.lua.borrow_mut() = Some((snapshot.lua_generation, vm.clone()));
+        Ok(vm)
+    }
 }
 
 /// One client connection.
@@ -101,6 +129,7 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 
 pub fn spawn(
     id: usize,
+    workers: usize,
     shared: Arc<Shared>,
     mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -121,6 +150,8 @@ pub fn spawn(
                 id,
                 connections: Cell::new(0),
                 shutdown: stop_rx,
+                workers,
+                lua: std::cell::RefCell::new(None),
             });
             let mut accepting: HashMap<SocketAddr, oneshot::Sender<()>> = HashMap::new();
             while let Some(cmd) = commands.recv().await {

@@ -124,12 +124,18 @@ fn rate_limits_delay_then_reject_per_key() {
 }
 
 #[test]
-fn lua_and_cache_actions_are_refused_until_supported() {
-    let cfg = parse_config(
+fn lua_actions_compile_and_phases_not_built_yet_are_refused_with_their_path() {
+    let ok = parse_config(
         "applications:\n  - name: a\n    rules:\n      - actions: [{lua: {access: {inline: 'ngx.exit(403)'}}}]\n",
         SourceFormat::Yaml,
     )
     .unwrap();
-    let err = PageRule::compile(&cfg.applications[0].rules[0], "a/0").unwrap_err();
-    assert_eq!(err.0, "actions[0].lua");
+    assert!(PageRule::compile(&ok.applications[0].rules[0], "a/0").is_ok());
+    let bad = parse_config(
+        "applications:\n  - name: a\n    rules:\n      - actions: [{lua: {body_filter: {inline: 'x = 1'}}}]\n",
+        SourceFormat::Yaml,
+    )
+    .unwrap();
+    let err = PageRule::compile(&bad.applications[0].rules[0], "a/0").unwrap_err();
+    assert_eq!(err.0, "actions[0].lua.body_filter");
 }

@@ -1,0 +1,203 @@
+//! Lua in the request pipeline: rewrite and access before the upstream (or the cache), content
+//! instead of it, header_filter on every response head, log after the response is sent.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::HeaderMap;
+use http::{Response, StatusCode};
+use outpost_lua::{LuaResponse, LuaVm, Outcome, Phase, RequestState, SharedRequest};
+
+use super::body::ResponseBody;
+use crate::config::{Application, Snapshot};
+use crate::rules::{LuaChunk, LuaHandlers};
+use crate::server::worker::{ConnInfo, WorkerCtx};
+
+/// Request bodies up to this size are read for a content handler (`ngx.req.get_body_data`),
+/// as nginx's `client_body_buffer_size` keeps small bodies in memory.
+pub const MAX_LUA_BODY: usize = 1 << 20;
+
+pub fn request_state(
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+    host: &str,
+    request_id: &str,
+    app: &Application,
+) -> SharedRequest {
+    let mut s = RequestState::new(
+        parts.method.clone(),
+        parts.uri.path().to_string(),
+        parts.uri.query().map(str::to_string),
+        parts.headers.clone(),
+    );
+    s.http_version = match parts.version {
+        http::Version::HTTP_10 => 1.0,
+        http::Version::HTTP_2 => 2.0,
+        _ => 1.1,
+    };
+    s.scheme = conn.scheme;
+    s.host = host.to_string();
+    s.client = conn.client;
+    s.server = conn.local;
+    s.request_id = request_id.to_string();
+    s.declared = app.declared.iter().cloned().collect();
+    Rc::new(RefCell::new(s))
+}
+
+/// Runs one phase's chunks in order; the first `ngx.exit` ends the phase.
+async fn run(
+    vm: &LuaVm,
+    chunks: &[Arc<LuaChunk>],
+    phase: Phase,
+    state: &SharedRequest,
+) -> Result<Outcome, outpost_lua::LuaError> {
+    for c in chunks {
+        match vm.run(&c.name, &c.code, phase, state).await? {
+            Outcome::Continue => {}
+            exit => return Ok(exit),
+        }
+    }
+    Ok(Outcome::Continue)
+}
+
+pub fn to_response(r: LuaResponse) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(r.body));
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.headers_mut() = r.headers;
+    resp
+}
+
+fn failed(app: &str, phase: Phase, e: &outpost_lua::LuaError) -> Response<ResponseBody> {
+    tracing::error!(application = app, phase = phase.name(), error = %e, "Lua error");
+    to_response(outpost_lua::status_response(500, &HeaderMap::new()))
+}
+
+/// rewrite then access. `Err` carries the response that ends the request there.
+pub async fn before_content(
+    w: &WorkerCtx,
+    snapshot: &Snapshot,
+    app: &Application,
+    lua: &LuaHandlers,
+    state: &SharedRequest,
+) -> Result<(), Response<ResponseBody>> {
+    let vm = match w.lua_vm(snapshot) {
+        Ok(vm) => vm,
+        Err(e) => return Err(failed(&app.name, Phase::Rewrite, &e)),
+    };
+    for phase in [Phase::Rewrite, Phase::Access] {
+        match run(&vm, lua.phase(phase), phase, state).await {
+            Ok(Outcome::Continue) => {}
+            Ok(Outcome::Exit(code)) => {
+                let mut s = state.borrow_mut();
+                if code >= 200 || s.headers_sent {
+                    return Err(to_response(outpost_lua::content_response(
+                        &mut s,
+                        Outcome::Exit(code),
+                    )));
+                }
+                // ngx.exit(ngx.OK) and other codes below 200: the next phase runs.
+            }
+            Err(e) => return Err(failed(&app.name, phase, &e)),
+        }
+        // Output without an exit still ends the request (nginx finalises it).
+        let mut s = state.borrow_mut();
+        if s.headers_sent {
+            return Err(to_response(outpost_lua::content_response(
+                &mut s,
+                Outcome::Continue,
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn content(
+    w: &WorkerCtx,
+    snapshot: &Snapshot,
+    app: &Application,
+    lua: &LuaHandlers,
+    state: &SharedRequest,
+    body: Option<Bytes>,
+) -> Response<ResponseBody> {
+    let vm = match w.lua_vm(snapshot) {
+        Ok(vm) => vm,
+        Err(e) => return failed(&app.name, Phase::Content, &e),
+    };
+    state.borrow_mut().body = body;
+    match run(&vm, &lua.content, Phase::Content, state).await {
+        Ok(outcome) => to_response(outpost_lua::content_response(
+            &mut state.borrow_mut(),
+            outcome,
+        )),
+        Err(e) => {
+            if state.borrow().headers_sent {
+                // As nginx: the status is already out; the response ends where it was.
+                tracing::error!(application = %app.name, error = %e, "Lua error after output");
+                to_response(outpost_lua::content_response(
+                    &mut state.borrow_mut(),
+                    Outcome::Continue,
+                ))
+            } else {
+                failed(&app.name, Phase::Content, &e)
+            }
+        }
+    }
+}
+
+/// header_filter: `ngx.header` and `ngx.status` act on the response head.
+pub async fn header_filter(
+    w: &WorkerCtx,
+    snapshot: &Snapshot,
+    app: &Application,
+    lua: &LuaHandlers,
+    state: &SharedRequest,
+    resp: &mut Response<ResponseBody>,
+) {
+    if lua.header_filter.is_empty() {
+        return;
+    }
+    let Ok(vm) = w.lua_vm(snapshot) else {
+        return;
+    };
+    {
+        let mut s = state.borrow_mut();
+        s.resp_headers = std::mem::take(resp.headers_mut());
+        s.status = Some(resp.status().as_u16());
+        s.headers_sent = false;
+    }
+    if let Err(e) = run(&vm, &lua.header_filter, Phase::HeaderFilter, state).await {
+        tracing::error!(application = %app.name, phase = "header_filter", error = %e, "Lua error");
+    }
+    let mut s = state.borrow_mut();
+    *resp.headers_mut() = std::mem::take(&mut s.resp_headers);
+    if let Some(code) = s.status.and_then(|c| StatusCode::from_u16(c).ok()) {
+        *resp.status_mut() = code;
+    }
+    s.headers_sent = true;
+}
+
+/// log: after the response is sent, on the worker, never delaying the client.
+pub fn log(
+    w: Rc<WorkerCtx>,
+    snapshot: Arc<Snapshot>,
+    app: Arc<Application>,
+    lua: LuaHandlers,
+    state: SharedRequest,
+    status: u16,
+) {
+    if lua.log.is_empty() {
+        return;
+    }
+    tokio::task::spawn_local(async move {
+        let Ok(vm) = w.lua_vm(&snapshot) else {
+            return;
+        };
+        state.borrow_mut().status = Some(status);
+        if let Err(e) = run(&vm, &lua.log, Phase::Log, &state).await {
+            tracing::error!(application = %app.name, phase = "log", error = %e, "Lua error");
+        }
+    });
+}

@@ -1,0 +1,99 @@
+//! Lua phase handlers from the config, compiled (syntax-checked) once per config: inline code,
+//! or a module whose returned function runs.
+
+use std::sync::Arc;
+
+use outpost_lua::Phase;
+use outpost_proto::pb;
+
+#[derive(Debug)]
+pub struct LuaChunk {
+    /// Chunk name in error messages and tracebacks, e.g. `site.access`.
+    pub name: String,
+    pub code: String,
+}
+
+/// The code to run per phase; an application's own first, then its matching rules'.
+#[derive(Debug, Default, Clone)]
+pub struct LuaHandlers {
+    pub rewrite: Vec<Arc<LuaChunk>>,
+    pub access: Vec<Arc<LuaChunk>>,
+    pub content: Vec<Arc<LuaChunk>>,
+    pub header_filter: Vec<Arc<LuaChunk>>,
+    pub log: Vec<Arc<LuaChunk>>,
+}
+
+impl LuaHandlers {
+    pub fn is_empty(&self) -> bool {
+        self.rewrite.is_empty()
+            && self.access.is_empty()
+            && self.content.is_empty()
+            && self.header_filter.is_empty()
+            && self.log.is_empty()
+    }
+
+    pub fn phase(&self, p: Phase) -> &[Arc<LuaChunk>] {
+        match p {
+            Phase::Rewrite => &self.rewrite,
+            Phase::Access => &self.access,
+            Phase::Content => &self.content,
+            Phase::HeaderFilter => &self.header_filter,
+            Phase::Log => &self.log,
+            _ => &[],
+        }
+    }
+
+    pub fn extend(&mut self, other: &LuaHandlers) {
+        self.rewrite.extend(other.rewrite.iter().cloned());
+        self.access.extend(other.access.iter().cloned());
+        self.content.extend(other.content.iter().cloned());
+        self.header_filter
+            .extend(other.header_filter.iter().cloned());
+        self.log.extend(other.log.iter().cloned());
+    }
+
+    /// Compiles `phases`; errors carry the field path below `lua` and LuaJIT's message.
+    pub fn compile(phases: &pb::LuaPhases, scope: &str) -> Result<LuaHandlers, (String, String)> {
+        let mut h = LuaHandlers::default();
+        let refused = [
+            ("init_worker", phases.init_worker.as_ref()),
+            ("balancer", phases.balancer.as_ref()),
+            ("body_filter", phases.body_filter.as_ref()),
+        ];
+        for (name, code) in refused {
+            if code.is_some_and(|c| c.source.is_some()) {
+                return Err((
+                    name.into(),
+                    format!("the {name} phase is not available in this edge build yet"),
+                ));
+            }
+        }
+        let slots = [
+            ("rewrite", phases.rewrite.as_ref(), &mut h.rewrite),
+            ("access", phases.access.as_ref(), &mut h.access),
+            ("content", phases.content.as_ref(), &mut h.content),
+            (
+                "header_filter",
+                phases.header_filter.as_ref(),
+                &mut h.header_filter,
+            ),
+            ("log", phases.log.as_ref(), &mut h.log),
+        ];
+        for (phase, code, slot) in slots {
+            let Some(source) = code.and_then(|c| c.source.as_ref()) else {
+                continue;
+            };
+            let name = format!("{scope}.{phase}");
+            let (field, code) = match source {
+                pb::lua_code::Source::Inline(code) => (format!("{phase}.inline"), code.clone()),
+                pb::lua_code::Source::Module(m) => (
+                    format!("{phase}.module"),
+                    format!("return require({m:?})(...)"),
+                ),
+            };
+            outpost_lua::check_syntax(&name, &code).map_err(|e| (field, e.message))?;
+            slot.push(Arc::new(LuaChunk { name, code }));
+        }
+        Ok(h)
+    }
+}

@@ -1,0 +1,206 @@
+//! Lua in the edge, end to end over real sockets: the phases, shared dicts across workers,
+//! modules, errors, and config checks.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const LUA_APP: &str = r#"
+shared_dicts: [{name: counters, capacity_bytes: 1048576}]
+lua_modules:
+  - name: greet
+    code: |
+      local _M = {}
+      local calls = 0
+      function _M.hello(who) calls = calls + 1 return "hello " .. who .. " #" .. calls end
+      return _M
+upstreams: [{name: web, peers: [{address: "@O@"}]}]
+applications:
+  - name: site
+    is_default: true
+    listeners: [{address: "127.0.0.1:0"}]
+    upstream: web
+    rules:
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/api/hello]}]
+        actions:
+          - lua:
+              content:
+                inline: |
+                  local cjson = require "cjson"
+                  ngx.header.content_type = "application/json"
+                  ngx.say(cjson.encode({message = "Hello, World!", status = "success"}))
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/greet]}]
+        actions:
+          - lua: {content: {inline: "ngx.say(require('greet').hello(ngx.var.arg_who or 'nobody'))"}}
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/deny]}]
+        actions:
+          - lua: {access: {inline: "return ngx.exit(ngx.HTTP_FORBIDDEN)"}}
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/boom]}]
+        actions:
+          - lua: {content: {inline: "error('boom')"}}
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/logged]}]
+        actions:
+          - lua: {content: {inline: "ngx.print(ngx.shared.counters:get('logged') or 0)"}}
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/post]}]
+        actions:
+          - lua: {content: {inline: "ngx.req.read_body() ngx.say(ngx.req.get_method(), ' ', ngx.req.get_body_data())"}}
+    lua:
+      access:
+        inline: |
+          local n = ngx.shared.counters:incr("hits", 1, 0)
+          ngx.req.set_header("X-Hits", n)
+          ngx.ctx.started = ngx.now()
+      header_filter:
+        inline: |
+          ngx.header["X-Lua-Phase"] = ngx.get_phase()
+          ngx.header["X-Had-Ctx"] = tostring(ngx.ctx.started ~= nil)
+      log:
+        inline: |
+          ngx.shared.counters:incr("logged", 1, 0)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_run_in_order_around_the_upstream() {
+    let origin = Origin::start("origin").await;
+    let node = edge(LUA_APP, &[("O", origin.addr.to_string())]).await;
+    let base = base_url(&node);
+    let c = client();
+
+    // access sets a request header the origin sees; header_filter adds response headers.
+    let r = c.get(format!("{base}/echo-headers")).send().await.unwrap();
+    assert_eq!(r.headers().get("x-lua-phase").unwrap(), "header_filter");
+    assert_eq!(
+        r.headers().get("x-had-ctx").unwrap(),
+        "true",
+        "ngx.ctx crosses phases"
+    );
+    let seen = r.text().await.unwrap();
+    assert!(seen.contains("x-hits: 1"), "{seen}");
+
+    // The json-hello example from ../shared/examples, unchanged.
+    let r = c.get(format!("{base}/api/hello")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers().get("content-type").unwrap(), "application/json");
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"message": "Hello, World!", "status": "success"})
+    );
+
+    // access can end the request; a Lua error is a 500 and the worker keeps serving.
+    assert_eq!(
+        c.get(format!("{base}/deny")).send().await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        c.get(format!("{base}/boom")).send().await.unwrap().status(),
+        500
+    );
+    let r = c
+        .post(format!("{base}/post"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "POST payload\n");
+
+    // The log phase ran after each of the 5 responses so far (it may trail them).
+    let logged = eventually(Duration::from_secs(5), || {
+        let c = c.clone();
+        let url = format!("{base}/logged");
+        async move {
+            let n: f64 = c
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .parse()
+                .unwrap_or(0.0);
+            n >= 5.0
+        }
+    })
+    .await;
+    assert!(logged, "the log phase counted every request");
+    assert_eq!(origin.hits(), 1, "only /echo-headers reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_dicts_are_shared_by_workers_and_modules_keep_state_per_worker() {
+    let origin = Origin::start("origin").await;
+    let node = edge(LUA_APP, &[("O", origin.addr.to_string())]).await;
+    let base = base_url(&node);
+    // Separate connections land on both workers; the counter is one.
+    for _ in 0..20 {
+        let c = client();
+        c.get(format!("{base}/api/hello")).send().await.unwrap();
+    }
+    let r = client()
+        .get(format!("{base}/echo-headers"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(r.contains("x-hits: 21"), "one counter across workers: {r}");
+    // A module's upvalue counts calls per worker VM: it grows.
+    let c = client();
+    let first = c
+        .get(format!("{base}/greet?who=al"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(first.starts_with("hello al #"), "{first}");
+    let mut grew = false;
+    for _ in 0..10 {
+        let next = c
+            .get(format!("{base}/greet?who=al"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        grew |= next != first;
+    }
+    assert!(grew, "module state persists between requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_with_a_syntax_error_is_refused_with_its_path_and_line() {
+    let origin = Origin::start("origin").await;
+    let node = edge_in_front_of(origin.addr).await;
+    let bad = fill(
+        r#"
+upstreams: [{name: web, peers: [{address: "@O@"}]}]
+applications:
+  - name: site
+    is_default: true
+    listeners: [{address: "127.0.0.1:0"}]
+    upstream: web
+    lua: {access: {inline: "local x = = 1"}}
+"#,
+        &[("O", origin.addr.to_string())],
+    );
+    let cfg = outpost_proto::parse_config(&bad, outpost_proto::SourceFormat::Yaml).unwrap();
+    let err = node.apply(cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("applications[0].lua.access.inline") && err.contains("site.access:1:"),
+        "{err}"
+    );
+    // The old config keeps serving.
+    let r = client()
+        .get(format!("{}/status/200", base_url(&node)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
