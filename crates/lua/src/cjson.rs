@@ -23,10 +23,10 @@ fn encode_value(v: &Value, out: &mut String, depth: usize) -> Result<(), String>
         Value::Nil => out.push_str("null"),
         Value::LightUserData(u) if u.0.is_null() => out.push_str("null"),
         Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Integer(i) => out.push_str(&i.to_string()),
+        Value::Integer(i) => out.push_str(&fmt_g14(*i as f64)),
         Value::Number(n) => {
             if !n.is_finite() {
-                return Err("Cannot serialise number: must not be NaN or Infinity".into());
+                return Err("Cannot serialise number: must not be NaN or Inf".into());
             }
             out.push_str(&fmt_g14(*n));
         }
@@ -119,7 +119,7 @@ fn encode_table(t: &Table, out: &mut String, depth: usize) -> Result<(), String>
         first = false;
         match &k {
             Value::String(s) => escape(&s.as_bytes(), out),
-            Value::Integer(i) => escape(i.to_string().as_bytes(), out),
+            Value::Integer(i) => escape(fmt_g14(*i as f64).as_bytes(), out),
             Value::Number(n) => escape(fmt_g14(*n).as_bytes(), out),
             _ => return Err("Cannot serialise table: table key must be a number or string".into()),
         }

@@ -45,6 +45,10 @@ pub struct RequestState {
     pub resp_headers: HeaderMap,
     pub output: Vec<u8>,
     pub headers_sent: bool,
+    /// After `ngx.eof()`: further output is dropped.
+    pub eof: bool,
+    /// `ngx.req.read_body()` was called: the body is readable.
+    pub body_read: bool,
     /// Set by `ngx.exit`, `ngx.redirect`: the phase ends.
     pub exit: Option<i64>,
     /// The request's `ngx.ctx` table, shared by its phases.
@@ -79,6 +83,8 @@ impl RequestState {
             resp_headers: HeaderMap::new(),
             output: Vec::new(),
             headers_sent: false,
+            eof: false,
+            body_read: false,
             exit: None,
             ctx: None,
             body_chunk: None,

@@ -45,6 +45,22 @@ pub fn status_response(status: u16, extra: &HeaderMap) -> LuaResponse {
     }
 }
 
+/// nginx's built-in type map (`ngx_http_core_default_types`), used without `mime.types`;
+/// anything else is `default_type`'s built-in `text/plain`.
+fn default_type(uri: &str) -> &'static str {
+    let ext = uri
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.rsplit_once('.'))
+        .map(|(_, e)| e);
+    match ext.map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("html") => "text/html",
+        Some("gif") => "image/gif",
+        Some("jpg") => "image/jpeg",
+        _ => "text/plain",
+    }
+}
+
 /// The response of a content phase (or of a rewrite/access phase that produced output).
 pub fn content_response(r: &mut RequestState, outcome: Outcome) -> LuaResponse {
     let exit = match outcome {
@@ -73,8 +89,13 @@ pub fn content_response(r: &mut RequestState, outcome: Outcome) -> LuaResponse {
         _ => r.status.filter(|s| *s != 0).unwrap_or(200),
     };
     let mut headers = std::mem::take(&mut r.resp_headers);
-    if !headers.contains_key(header::CONTENT_TYPE) {
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if status == 204 || status == 304 {
+        headers.remove(header::CONTENT_TYPE);
+    } else if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(default_type(&r.uri)),
+        );
     }
     LuaResponse {
         status,

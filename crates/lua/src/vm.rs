@@ -29,6 +29,9 @@ pub struct LuaVm {
     lua: Lua,
     /// Chunk source to its closure factory.
     chunks: RefCell<HashMap<String, Rc<RegistryKey>>>,
+    /// Made once: the metatable of every request's globals (`__index = _G`), and `setfenv`.
+    env_meta: Table,
+    setfenv: Function,
 }
 
 impl LuaVm {
@@ -97,9 +100,17 @@ impl LuaVm {
             Ok(())
         };
         setup().map_err(|e| LuaError::Setup(e.to_string()))?;
+        let made = || -> mlua::Result<(Table, Function)> {
+            let mt = lua.create_table()?;
+            mt.set("__index", lua.globals())?;
+            Ok((mt, lua.globals().get("setfenv")?))
+        };
+        let (env_meta, setfenv) = made().map_err(|e| LuaError::Setup(e.to_string()))?;
         Ok(LuaVm {
             lua,
             chunks: RefCell::new(HashMap::new()),
+            env_meta,
+            setfenv,
         })
     }
 
@@ -148,11 +159,8 @@ impl LuaVm {
         let handler = (|| -> mlua::Result<Function> {
             let f: Function = factory.call(())?;
             let env = lua.create_table()?;
-            let mt = lua.create_table()?;
-            mt.set("__index", lua.globals())?;
-            env.set_metatable(Some(mt))?;
-            let setfenv: Function = lua.globals().get("setfenv")?;
-            setfenv.call::<()>((f.clone(), env))?;
+            env.set_metatable(Some(self.env_meta.clone()))?;
+            self.setfenv.call::<()>((f.clone(), env))?;
             Ok(f)
         })()
         .map_err(|e| LuaError::Runtime(e.to_string()))?;

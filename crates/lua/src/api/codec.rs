@@ -55,8 +55,13 @@ pub fn unescape(b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `a=1&a=2&b&c=` into `{a = {"1", "2"}, b = true, c = ""}`, at most `max` arguments.
-pub fn decode_args(lua: &Lua, args: &[u8], max: i64) -> mlua::Result<Table> {
+/// `a=1&a=2&b&c=` into `{a = {"1", "2"}, b = true, c = ""}`, at most `max` arguments; the
+/// second value is `"truncated"` when there were more.
+pub fn decode_args(
+    lua: &Lua,
+    args: &[u8],
+    max: i64,
+) -> mlua::Result<(Table, Option<&'static str>)> {
     let t = lua.create_table()?;
     let mut n = 0;
     for part in args.split(|&c| c == b'&') {
@@ -64,7 +69,7 @@ pub fn decode_args(lua: &Lua, args: &[u8], max: i64) -> mlua::Result<Table> {
             continue;
         }
         if max > 0 && n >= max {
-            break;
+            return Ok((t, Some("truncated")));
         }
         n += 1;
         let (k, v) = match part.iter().position(|&c| c == b'=') {
@@ -87,7 +92,7 @@ pub fn decode_args(lua: &Lua, args: &[u8], max: i64) -> mlua::Result<Table> {
             }
         }
     }
-    Ok(t)
+    Ok((t, None))
 }
 
 /// `ngx.encode_args`: keys and values escaped; `true` gives a bare key, `false` nothing, tables

@@ -295,6 +295,11 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
                 let code = match value {
                     Value::Integer(i) => i,
                     Value::Number(n) => n as i64,
+                    Value::String(s) => s
+                        .to_str()?
+                        .trim()
+                        .parse()
+                        .map_err(|_| mlua::Error::runtime("bad ngx.status value"))?,
                     _ => return Err(mlua::Error::runtime("bad ngx.status value")),
                 };
                 r.status = Some(code.clamp(0, 999) as u16);

@@ -8,12 +8,32 @@ use crate::Phase;
 use crate::numfmt::fmt_g14;
 use crate::request::{self, ExitSignal};
 
+/// The message of an error raised by our Rust functions, as the script would have seen a plain
+/// Lua error string: without mlua's "runtime error: " prefix and traceback.
+pub fn clean_error(e: &mlua::Error) -> String {
+    let root = match e {
+        mlua::Error::CallbackError { cause, .. } => return clean_error(cause),
+        mlua::Error::WithContext { cause, .. } => return clean_error(cause),
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::BadArgument { pos, cause, .. } => {
+            format!("bad argument #{pos} to '?' ({})", clean_error(cause))
+        }
+        other => other.to_string(),
+    };
+    root.split("\nstack traceback:")
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
 /// Appends a `ngx.say`/`ngx.print` argument as OpenResty renders it.
 pub fn render(v: &Value, out: &mut Vec<u8>, fname: &str, arg: usize) -> mlua::Result<()> {
     match v {
         Value::String(s) => out.extend_from_slice(&s.as_bytes()),
-        Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        // LuaJIT numbers are doubles: an integral one prints with `%.14g` too.
+        Value::Integer(i) => out.extend_from_slice(fmt_g14(*i as f64).as_bytes()),
         Value::Number(n) => out.extend_from_slice(fmt_g14(*n).as_bytes()),
+        Value::Error(e) => out.extend_from_slice(clean_error(e).as_bytes()),
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Nil => out.extend_from_slice(b"nil"),
         Value::LightUserData(u) if u.0.is_null() => out.extend_from_slice(b"null"),
@@ -52,11 +72,18 @@ fn output(args: MultiValue, newline: bool, fname: &'static str) -> mlua::Result<
                 r.phase.name()
             )));
         }
+        if r.eof {
+            return Ok(Value::Integer(1));
+        }
         for (i, v) in args.iter().enumerate() {
             render(v, &mut r.output, fname, i + 1)?;
         }
         if newline {
             r.output.push(b'\n');
+        }
+        if !r.headers_sent {
+            // The status goes out with the first output: reading it now gives what was sent.
+            r.status = Some(r.status.filter(|s| *s != 0).unwrap_or(200));
         }
         r.headers_sent = true;
         Ok(Value::Integer(1))
@@ -111,7 +138,16 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         })?,
     )?;
     ngx.set("flush", lua.create_function(|_, _: MultiValue| Ok(1))?)?;
-    ngx.set("eof", lua.create_function(|_, ()| Ok(1))?)?;
+    ngx.set(
+        "eof",
+        lua.create_function(|_, ()| {
+            request::with(|r| {
+                r.eof = true;
+                r.headers_sent = true;
+                Ok(1)
+            })
+        })?,
+    )?;
     ngx.set(
         "send_headers",
         lua.create_function(|_, ()| {
@@ -168,8 +204,17 @@ fn header_table(lua: &Lua) -> mlua::Result<Table> {
                 }
                 r.resp_headers.remove(&name);
                 let mut add = |v: &Value| -> mlua::Result<()> {
-                    let mut bytes = Vec::new();
-                    render(v, &mut bytes, "header", 1)?;
+                    let mut raw = Vec::new();
+                    render(v, &mut raw, "header", 1)?;
+                    // As lua-nginx-module: CR and LF are escaped, never a new header line.
+                    let mut bytes = Vec::with_capacity(raw.len());
+                    for c in raw {
+                        match c {
+                            b'\r' => bytes.extend_from_slice(b"%0D"),
+                            b'\n' => bytes.extend_from_slice(b"%0A"),
+                            c => bytes.push(c),
+                        }
+                    }
                     let hv = HeaderValue::from_bytes(&bytes)
                         .map_err(|_| mlua::Error::runtime("invalid header value"))?;
                     r.resp_headers.append(name.clone(), hv);

@@ -31,10 +31,12 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "get_headers",
         lua.create_function(|lua, (max, raw): (Option<i64>, Option<bool>)| {
             let t = lua.create_table()?;
+            let mut truncated = false;
             request::with(|r| {
                 let max = max.unwrap_or(100);
                 for (n, (k, v)) in r.headers.iter().enumerate() {
                     if max > 0 && n as i64 >= max {
+                        truncated = true;
                         break;
                     }
                     let key = if raw.unwrap_or(false) {
@@ -69,7 +71,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 })?,
             )?;
             t.set_metatable(Some(mt))?;
-            Ok(t)
+            Ok((t, truncated.then_some("truncated")))
         })?,
     )?;
     req.set(
@@ -117,7 +119,15 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             })
         })?,
     )?;
-    req.set("read_body", lua.create_function(|_, ()| Ok(()))?)?;
+    req.set(
+        "read_body",
+        lua.create_function(|_, ()| {
+            request::with(|r| {
+                r.body_read = true;
+                Ok(())
+            })
+        })?,
+    )?;
     req.set("discard_body", lua.create_function(|_, ()| Ok(()))?)?;
     req.set(
         "get_body_file",
@@ -127,7 +137,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "get_body_data",
         lua.create_function(|lua, ()| {
             request::with(|r| match &r.body {
-                Some(b) if !b.is_empty() => Ok(Value::String(lua.create_string(b)?)),
+                Some(b) if r.body_read && !b.is_empty() => Ok(Value::String(lua.create_string(b)?)),
                 _ => Ok(Value::Nil),
             })
         })?,
@@ -144,7 +154,12 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     req.set(
         "get_post_args",
         lua.create_function(|lua, max: Option<i64>| {
-            let body = request::with(|r| Ok(r.body.clone().unwrap_or_default()))?;
+            let body = request::with(|r| {
+                if !r.body_read {
+                    return Err(mlua::Error::runtime("request body not read"));
+                }
+                Ok(r.body.clone().unwrap_or_default())
+            })?;
             decode_args(lua, &body, max.unwrap_or(100))
         })?,
     )?;
@@ -155,6 +170,8 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     mt.set(
         "__index",
         lua.create_function(|lua, (_, name): (Table, String)| {
+            // nginx variable names are case-insensitive.
+            let name = name.to_ascii_lowercase();
             request::with(|r| match variable(r, &name) {
                 Some(v) => Ok(Value::String(lua.create_string(v)?)),
                 None => Ok(Value::Nil),

@@ -48,7 +48,17 @@ impl Harness {
             args,
             headers,
         );
-        state.host = "localhost".into();
+        // $host: the Host header, lower-cased, without the port.
+        state.host = req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| {
+                v.rsplit_once(':')
+                    .map_or(v.as_str(), |(h, _)| h)
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_else(|| "localhost".into());
         state.body = req.body.clone().map(Into::into);
         let state = Rc::new(RefCell::new(state));
         let mut resp = None;
@@ -66,6 +76,12 @@ impl Harness {
                 Ok(Outcome::Exit(code)) if *phase != Phase::Content && code >= 200 => {
                     let mut s = state.borrow_mut();
                     resp = Some(outpost_lua::content_response(&mut s, Outcome::Exit(code)));
+                    break;
+                }
+                // Output in rewrite/access ends the request there, as nginx finalises it.
+                Ok(outcome) if *phase != Phase::Content && state.borrow().headers_sent => {
+                    let mut s = state.borrow_mut();
+                    resp = Some(outpost_lua::content_response(&mut s, outcome));
                     break;
                 }
                 Ok(outcome) if *phase == Phase::Content => {
