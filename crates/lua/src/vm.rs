@@ -53,6 +53,7 @@ impl LuaVm {
             crate::api::misc::install(&lua, &ngx, worker_id, workers)?;
             crate::api::shared::install(&lua, &ngx, dicts)?;
             let globals = lua.globals();
+            crate::api::re::install(&lua, &ngx)?;
             globals.set("ngx", ngx)?;
             let package: Table = globals.get("package")?;
             package.set("path", SYSTEM_PATH)?;

@@ -3,5 +3,6 @@
 pub mod codec;
 pub mod misc;
 pub mod output;
+pub mod re;
 pub mod req;
 pub mod shared;

@@ -39,18 +39,23 @@ pub fn render(v: &Value, out: &mut Vec<u8>, fname: &str, arg: usize) -> mlua::Re
         Value::LightUserData(u) if u.0.is_null() => out.extend_from_slice(b"null"),
         Value::Table(t) => {
             let n = t.raw_len();
+            // Only array tables: a key outside 1..n is an error, as lua-nginx-module has it.
+            let keys = t.clone().pairs::<Value, Value>().count();
+            if keys != n {
+                return Err(mlua::Error::runtime(format!(
+                    "bad argument #{arg} to '?' (non-array table found)"
+                )));
+            }
             for i in 1..=n {
                 let v: Value = t.raw_get(i)?;
                 match v {
-                    Value::Table(_) | Value::String(_) | Value::Integer(_) | Value::Number(_) => {
-                        render(&v, out, fname, arg)?
-                    }
-                    other => {
+                    Value::Nil | Value::Function(_) | Value::Thread(_) | Value::UserData(_) => {
                         return Err(mlua::Error::runtime(format!(
-                            "bad argument #{arg} to '{fname}' (bad data type {} found)",
-                            other.type_name()
+                            "bad argument #{arg} to '?' (bad data type {} found)",
+                            v.type_name()
                         )));
                     }
+                    v => render(&v, out, fname, arg)?,
                 }
             }
         }
@@ -158,6 +163,54 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         })?,
     )?;
     ngx.set("header", header_table(lua)?)?;
+
+    // `ngx.resp` and `require "ngx.resp"`.
+    let resp = lua.create_table()?;
+    resp.set(
+        "get_headers",
+        lua.create_function(|lua, max: Option<i64>| {
+            let t = lua.create_table()?;
+            let mut truncated = false;
+            request::with(|r| {
+                for (n, (k, v)) in r.resp_headers.iter().enumerate() {
+                    if max.unwrap_or(100) > 0 && n as i64 >= max.unwrap_or(100) {
+                        truncated = true;
+                        break;
+                    }
+                    let val = lua.create_string(v.as_bytes())?;
+                    match t.raw_get::<Value>(k.as_str())? {
+                        Value::Nil => t.raw_set(k.as_str(), val)?,
+                        Value::Table(list) => list.raw_push(val)?,
+                        prev => {
+                            let list = lua.create_table()?;
+                            list.raw_push(prev)?;
+                            list.raw_push(val)?;
+                            t.raw_set(k.as_str(), list)?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            Ok((t, truncated.then_some("truncated")))
+        })?,
+    )?;
+    resp.set(
+        "add_header",
+        lua.create_function(|_, (key, value): (String, Value)| {
+            let name = header_name(&key)?;
+            request::with(|r| {
+                let mut bytes = Vec::new();
+                render(&value, &mut bytes, "add_header", 2)?;
+                let hv = HeaderValue::from_bytes(&bytes)
+                    .map_err(|_| mlua::Error::runtime("invalid header value"))?;
+                r.resp_headers.append(name, hv);
+                Ok(())
+            })
+        })?,
+    )?;
+    let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
+    loaded.set("ngx.resp", resp.clone())?;
+    ngx.set("resp", resp)?;
     Ok(())
 }
 
