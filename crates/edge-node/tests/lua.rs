@@ -204,3 +204,70 @@ applications:
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// The access_by_lua_block of `../shared/examples/limit-req.conf`, byte for byte, with its
+/// `lua_shared_dict my_limit_req_store 100m` as a shared dict.
+const LIMIT_REQ_EXAMPLE: &str = r#"
+                local limit_req = require "resty.limit.req"
+                local lim, err = limit_req.new("my_limit_req_store", 200, 100)
+                if not lim then
+                    ngx.log(ngx.ERR, "failed to instantiate limit req object: ", err)
+                    return ngx.exit(500)
+                end
+                local key = ngx.var.binary_remote_addr
+                local delay, err = lim:incoming(key, true)
+                if not delay then
+                    if err == "rejected" then
+                        return ngx.exit(503)
+                    end
+                    ngx.log(ngx.ERR, "failed to limit req: ", err)
+                    return ngx.exit(500)
+                end
+                if delay >= 0.001 then
+                    ngx.sleep(delay)
+                end
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_req_example_runs_unchanged_and_rejects_above_its_burst() {
+    let origin = Origin::start("origin").await;
+    let yaml = format!(
+        r#"
+shared_dicts: [{{name: my_limit_req_store, capacity_bytes: 104857600}}]
+upstreams: [{{name: web, peers: [{{address: "{}"}}]}}]
+applications:
+  - name: site
+    is_default: true
+    listeners: [{{address: "127.0.0.1:0"}}]
+    upstream: web
+    lua:
+      access:
+        inline: {}
+"#,
+        origin.addr,
+        serde_json::to_string(LIMIT_REQ_EXAMPLE).unwrap()
+    );
+    let node = edge(&yaml, &[]).await;
+    let base = base_url(&node);
+    // 400 concurrent requests at once: 200/s with a burst of 100 lets about 100 through at
+    // once (the rest of those are delayed) and rejects the others with 503.
+    let c = client();
+    let tasks: Vec<_> = (0..400)
+        .map(|_| {
+            let (c, url) = (c.clone(), format!("{base}/status/200"));
+            tokio::spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let (mut ok, mut rejected) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(200) => ok += 1,
+            Ok(503) => rejected += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        ok >= 100 && rejected >= 100,
+        "{ok} passed, {rejected} rejected"
+    );
+}

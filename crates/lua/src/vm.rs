@@ -16,6 +16,14 @@ use crate::{LuaError, Phase};
 /// Where the VM looks for modules after the config's own (Debian's `lua_package_path`).
 pub const SYSTEM_PATH: &str = "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua";
 
+/// Libraries bundled under OpenResty's module names (written for Outpost).
+const BUNDLED: &[(&str, &str)] = &[
+    ("resty.limit.req", include_str!("lualib/limit_req.lua")),
+    ("resty.limit.count", include_str!("lualib/limit_count.lua")),
+    ("resty.limit.conn", include_str!("lualib/limit_conn.lua")),
+    ("resty.lrucache", include_str!("lualib/lrucache.lua")),
+];
+
 /// What a phase handler ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -88,6 +96,17 @@ impl LuaVm {
             )
             .set_name("=outpost.init")
             .exec()?;
+            // The OpenResty libraries scripts expect without installing anything, ours.
+            for (name, code) in BUNDLED {
+                preload.set(
+                    *name,
+                    lua.create_function(move |lua, args: mlua::MultiValue| {
+                        lua.load(*code)
+                            .set_name(format!("={name}"))
+                            .call::<Value>(args)
+                    })?,
+                )?;
+            }
             for (name, code) in modules {
                 let code = code.clone();
                 let chunk_name = format!("={name}");

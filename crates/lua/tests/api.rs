@@ -218,3 +218,51 @@ fn syntax_errors_name_the_line() {
     assert_eq!(e.line, Some(1), "{e:?}");
     assert!(outpost_lua::check_syntax("ok", "ngx.say(1)").is_ok());
 }
+
+#[test]
+fn bundled_resty_limit_and_lrucache() {
+    let h = harness();
+    let run = |code: &str| {
+        let r = block_on(h.run(&get("/t"), &[(Phase::Content, code)]));
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+    // One request per second, no burst: the first passes at once, the second is rejected.
+    assert_eq!(
+        run(r#"
+            local limit_req = require "resty.limit.req"
+            local lim = limit_req.new("dogs", 1, 0)
+            local d1, e1 = lim:incoming("k", true)
+            local d2, e2 = lim:incoming("k", true)
+            ngx.say(d1, " ", e1, " ", d2, " ", e2)
+            local lim2 = limit_req.new("dogs", 1, 5)
+            local d3 = lim2:incoming("k2", true)
+            local d4 = lim2:incoming("k2", true)
+            ngx.say(d3, " ", d4 > 0.9 and d4 <= 1)
+            ngx.say(tostring(limit_req.new("nope", 1, 1)))
+        "#),
+        "0 0 nil rejected\n0 true\nnil\n"
+    );
+    assert_eq!(
+        run(r#"
+            local limit_count = require "resty.limit.count"
+            local lim = limit_count.new("dogs", 2, 60)
+            local a, ra = lim:incoming("c", true)
+            local b, rb = lim:incoming("c", true)
+            local c, rc = lim:incoming("c", true)
+            ngx.say(a, ra, " ", b, rb, " ", c, rc)
+        "#),
+        "01 00 nilrejected\n"
+    );
+    assert_eq!(
+        run(r#"
+            local lrucache = require "resty.lrucache"
+            local c = lrucache.new(2)
+            c:set("a", 1) c:set("b", 2)
+            c:get("a")          -- a is now the most recent
+            c:set("c", 3)       -- evicts b
+            ngx.say(c:get("a"), " ", c:get("b"), " ", c:get("c"), " ", c:count())
+            c:set("t", "x", -1)
+        "#),
+        "1 nil 3 2\n"
+    );
+}
