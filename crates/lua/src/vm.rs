@@ -62,6 +62,7 @@ impl LuaVm {
             crate::api::shared::install(&lua, &ngx, dicts)?;
             let globals = lua.globals();
             crate::api::re::install(&lua, &ngx)?;
+            crate::api::socket::install(&lua, &ngx)?;
             globals.set("ngx", ngx)?;
             let package: Table = globals.get("package")?;
             package.set("path", SYSTEM_PATH)?;

@@ -6,3 +6,4 @@ pub mod output;
 pub mod re;
 pub mod req;
 pub mod shared;
+pub mod socket;
