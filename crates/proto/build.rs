@@ -3,7 +3,10 @@
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/outpost/config/v1/config.proto"];
+    let protos = [
+        "proto/outpost/config/v1/config.proto",
+        "proto/outpost/gslb/v1/gslb.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

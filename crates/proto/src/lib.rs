@@ -4,6 +4,9 @@
 //! - [`config::v1`]: the generated prost types (`proto/outpost/config/v1/config.proto`), with
 //!   serde impls that follow the proto3 JSON mapping (pbjson). The control plane stores them,
 //!   the admin API takes them as JSON, the gRPC stream pushes them.
+//! - [`gslb::v1`]: the GSLB server's schema (`proto/outpost/gslb/v1/gslb.proto`): zones, edge
+//!   nodes, regions and steering records; loaded with [`load::parse_gslb_config`] and checked by
+//!   [`validate_gslb`].
 //! - [`load`]: a config from YAML or JSON text, as a standalone edge reads it.
 //! - [`expression`]: the `$variable` templates used in header values, keys and redirects.
 //! - [`validate`]: checks a whole config and returns every error with its field path.
@@ -18,10 +21,19 @@ pub mod config {
     }
 }
 
+pub mod gslb {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        include!(concat!(env!("OUT_DIR"), "/outpost.gslb.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/outpost.gslb.v1.serde.rs"));
+    }
+}
+
 pub mod expression;
 pub mod load;
 pub mod validate;
+pub mod validate_gslb;
 
 pub use config::v1 as pb;
-pub use load::{LoadError, SourceFormat, parse_config};
+pub use load::{LoadError, SourceFormat, parse_config, parse_gslb_config};
 pub use validate::{FieldError, ValidationErrors, validate};

@@ -34,6 +34,22 @@ pub enum LoadError {
 
 /// Parses config text. The result is not validated: call [`crate::validate`] next.
 pub fn parse_config(text: &str, format: SourceFormat) -> Result<Config, LoadError> {
+    parse_any(text, format)
+}
+
+/// Parses a GSLB config (`outpost gslb --config FILE`). The result is not validated: call
+/// [`crate::validate_gslb::validate_gslb`] next.
+pub fn parse_gslb_config(
+    text: &str,
+    format: SourceFormat,
+) -> Result<crate::gslb::v1::GslbConfig, LoadError> {
+    parse_any(text, format)
+}
+
+fn parse_any<T: serde::de::DeserializeOwned>(
+    text: &str,
+    format: SourceFormat,
+) -> Result<T, LoadError> {
     let value: serde_json::Value = match format {
         SourceFormat::Json => serde_json::from_str(text)?,
         SourceFormat::Yaml => {
