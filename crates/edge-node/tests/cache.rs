@@ -493,3 +493,43 @@ async fn a_miss_goes_upstream_with_the_forwarding_headers_and_without_client_con
     );
     assert!(!seen.contains("range:"), "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_sets_the_key_and_skips_lookup_or_store_like_srcache() {
+    let origin = Origin::start("o").await;
+    let yaml = r#"
+upstreams: [{name: web, peers: [{address: "@O@"}]}]
+applications:
+  - name: site
+    is_default: true
+    listeners: [{address: "127.0.0.1:0"}]
+    upstream: web
+    cache_rules: [{}]
+    lua:
+      access:
+        inline: |
+          local cache = require "outpost.cache"
+          if ngx.var.arg_k then cache.set_key("custom:" .. ngx.var.arg_k) end
+          if ngx.var.arg_fresh then cache.skip_lookup() end
+          if ngx.var.arg_nostore then cache.skip_store() end
+"#;
+    let node = edge(yaml, &[("O", origin.addr.to_string())]).await;
+    let base = base_url(&node);
+    let c = client();
+    // Two URLs, one key chosen by the script: the second is a hit.
+    let (_, _, a) = get(&c, &format!("{base}/c/x?cc=max-age=60&k=same")).await;
+    let (_, h, b) = get(&c, &format!("{base}/c/y?cc=max-age=60&k=same")).await;
+    assert_eq!((origin.hits(), a), (1, b));
+    assert!(cache_status(&h).contains("hit"));
+    // skip_lookup: goes to the origin, and its answer replaces the stored one.
+    let (_, h, fresh) = get(&c, &format!("{base}/c/x?cc=max-age=60&k=same&fresh=1")).await;
+    assert_eq!(origin.hits(), 2, "{h:?}");
+    assert!(cache_status(&h).contains("stored"));
+    let (_, _, after) = get(&c, &format!("{base}/c/x?cc=max-age=60&k=same")).await;
+    assert_eq!(after, fresh);
+    // skip_store: fetched, not kept.
+    let url = format!("{base}/c/n?cc=max-age=60&nostore=1");
+    get(&c, &url).await;
+    get(&c, &url).await;
+    assert_eq!(origin.hits(), 4);
+}

@@ -53,6 +53,11 @@ pub struct RequestState {
     pub exit: Option<i64>,
     /// The request's `ngx.ctx` table, shared by its phases.
     pub ctx: Option<mlua::RegistryKey>,
+    /// srcache-style control from Lua (`require "outpost.cache"`): the key to use instead of
+    /// the cache rule's, and whether to skip the lookup or the store.
+    pub cache_key: Option<String>,
+    pub cache_skip_lookup: bool,
+    pub cache_skip_store: bool,
     /// `ngx.arg` in body_filter: the chunk and whether it is the last one.
     pub body_chunk: Option<(Bytes, bool)>,
 }
@@ -87,6 +92,9 @@ impl RequestState {
             body_read: false,
             exit: None,
             ctx: None,
+            cache_key: None,
+            cache_skip_lookup: false,
+            cache_skip_store: false,
             body_chunk: None,
         }
     }

@@ -76,6 +76,37 @@ impl LuaVm {
                 lua.create_function(|lua, ()| crate::cjson::module(lua, true))?,
             )?;
             // lua-resty-core is built in here: requiring it does nothing.
+            // srcache-style control of the edge's cache for this request.
+            let cache = lua.create_table()?;
+            cache.set(
+                "set_key",
+                lua.create_function(|_, key: String| {
+                    crate::request::with(|r| {
+                        r.cache_key = Some(key);
+                        Ok(())
+                    })
+                })?,
+            )?;
+            cache.set(
+                "skip_lookup",
+                lua.create_function(|_, ()| {
+                    crate::request::with(|r| {
+                        r.cache_skip_lookup = true;
+                        Ok(())
+                    })
+                })?,
+            )?;
+            cache.set(
+                "skip_store",
+                lua.create_function(|_, ()| {
+                    crate::request::with(|r| {
+                        r.cache_skip_store = true;
+                        Ok(())
+                    })
+                })?,
+            )?;
+            let loaded: Table = package.get("loaded")?;
+            loaded.set("outpost.cache", cache)?;
             for empty in ["resty.core", "resty.core.base"] {
                 preload.set(empty, lua.create_function(|lua, ()| lua.create_table())?)?;
             }

@@ -69,6 +69,10 @@ pub struct CacheRequest {
     pub head: UpstreamHead,
     pub forward: Forwarding,
     pub hash: u64,
+    /// Set from Lua (`require "outpost.cache"`): go to the origin without looking up, or
+    /// without storing what comes back.
+    pub skip_lookup: bool,
+    pub skip_store: bool,
 }
 
 /// What the forwarding headers need, owned: they are built only when a request goes upstream
@@ -137,10 +141,13 @@ pub async fn serve(
     });
     let request_dirs = policy::parse_request(client_headers);
 
+    if cr.skip_store && cr.skip_lookup {
+        return pass(w, up, cr, info, "lua-bypass").await;
+    }
     if let Some(stored) = lookup
         .stored
         .clone()
-        .filter(|s| !s.meta.is_variants_marker())
+        .filter(|s| !s.meta.is_variants_marker() && !cr.skip_lookup)
     {
         let found =
             policy::lookup_decision(&cr.method, client_headers, &view(&stored.meta), now, &opts);
@@ -277,6 +284,13 @@ fn store_and_stream(
         &opts,
     )
     .map_err(|reason| reason.as_str())
+    .and_then(|s| {
+        if cr.skip_store {
+            Err("lua-skip-store")
+        } else {
+            Ok(s)
+        }
+    })
     .and_then(|s| {
         if head.headers.contains_key(header::SET_COOKIE) && !cr.rule.enforce {
             // As nginx and Varnish do: a response setting a cookie is someone's own.
@@ -510,6 +524,8 @@ fn revalidate_in_background(
         method: Method::GET,
         head: clone_head(&cr.head),
         forward: cr.forward.clone(),
+        skip_lookup: false,
+        skip_store: false,
         hash: cr.hash,
     };
     let key = *key;

@@ -110,7 +110,7 @@ pub async fn handle(
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     );
     // GET and HEAD are looked up under the rule's key; other methods may invalidate.
-    let cache_key = cache_rule.as_ref().and_then(|r| {
+    let mut cache_key = cache_rule.as_ref().and_then(|r| {
         matches!(parts.method, Method::GET | Method::HEAD).then(|| {
             let url = format!(
                 "{}://{}{}",
@@ -158,9 +158,15 @@ pub async fn handle(
         let early = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
             Err(resp) => Some(resp),
             Ok(()) => {
-                // What the scripts changed goes upstream: headers, URI, arguments.
+                // What the scripts changed goes upstream: headers, URI, arguments; and their
+                // say over the cache (srcache-style).
                 let (headers, target) = {
                     let s = state.borrow();
+                    if let Some((_, key, _)) = &mut cache_key
+                        && let Some(k) = &s.cache_key
+                    {
+                        *key = k.clone();
+                    }
                     let target = match &s.args {
                         Some(a) => format!("{}?{a}", s.uri),
                         None => s.uri.clone(),
@@ -254,6 +260,11 @@ pub async fn handle(
                     };
                     let target = rewrite_target(fx.rewritten_path.as_deref(), &parts.uri);
                     let mut headers = std::mem::take(&mut parts.headers);
+                    let (skip_lookup, skip_store) =
+                        lua_state.as_ref().map_or((false, false), |s| {
+                            let s = s.borrow();
+                            (s.cache_skip_lookup, s.cache_skip_store)
+                        });
                     if let Some((rule, key, url)) = cache_key
                         && upgrade.is_none()
                     {
@@ -268,6 +279,8 @@ pub async fn handle(
                                 uri: target,
                                 headers,
                             },
+                            skip_lookup,
+                            skip_store,
                             forward: cache_phase::Forwarding {
                                 client_ip: conn.client.ip(),
                                 scheme: conn.scheme,
