@@ -44,6 +44,19 @@ applications:
         conditions: [{subject: SUBJECT_URI, operator: OPERATOR_EQUALS, values: [/hello]}]
         actions:
           - {respond: {status: 200, body: "hello from the edge, $remote_addr\n"}}
+      - name: answered by Lua, counting visits in a shared dict
+        conditions: [{subject: SUBJECT_URI, operator: OPERATOR_EQUALS, values: [/lua]}]
+        actions:
+          - lua:
+              content:
+                inline: |
+                  local cjson = require "cjson"
+                  local visits = ngx.shared.demo:incr("visits", 1, 0)
+                  ngx.header.content_type = "application/json"
+                  ngx.say(cjson.encode({hello = "from Lua", visits = visits, worker = ngx.worker.id()}))
+    # Everything else the origin marks cacheable is cached (see the Cache-Status header).
+    cache_rules: [{}]
+shared_dicts: [{name: demo, capacity_bytes: 1048576}]
 "#;
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -65,11 +78,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  edge (HTTP)   http://{edge}/");
     if let Some(a) = node.admin_addr() {
         println!("  edge admin    http://{a}/metrics  http://{a}/status");
+        println!("  purge         curl -X POST http://{a}/cache/purge -d '{{\"all\": true}}'");
     }
     println!();
     println!("Try:");
     println!("  curl -i http://{edge}/");
-    println!("  curl -i http://{edge}/hello");
+    println!("  curl -i http://{edge}/hello            # a page rule answers");
+    println!("  curl -i http://{edge}/lua              # Lua answers");
+    println!("  curl -si http://{edge}/ | grep -i cache-status   # run twice: miss, then hit");
     println!("Ctrl-C stops it.");
     tokio::signal::ctrl_c().await?;
     node.shutdown(Duration::from_secs(5)).await;
