@@ -2,8 +2,177 @@
 //! client, and changes its answers by itself within a probe interval of a node failing.
 //!
 //! A tour of the crate:
-//! - [`geo`]: regions, great-circle distances, the CIDR → region table.
+//! - [`model`]: the validated, compiled config (zones, nodes, regions, record plans).
+//! - [`zone`]: static zone data and the authoritative lookup rules (NXDOMAIN vs NODATA, CNAME,
+//!   referrals, minimal ANY).
+//! - [`geo`]: regions, great-circle distances, the CIDR → region table with ECS scopes.
 //! - [`select`]: the answer for a GSLB record, a pure function of plan, health, client and a
 //!   random number. Dense unit tests live here.
+//! - [`health`]: the rise/fall state machine, the lock-free health table and the probers.
+//! - [`handler`]: the hickory-server `RequestHandler` that ties them together per query.
+//! - [`metrics`], [`admin`]: Prometheus metrics and the `/metrics` listener.
+//!
+//! [`Gslb::start`] runs it all in-process (the `outpost gslb` command and the tests use it).
+
+pub mod admin;
 pub mod geo;
+pub mod handler;
+pub mod health;
+pub mod metrics;
+pub mod model;
 pub mod select;
+pub mod zone;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_server::Server;
+use outpost_proto::gslb::v1::GslbConfig;
+use outpost_proto::validate::ValidationErrors;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::handler::Handler;
+use crate::health::{HealthTable, Probers};
+use crate::metrics::Metrics;
+use crate::model::Model;
+
+/// How long a TCP client may stay idle between queries.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One config and its health, as every query sees it.
+pub struct Snapshot {
+    pub model: Arc<Model>,
+    pub health: Arc<HealthTable>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GslbSettings {
+    /// UDP and TCP, same address and port (port 0: any free port, the same for both).
+    pub listen: SocketAddr,
+    /// `/metrics` and `/healthz`; `None`: no admin listener.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ValidationErrors),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running GSLB server.
+pub struct Gslb {
+    state: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    probers: Mutex<Probers>,
+    server: tokio::sync::Mutex<Server<Handler>>,
+    dns_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Gslb {
+    /// Validates the config, binds the listeners and starts answering and probing.
+    pub async fn start(settings: GslbSettings, config: GslbConfig) -> Result<Gslb, StartError> {
+        let model = Arc::new(Model::build(&config)?);
+        let metrics = Arc::new(Metrics::default());
+        let health = Arc::new(HealthTable::new(&model, None));
+        let probers = health::spawn_probers(model.clone(), health.clone(), metrics.clone());
+        let state = Arc::new(ArcSwap::from_pointee(Snapshot { model, health }));
+
+        let (udp, tcp) = bind_pair(settings.listen).await?;
+        let dns_addr = udp.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let mut server = Server::new(Handler {
+            state: state.clone(),
+            metrics: metrics.clone(),
+        });
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64 * 1024);
+
+        let (admin_addr, admin_task) = match settings.admin_listen {
+            None => (None, None),
+            Some(addr) => {
+                let l = admin::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                let bound = l.local_addr().ok();
+                (bound, Some(admin::serve(l, metrics.clone())))
+            }
+        };
+        tracing::info!(%dns_addr, ?admin_addr, "GSLB listening");
+        Ok(Gslb {
+            state,
+            metrics,
+            probers: Mutex::new(probers),
+            server: tokio::sync::Mutex::new(server),
+            dns_addr,
+            admin_addr,
+            admin_task,
+        })
+    }
+
+    /// Replaces the config. A bad config changes nothing and comes back with every error.
+    /// Nodes kept by name keep their health; probers restart on the new settings.
+    pub fn apply(&self, config: GslbConfig) -> Result<(), ValidationErrors> {
+        let model = Arc::new(Model::build(&config)?);
+        let old = self.state.load();
+        let health = Arc::new(HealthTable::new(&model, Some((&old.model, &old.health))));
+        let probers = health::spawn_probers(model.clone(), health.clone(), self.metrics.clone());
+        self.state.store(Arc::new(Snapshot { model, health }));
+        // Dropping the old probers stops them.
+        *self.probers.lock().unwrap_or_else(|e| e.into_inner()) = probers;
+        Ok(())
+    }
+
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns_addr
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn version(&self) -> u64 {
+        self.state.load().model.version
+    }
+
+    /// The Prometheus text exposition of this server's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+
+    /// Stops answering, probing and serving metrics.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.server.lock().await.shutdown_gracefully().await {
+            tracing::debug!(error = %e, "DNS server shutdown");
+        }
+        if let Some(t) = &self.admin_task {
+            t.abort();
+        }
+    }
+}
+
+/// Binds UDP and TCP on the same port. With port 0 the kernel picks the UDP port; the TCP
+/// bind may find it taken by someone else, so a few tries are made.
+async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    let mut last = None;
+    for _ in 0..if addr.port() == 0 { 8 } else { 1 } {
+        let udp = UdpSocket::bind(addr).await.map_err(err)?;
+        let port_addr = udp.local_addr().map_err(err)?;
+        match TcpListener::bind(port_addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(err(last.unwrap_or_else(|| std::io::Error::other("no port"))))
+}
