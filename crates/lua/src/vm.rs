@@ -40,6 +40,14 @@ pub struct LuaVm {
     /// Made once: the metatable of every request's globals (`__index = _G`), and `setfenv`.
     env_meta: Table,
     setfenv: Function,
+    /// Cleared when the VM goes: its recurring timers stop.
+    alive: Rc<std::cell::Cell<bool>>,
+}
+
+impl Drop for LuaVm {
+    fn drop(&mut self) {
+        self.alive.set(false);
+    }
 }
 
 impl LuaVm {
@@ -53,6 +61,7 @@ impl LuaVm {
         // SAFETY-free: `Lua::new` opens the safe standard libraries; LuaJIT's `ffi` and `jit`
         // come from `unsafe_new` only, which scripts written for OpenResty expect.
         let lua = unsafe { Lua::unsafe_new() };
+        let alive = Rc::new(std::cell::Cell::new(true));
         let setup = || -> mlua::Result<()> {
             let ngx = lua.create_table()?;
             crate::api::output::install(&lua, &ngx)?;
@@ -63,6 +72,7 @@ impl LuaVm {
             let globals = lua.globals();
             crate::api::re::install(&lua, &ngx)?;
             crate::api::socket::install(&lua, &ngx)?;
+            crate::api::thread::install(&lua, &ngx, alive.clone())?;
             globals.set("ngx", ngx)?;
             let package: Table = globals.get("package")?;
             package.set("path", SYSTEM_PATH)?;
@@ -163,6 +173,7 @@ impl LuaVm {
             chunks: RefCell::new(HashMap::new()),
             env_meta,
             setfenv,
+            alive,
         })
     }
 

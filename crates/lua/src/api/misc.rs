@@ -109,14 +109,23 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
     ] {
         ngx.set(name, v)?;
     }
+    // Method constants are nginx's method bits (for subrequests), as in lua-nginx-module.
     for (name, v) in [
-        ("HTTP_GET", "GET"),
-        ("HTTP_HEAD", "HEAD"),
-        ("HTTP_PUT", "PUT"),
-        ("HTTP_POST", "POST"),
-        ("HTTP_DELETE", "DELETE"),
-        ("HTTP_OPTIONS", "OPTIONS"),
-        ("HTTP_PATCH", "PATCH"),
+        ("HTTP_GET", 2),
+        ("HTTP_HEAD", 4),
+        ("HTTP_POST", 8),
+        ("HTTP_PUT", 16),
+        ("HTTP_DELETE", 32),
+        ("HTTP_MKCOL", 64),
+        ("HTTP_COPY", 128),
+        ("HTTP_MOVE", 256),
+        ("HTTP_OPTIONS", 512),
+        ("HTTP_PROPFIND", 1024),
+        ("HTTP_PROPPATCH", 2048),
+        ("HTTP_LOCK", 4096),
+        ("HTTP_UNLOCK", 8192),
+        ("HTTP_PATCH", 16384),
+        ("HTTP_TRACE", 32768),
     ] {
         ngx.set(name, v)?;
     }

@@ -7,3 +7,4 @@ pub mod re;
 pub mod req;
 pub mod shared;
 pub mod socket;
+pub mod thread;

@@ -61,7 +61,7 @@ pub fn render(v: &Value, out: &mut Vec<u8>, fname: &str, arg: usize) -> mlua::Re
         }
         other => {
             return Err(mlua::Error::runtime(format!(
-                "bad argument #{arg} to '{fname}' (string, number, boolean, nil, ngx.null, or array table expected, got {})",
+                "bad argument #{arg} to '?' (string, number, boolean, nil, ngx.null, or array table expected, but got {})",
                 other.type_name()
             )));
         }
@@ -128,11 +128,16 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         lua.create_function(|_, (uri, status): (mlua::LuaString, Option<i64>)| -> mlua::Result<()> {
             let status = status.unwrap_or(302);
             if ![301, 302, 303, 307, 308].contains(&status) {
-                return Err(mlua::Error::runtime(format!(
-                    "only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed, got {status}"
-                )));
+                return Err(mlua::Error::runtime(
+                    "only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed",
+                ));
             }
             request::with(|r| {
+                if r.headers_sent {
+                    return Err(mlua::Error::runtime(
+                        "attempt to call ngx.redirect after sending out the headers",
+                    ));
+                }
                 let v = HeaderValue::from_bytes(&uri.as_bytes())
                     .map_err(|_| mlua::Error::runtime("invalid redirect URI"))?;
                 r.resp_headers.insert(http::header::LOCATION, v);

@@ -242,6 +242,18 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
         "args" | "query_string" => r.args.as_deref().map(|a| a.as_bytes().to_vec()),
         "is_args" => s(if r.args.is_some() { "?" } else { "" }),
         "request_uri" => s(&r.request_uri),
+        "request_line" => s(&format!(
+            "{} {} {}",
+            r.method,
+            r.request_uri,
+            if r.http_version >= 2.0 {
+                "HTTP/2.0"
+            } else if r.http_version == 1.0 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            }
+        )),
         "request_method" => s(r.method.as_str()),
         "scheme" => s(r.scheme),
         "https" => s(if r.scheme == "https" { "on" } else { "" }),

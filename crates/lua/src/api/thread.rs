@@ -1,0 +1,196 @@
+//! `ngx.thread.spawn/wait/kill` (light threads on the worker's task set), `ngx.semaphore`, and
+//! `ngx.timer.every`. A light thread runs as the request that spawned it.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use mlua::{Function, Lua, MultiValue, Table, UserData, UserDataMethods, Value};
+use tokio::task::JoinHandle;
+
+use crate::request::{self, WithRequest};
+
+type Outcome = Result<Vec<Value>, String>;
+
+/// A spawned light thread: its task, then its result once waited for.
+pub struct LightThread {
+    handle: RefCell<Option<JoinHandle<Outcome>>>,
+}
+
+impl UserData for LightThread {}
+
+fn spawn(lua: &Lua, f: Function, args: MultiValue) -> mlua::Result<LightThread> {
+    let thread = lua.create_thread(f)?;
+    let fut = thread.into_async::<MultiValue>(args)?;
+    let run = async move {
+        fut.await
+            .map(|v| v.into_iter().collect::<Vec<_>>())
+            .map_err(|e| super::output::clean_error(&e))
+    };
+    let handle = match request::current() {
+        Some(req) => tokio::task::spawn_local(WithRequest {
+            request: req,
+            inner: Box::pin(run),
+        }),
+        None => tokio::task::spawn_local(run),
+    };
+    Ok(LightThread {
+        handle: RefCell::new(Some(handle)),
+    })
+}
+
+pub fn install(lua: &Lua, ngx: &Table, alive: Rc<std::cell::Cell<bool>>) -> mlua::Result<()> {
+    let t = lua.create_table()?;
+    t.set(
+        "spawn",
+        lua.create_function(|lua, (f, args): (Function, MultiValue)| spawn(lua, f, args))?,
+    )?;
+    t.set(
+        "wait",
+        lua.create_async_function(|lua, threads: MultiValue| async move {
+            // Waits for the first of the threads to finish: `true, results...` or
+            // `false, err`.
+            let mut handles = Vec::new();
+            let mut owners = Vec::new();
+            for v in threads {
+                let Value::UserData(ud) = v else {
+                    return Err(mlua::Error::runtime(
+                        "bad argument #1 to 'wait' (coroutine expected)",
+                    ));
+                };
+                let t = ud.borrow::<LightThread>()?;
+                let Some(h) = t.handle.borrow_mut().take() else {
+                    return Ok(MultiValue::from_iter([
+                        Value::Boolean(false),
+                        Value::String(lua.create_string("already waited or killed")?),
+                    ]));
+                };
+                handles.push(h);
+                owners.push(ud.clone());
+            }
+            if handles.is_empty() {
+                return Err(mlua::Error::runtime(
+                    "at least one coroutine should be specified",
+                ));
+            }
+            let (done, index, rest) = futures_util::future::select_all(handles).await;
+            // The others stay waitable.
+            let mut rest = rest.into_iter();
+            for (i, ud) in owners.iter().enumerate() {
+                if i != index {
+                    let t = ud.borrow::<LightThread>()?;
+                    *t.handle.borrow_mut() = rest.next();
+                }
+            }
+            Ok(match done {
+                Ok(Ok(values)) => {
+                    MultiValue::from_iter(std::iter::once(Value::Boolean(true)).chain(values))
+                }
+                Ok(Err(e)) => MultiValue::from_iter([
+                    Value::Boolean(false),
+                    Value::String(lua.create_string(e)?),
+                ]),
+                Err(_) => MultiValue::from_iter([
+                    Value::Boolean(false),
+                    Value::String(lua.create_string("killed")?),
+                ]),
+            })
+        })?,
+    )?;
+    t.set(
+        "kill",
+        lua.create_function(|lua, ud: mlua::AnyUserData| {
+            let t = ud.borrow::<LightThread>()?;
+            match t.handle.borrow_mut().take() {
+                Some(h) => {
+                    h.abort();
+                    Ok(MultiValue::from_iter([Value::Boolean(true)]))
+                }
+                None => Ok(MultiValue::from_iter([
+                    Value::Nil,
+                    Value::String(lua.create_string("already waited or killed")?),
+                ])),
+            }
+        })?,
+    )?;
+    ngx.set("thread", t)?;
+
+    let timer: Table = ngx.get("timer")?;
+    let alive_every = alive.clone();
+    timer.set(
+        "every",
+        lua.create_function(move |_, (delay, f, args): (f64, Function, MultiValue)| {
+            if delay <= 0.0 {
+                return Err(mlua::Error::runtime(
+                    "bad argument #1 to 'every' (positive delay expected)",
+                ));
+            }
+            let alive = alive_every.clone();
+            tokio::task::spawn_local(async move {
+                let period = Duration::from_secs_f64(delay);
+                // Stops when the VM is replaced (a reload with new modules) or dropped.
+                while alive.get() {
+                    tokio::time::sleep(period).await;
+                    if !alive.get() {
+                        break;
+                    }
+                    let mut call_args = vec![Value::Boolean(false)];
+                    call_args.extend(args.iter().cloned());
+                    if let Err(e) = f.call_async::<()>(MultiValue::from_iter(call_args)).await {
+                        tracing::error!(target: "lua", error = %e, "lua timer failed");
+                    }
+                }
+            });
+            Ok(1)
+        })?,
+    )?;
+
+    // require "ngx.semaphore"
+    let sema = lua.create_table()?;
+    sema.set(
+        "new",
+        lua.create_function(|_, n: Option<usize>| {
+            Ok(Semaphore(Rc::new(tokio::sync::Semaphore::new(
+                n.unwrap_or(0),
+            ))))
+        })?,
+    )?;
+    let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
+    loaded.set("ngx.semaphore", sema)?;
+    Ok(())
+}
+
+pub struct Semaphore(Rc<tokio::sync::Semaphore>);
+
+impl UserData for Semaphore {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("post", |_, s, n: Option<usize>| {
+            s.0.add_permits(n.unwrap_or(1));
+            Ok(true)
+        });
+        m.add_method("count", |_, s, ()| Ok(s.0.available_permits()));
+        m.add_async_method("wait", |lua, s, timeout: Option<f64>| async move {
+            let sem = s.0.clone();
+            let limit = Duration::from_secs_f64(timeout.unwrap_or(0.0).max(0.0));
+            let got = if limit.is_zero() {
+                sem.try_acquire().ok().map(|p| p.forget()).is_some()
+            } else {
+                match tokio::time::timeout(limit, sem.acquire()).await {
+                    Ok(Ok(p)) => {
+                        p.forget();
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if got {
+                Ok(MultiValue::from_iter([Value::Boolean(true)]))
+            } else {
+                Ok(MultiValue::from_iter([
+                    Value::Nil,
+                    Value::String(lua.create_string("timeout")?),
+                ]))
+            }
+        });
+    }
+}
