@@ -27,7 +27,8 @@ pub fn clean_error(e: &mlua::Error) -> String {
 }
 
 /// Appends a `ngx.say`/`ngx.print` argument as OpenResty renders it.
-pub fn render(v: &Value, out: &mut Vec<u8>, fname: &str, arg: usize) -> mlua::Result<()> {
+// `_fname` names the calling function; lua-nginx-module's messages say '?' instead.
+pub fn render(v: &Value, out: &mut Vec<u8>, _fname: &str, arg: usize) -> mlua::Result<()> {
     match v {
         Value::String(s) => out.extend_from_slice(&s.as_bytes()),
         // LuaJIT numbers are doubles: an integral one prints with `%.14g` too.
@@ -55,7 +56,7 @@ pub fn render(v: &Value, out: &mut Vec<u8>, fname: &str, arg: usize) -> mlua::Re
                             v.type_name()
                         )));
                     }
-                    v => render(&v, out, fname, arg)?,
+                    v => render(&v, out, _fname, arg)?,
                 }
             }
         }
