@@ -257,17 +257,13 @@ fn gslb_answer(
     if !choice.fallback {
         reply.scope = scope;
     }
-    reply.answers = choice
-        .addresses
-        .into_iter()
-        .map(|ip| {
-            let rdata = match ip {
-                IpAddr::V4(v4) => RData::A(A(v4)),
-                IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
-            };
-            Record::from_rdata(owner.clone(), rec.plan.ttl, rdata)
-        })
-        .collect();
+    reply.answers.extend(choice.addresses.into_iter().map(|ip| {
+        let rdata = match ip {
+            IpAddr::V4(v4) => RData::A(A(v4)),
+            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+        };
+        Record::from_rdata(owner.clone(), rec.plan.ttl, rdata)
+    }));
 }
 
 /// Where the client is: the EDNS Client Subnet when the resolver sent one with a non-zero
