@@ -3,6 +3,7 @@
 
 mod dev;
 mod edge;
+mod gslb;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,9 @@ enum Command {
     /// Run an edge node from a config file (YAML or JSON); SIGHUP or a change to the file
     /// reloads it.
     Edge(edge::EdgeArgs),
+    /// Run a GSLB server (authoritative DNS for edge nodes) from a config file; SIGHUP or a
+    /// change to the file reloads it.
+    Gslb(gslb::GslbArgs),
     /// Run the whole system locally with a demo configuration.
     Dev(dev::DevArgs),
 }
@@ -48,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Edge(args) => edge::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Gslb(args) => gslb::run(args).await,
         }
     })
 }
