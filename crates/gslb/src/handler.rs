@@ -279,7 +279,7 @@ fn client_view(
         .edns
         .as_ref()
         .and_then(|e| match e.option(EdnsCode::Subnet) {
-            Some(EdnsOption::Subnet(s)) if s.source_prefix() > 0 => Some(s.clone()),
+            Some(EdnsOption::Subnet(s)) if s.source_prefix() > 0 => Some(*s),
             _ => None,
         });
     let (addr, prefix) = match &ecs {
