@@ -120,6 +120,29 @@ impl LuaVm {
             for empty in ["resty.core", "resty.core.base"] {
                 preload.set(empty, lua.create_function(|lua, ()| lua.create_table())?)?;
             }
+            // Errors raised by our Rust functions reach `pcall` as plain strings, as
+            // lua-nginx-module's do (an `ngx.exit` stays what it is, so it still ends the phase).
+            let clean = lua.create_function(|lua, v: Value| match &v {
+                Value::Error(e) if exit_of(e).is_none() => Ok(Value::String(
+                    lua.create_string(crate::api::output::clean_error(e))?,
+                )),
+                _ => Ok(v),
+            })?;
+            lua.load(
+                r#"
+                local raw_pcall, raw_xpcall, clean = pcall, xpcall, ...
+                local function after(ok, ...)
+                    if ok then return ok, ... end
+                    return ok, clean((...))
+                end
+                pcall = function(...) return after(raw_pcall(...)) end
+                xpcall = function(f, handler, ...)
+                    return raw_xpcall(f, function(e) return handler(clean(e)) end, ...)
+                end
+                "#,
+            )
+            .set_name("=outpost.pcall")
+            .call::<()>(clean)?;
             lua.load(
                 r#"
                 local ok_new, new_tab = pcall(require, "table.new")
