@@ -22,5 +22,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .build(&[".outpost"])?;
+
+    // The control plane's gRPC service, with tonic; it reuses the config types above.
+    let controlplane = "proto/outpost/controlplane/v1/controlplane.proto";
+    println!("cargo:rerun-if-changed={controlplane}");
+    let tonic_out = out.join("tonic");
+    std::fs::create_dir_all(&tonic_out)?;
+    tonic_prost_build::configure()
+        .out_dir(&tonic_out)
+        .extern_path(".outpost.config.v1", "crate::config::v1")
+        .compile_fds(protox::compile([controlplane], ["proto"])?)?;
     Ok(())
 }

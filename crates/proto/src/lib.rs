@@ -7,6 +7,8 @@
 //! - [`gslb::v1`]: the GSLB server's schema (`proto/outpost/gslb/v1/gslb.proto`): zones, edge
 //!   nodes, regions and steering records; loaded with [`load::parse_gslb_config`] and checked by
 //!   [`validate_gslb`].
+//! - [`controlplane::v1`]: the `ConfigWatch` gRPC service (tonic client and server) through
+//!   which nodes receive releases and report what they applied; it carries [`pb::Config`].
 //! - [`load`]: a config from YAML or JSON text, as a standalone edge reads it.
 //! - [`expression`]: the `$variable` templates used in header values, keys and redirects.
 //! - [`validate`]: checks a whole config and returns every error with its field path.
@@ -26,6 +28,13 @@ pub mod gslb {
         #![allow(clippy::all, missing_docs)]
         include!(concat!(env!("OUT_DIR"), "/outpost.gslb.v1.rs"));
         include!(concat!(env!("OUT_DIR"), "/outpost.gslb.v1.serde.rs"));
+    }
+}
+
+pub mod controlplane {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        include!(concat!(env!("OUT_DIR"), "/tonic/outpost.controlplane.v1.rs"));
     }
 }
 
