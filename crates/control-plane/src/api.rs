@@ -1,0 +1,169 @@
+//! The admin REST API (axum): JSON in the proto3 JSON mapping of the config messages.
+//!
+//! Every request but `/api/openapi.json` and `/healthz` carries `Authorization: Bearer TOKEN`.
+//! Viewers read, editors also edit and release, admins also manage tokens. Every write to the
+//! working config is validated as a whole config before it is stored: a 422 lists each error
+//! with its field path; JSON that does not parse or does not fit the schema is a 400.
+
+mod error;
+mod objects;
+mod releases;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+pub use error::ApiError;
+
+use crate::auth::Role;
+use crate::push::Watchers;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub watchers: Arc<Watchers>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/openapi.json", get(openapi))
+        .route(
+            "/api/v1/config",
+            get(objects::get_config).put(objects::put_config),
+        )
+        .route(
+            "/api/v1/config/{kind}",
+            get(objects::list).post(objects::create),
+        )
+        .route(
+            "/api/v1/config/{kind}/{name}",
+            get(objects::get_one)
+                .put(objects::put_one)
+                .delete(objects::delete_one),
+        )
+        .route("/api/v1/changes", get(releases::changes))
+        .route(
+            "/api/v1/releases",
+            get(releases::list).post(releases::create),
+        )
+        .route("/api/v1/releases/{version}", get(releases::get_one))
+        .route(
+            "/api/v1/releases/{version}/rollback",
+            axum::routing::post(releases::rollback),
+        )
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .with_state(state)
+}
+
+/// The role of the request's bearer token; a request without a known token is refused here.
+pub struct Caller(pub Role);
+
+impl Caller {
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.0.allows(role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(role))
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized)?;
+        match state.store.authenticate(token).await? {
+            Some(role) => Ok(Caller(role)),
+            None => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// Parses a request body, naming the problem (and where) when it does not fit.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("request body: {e}")))
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("api/openapi.json"),
+    )
+        .into_response()
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeView {
+    #[serde(flatten)]
+    node: crate::store::Node,
+    /// Whether the node has a watch open on this control plane now.
+    connected: bool,
+}
+
+async fn nodes(caller: Caller, State(state): State<AppState>) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let nodes: Vec<NodeView> = state
+        .store
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|node| NodeView {
+            connected: state.watchers.is_connected(&node.id),
+            node,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "nodes": nodes })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: Role,
+}
+
+async fn create_token(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    let req: NewToken = parse_body(&body)?;
+    if req.name.is_empty() {
+        return Err(ApiError::invalid("name", "must not be empty"));
+    }
+    let token = state.store.create_token(&req.name, req.role).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "name": req.name, "role": req.role, "token": token })),
+    )
+        .into_response())
+}
+
+async fn list_tokens(caller: Caller, State(state): State<AppState>) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    let tokens = state.store.tokens().await?;
+    Ok(Json(serde_json::json!({ "tokens": tokens })).into_response())
+}

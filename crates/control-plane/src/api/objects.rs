@@ -1,0 +1,228 @@
+//! The working config: whole, and object by object (applications, upstreams, certificates,
+//! lua_modules, shared_dicts, each by name).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use outpost_proto::pb::{self, Config};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, AppState, Caller, parse_body};
+use crate::auth::Role;
+use crate::store::Edit;
+
+/// A named object in one of the config's collections.
+trait Object: Serialize + DeserializeOwned + Clone + Send + 'static {
+    fn name(&self) -> &str;
+    fn set_name(&mut self, name: String);
+    fn list(config: &Config) -> &Vec<Self>;
+    fn list_mut(config: &mut Config) -> &mut Vec<Self>;
+}
+
+macro_rules! object {
+    ($ty:ty, $field:ident) => {
+        impl Object for $ty {
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn set_name(&mut self, name: String) {
+                self.name = name;
+            }
+            fn list(config: &Config) -> &Vec<Self> {
+                &config.$field
+            }
+            fn list_mut(config: &mut Config) -> &mut Vec<Self> {
+                &mut config.$field
+            }
+        }
+    };
+}
+
+object!(pb::Application, applications);
+object!(pb::Upstream, upstreams);
+object!(pb::Certificate, certificates);
+object!(pb::LuaModule, lua_modules);
+object!(pb::SharedDict, shared_dicts);
+
+/// Calls `$f::<T>($args)` with the type of the collection named `$kind`.
+macro_rules! by_kind {
+    ($kind:expr, $f:ident ( $($arg:expr),* )) => {
+        match $kind.as_str() {
+            "applications" => $f::<pb::Application>($($arg),*).await,
+            "upstreams" => $f::<pb::Upstream>($($arg),*).await,
+            "certificates" => $f::<pb::Certificate>($($arg),*).await,
+            "lua_modules" => $f::<pb::LuaModule>($($arg),*).await,
+            "shared_dicts" => $f::<pb::SharedDict>($($arg),*).await,
+            other => Err(ApiError::NotFound(format!(
+                "no collection {other:?}: use applications, upstreams, certificates, \
+                 lua_modules or shared_dicts"
+            ))),
+        }
+    };
+}
+
+/// Validates the edited config as a whole and stores it.
+async fn validate_and_commit(edit: Edit<'_>) -> Result<(), ApiError> {
+    outpost_proto::validate(&edit.config).map_err(|e| ApiError::Invalid(e.0))?;
+    edit.commit().await?;
+    Ok(())
+}
+
+pub async fn get_config(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(state.store.working_config().await?).into_response())
+}
+
+pub async fn put_config(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Editor)?;
+    let config: Config = parse_body(&body)?;
+    let mut edit = state.store.edit().await?;
+    edit.config = config;
+    validate_and_commit(edit).await?;
+    Ok(Json(state.store.working_config().await?).into_response())
+}
+
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    by_kind!(kind, list_of(&state))
+}
+
+async fn list_of<T: Object>(state: &AppState) -> Result<Response, ApiError> {
+    let config = state.store.working_config().await?;
+    Ok(Json(T::list(&config)).into_response())
+}
+
+pub async fn get_one(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    by_kind!(kind, get_of(&state, &kind, &name))
+}
+
+async fn get_of<T: Object>(state: &AppState, kind: &str, name: &str) -> Result<Response, ApiError> {
+    let config = state.store.working_config().await?;
+    match T::list(&config).iter().find(|o| o.name() == name) {
+        Some(o) => Ok(Json(o).into_response()),
+        None => Err(not_found(kind, name)),
+    }
+}
+
+fn not_found(kind: &str, name: &str) -> ApiError {
+    ApiError::NotFound(format!("{kind}/{name} does not exist"))
+}
+
+/// `POST /api/v1/config/{kind}`: adds an object; 409 if the name is taken.
+pub async fn create(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Editor)?;
+    by_kind!(kind, create_of(&state, &kind, &body))
+}
+
+async fn create_of<T: Object>(
+    state: &AppState,
+    kind: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let object: T = parse_body(body)?;
+    let mut edit = state.store.edit().await?;
+    if T::list(&edit.config)
+        .iter()
+        .any(|o| o.name() == object.name())
+    {
+        return Err(ApiError::Conflict(format!(
+            "{kind}/{} already exists: PUT it to replace it",
+            object.name()
+        )));
+    }
+    T::list_mut(&mut edit.config).push(object.clone());
+    validate_and_commit(edit).await?;
+    Ok((StatusCode::CREATED, Json(object)).into_response())
+}
+
+/// `PUT /api/v1/config/{kind}/{name}`: creates or replaces the object. The body's `name` may be
+/// left out; if given it must match the path.
+pub async fn put_one(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Editor)?;
+    by_kind!(kind, put_of(&state, &name, &body))
+}
+
+async fn put_of<T: Object>(
+    state: &AppState,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let mut object: T = parse_body(body)?;
+    if object.name().is_empty() {
+        object.set_name(name.to_string());
+    } else if object.name() != name {
+        return Err(ApiError::BadRequest(format!(
+            "name: the body says {:?} but the path says {name:?}",
+            object.name()
+        )));
+    }
+    let mut edit = state.store.edit().await?;
+    let list = T::list_mut(&mut edit.config);
+    let status = match list.iter_mut().find(|o| o.name() == name) {
+        Some(existing) => {
+            *existing = object.clone();
+            StatusCode::OK
+        }
+        None => {
+            list.push(object.clone());
+            StatusCode::CREATED
+        }
+    };
+    validate_and_commit(edit).await?;
+    Ok((status, Json(object)).into_response())
+}
+
+/// `DELETE /api/v1/config/{kind}/{name}`: refused with 422 if something still refers to it.
+pub async fn delete_one(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Editor)?;
+    by_kind!(kind, delete_of(&state, &kind, &name))
+}
+
+async fn delete_of<T: Object>(
+    state: &AppState,
+    kind: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let mut edit = state.store.edit().await?;
+    let list = T::list_mut(&mut edit.config);
+    let before = list.len();
+    list.retain(|o| o.name() != name);
+    if list.len() == before {
+        return Err(not_found(kind, name));
+    }
+    validate_and_commit(edit).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,83 @@
+//! A control plane on real loopback sockets with its SQLite file in a temp dir.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use outpost_control_plane::{ControlPlane, Settings};
+use serde_json::Value;
+
+pub async fn start(dir: &Path) -> ControlPlane {
+    ControlPlane::start(Settings {
+        data_dir: dir.to_path_buf(),
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .expect("control plane starts")
+}
+
+/// An HTTP client for the admin API with one token.
+pub struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
+    }
+}
+
+impl Api {
+    pub fn new(cp: &ControlPlane, token: &str) -> Api {
+        Api {
+            base: format!("http://{}", cp.api_addr()),
+            token: token.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.expect("request sent");
+        Reply {
+            status: resp.status().as_u16(),
+            text: resp.text().await.unwrap(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, None).await
+    }
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.call("POST", path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: &str) -> Reply {
+        self.call("PUT", path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call("DELETE", path, None).await
+    }
+}
+
+pub const UPSTREAM_API: &str = r#"{"name":"api","peers":[{"address":"127.0.0.1:8080"}]}"#;
+pub const APP_WWW: &str = r#"{"name":"www","domains":["www.example.com"],
+    "listeners":[{"address":"127.0.0.1:8443"}],"upstream":"api"}"#;
