@@ -47,6 +47,11 @@ impl Streak {
         Streak { up, contrary: 0 }
     }
 
+    /// A result has disagreed with the state, but not enough times yet to flip it.
+    pub fn pending(&self) -> bool {
+        self.contrary > 0
+    }
+
     /// Records one probe result. Returns the new state when it flips: after `fall`
     /// consecutive failures of an up node, or `rise` consecutive successes of a down one.
     pub fn observe(&mut self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
@@ -121,10 +126,8 @@ pub fn spawn_probers(model: Arc<Model>, table: Arc<HealthTable>, metrics: Arc<Me
             let node = &model.nodes[i];
             let p = &node.probe;
             let mut streak = Streak::new(table.is_up(i));
-            let mut ticks = tokio::time::interval(p.interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticks.tick().await;
+                let started = tokio::time::Instant::now();
                 let ok = probe(p).await;
                 if let Some(up) = streak.observe(ok, p.rise, p.fall) {
                     table.set(i, up);
@@ -134,10 +137,21 @@ pub fn spawn_probers(model: Arc<Model>, table: Arc<HealthTable>, metrics: Arc<Me
                     }
                     tracing::info!(node = %node.name, address = %p.target, up, "node health changed");
                 }
+                // While a change is being confirmed, probe again soon (HAProxy's `fastinter`):
+                // `fall` failures then take one interval plus a few short ones, not `fall`
+                // intervals.
+                let next = if streak.pending() { fast_interval(p.interval) } else { p.interval };
+                tokio::time::sleep_until(started + next).await;
             }
         });
     }
     Probers { _tasks: tasks }
+}
+
+/// The probe interval while a state change is being confirmed: a fifth of the interval, at
+/// least 50 ms.
+pub fn fast_interval(interval: Duration) -> Duration {
+    (interval / 5).max(Duration::from_millis(50)).min(interval)
 }
 
 /// One probe: a TCP connect, or an HTTP/1.1 GET whose status must be 2xx or 3xx, all within
@@ -193,6 +207,28 @@ mod tests {
         assert_eq!(s.observe(true, 3, 1), None);
         assert_eq!(s.observe(true, 3, 1), Some(true));
         assert_eq!(s.observe(false, 3, 1), Some(false), "fall 1 flips at once");
+    }
+
+    #[test]
+    fn a_change_being_confirmed_is_pending_and_probed_sooner() {
+        let mut s = Streak::new(true);
+        assert!(!s.pending());
+        s.observe(false, 2, 2);
+        assert!(s.pending(), "one failure of two: confirming");
+        s.observe(false, 2, 2);
+        assert!(!s.pending(), "flipped: back to the normal interval");
+        assert_eq!(
+            fast_interval(Duration::from_millis(250)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            fast_interval(Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            fast_interval(Duration::from_millis(30)),
+            Duration::from_millis(30)
+        );
     }
 
     #[test]
