@@ -1,6 +1,7 @@
 //! `outpost`: one binary, every role. It parses the command line, sets up logging and calls a
 //! library's entry point; the logic lives in the library crates.
 
+mod control_plane;
 mod dev;
 mod edge;
 mod gslb;
@@ -33,6 +34,8 @@ enum Command {
     Gslb(gslb::GslbArgs),
     /// Run the whole system locally with a demo configuration.
     Dev(dev::DevArgs),
+    /// Run the control plane: admin API, releases and gRPC push (single node, no Raft yet).
+    ControlPlane(control_plane::ControlPlaneArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             Command::Edge(args) => edge::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Gslb(args) => gslb::run(args).await,
+            Command::ControlPlane(args) => control_plane::run(args).await,
         }
     })
 }
