@@ -296,3 +296,29 @@ async fn everything_survives_a_restart_on_the_same_database() {
     );
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn concurrent_edits_of_different_objects_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path()).await;
+    let token = cp.bootstrap_token().unwrap().to_string();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let api = Api::new(&cp, &token);
+        tasks.push(tokio::spawn(async move {
+            api.put(
+                &format!("/api/v1/config/shared_dicts/d{i}"),
+                r#"{"capacityBytes": 8192}"#,
+            )
+            .await
+            .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    let api = Api::new(&cp, &token);
+    let dicts = api.get("/api/v1/config/shared_dicts").await.json();
+    assert_eq!(dicts.as_array().unwrap().len(), 20);
+    cp.shutdown().await;
+}
