@@ -34,7 +34,10 @@ pub mod gslb {
 pub mod controlplane {
     pub mod v1 {
         #![allow(clippy::all, missing_docs)]
-        include!(concat!(env!("OUT_DIR"), "/tonic/outpost.controlplane.v1.rs"));
+        include!(concat!(
+            env!("OUT_DIR"),
+            "/tonic/outpost.controlplane.v1.rs"
+        ));
     }
 }
 
