@@ -12,8 +12,21 @@ use tokio::signal::unix::{SignalKind, signal};
 #[derive(clap::Args)]
 pub struct EdgeArgs {
     /// Config file, YAML or JSON (by extension).
-    #[arg(long, short)]
-    config: PathBuf,
+    #[arg(long, short, required_unless_present = "control_plane")]
+    config: Option<PathBuf>,
+    /// Take the config from the control plane instead: its gRPC address, e.g.
+    /// `http://10.0.0.5:7001`. The last applied config is kept in --state-dir.
+    #[arg(long, conflicts_with = "config")]
+    control_plane: Option<String>,
+    /// This node's name for the control plane (default: the host name).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// This node's region, reported to the control plane.
+    #[arg(long, default_value = "")]
+    region: String,
+    /// Where a control-plane-fed edge keeps its last applied config.
+    #[arg(long, default_value = "./outpost-edge-state")]
+    state_dir: PathBuf,
     /// Worker threads; 0 = one per core.
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -37,7 +50,11 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
-    let config = read_config(&args.config)?;
+    if let Some(cp) = args.control_plane.clone() {
+        return run_fed(args, cp).await;
+    }
+    let path = args.config.clone().unwrap_or_default();
+    let config = read_config(&path)?;
     let settings = EdgeSettings {
         workers: args.workers,
         admin_listen: Some(args.admin),
@@ -49,13 +66,13 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     }
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
-    let mut last_seen = modified(&args.config);
+    let mut last_seen = modified(&path);
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     loop {
         let reload = tokio::select! {
             _ = hup.recv() => true,
             _ = poll.tick() => {
-                let now = modified(&args.config);
+                let now = modified(&path);
                 let changed = now != last_seen;
                 last_seen = now;
                 changed
@@ -64,7 +81,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         };
         if reload {
-            match read_config(&args.config) {
+            match read_config(&path) {
                 Err(e) => tracing::error!("config not reloaded, the old one keeps serving: {e:#}"),
                 Ok(cfg) => match node.apply(cfg).await {
                     Ok(()) => tracing::info!(version = node.version(), "config reloaded"),
@@ -75,6 +92,54 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
             }
         }
     }
+    tracing::info!("shutting down");
+    node.shutdown(node.shutdown_grace()).await;
+    Ok(())
+}
+
+/// An edge whose config comes from the control plane: it starts from the config it persisted
+/// last time (so it serves while the control plane is unreachable), or from an empty one.
+async fn run_fed(args: EdgeArgs, control_plane: String) -> anyhow::Result<()> {
+    let config = match crate::watch::persisted(&args.state_dir)? {
+        Some(c) => {
+            tracing::info!(
+                version = c.version,
+                "serving the persisted config until the control plane answers"
+            );
+            c
+        }
+        None => pb::Config::default(),
+    };
+    let settings = EdgeSettings {
+        workers: args.workers,
+        admin_listen: Some(args.admin),
+        access_log: (args.access_log != "off").then(|| PathBuf::from(&args.access_log)),
+    };
+    let node = EdgeNode::start(settings, config).await?;
+    let node_id = args.node_id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "edge".into())
+    });
+    let watch = tokio::spawn(crate::watch::run(
+        node.clone(),
+        crate::watch::WatchSettings {
+            control_plane,
+            node_id,
+            region: args.region.clone(),
+            state_dir: args.state_dir.clone(),
+        },
+        node.admin_addr()
+            .map(|a| a.to_string())
+            .into_iter()
+            .collect(),
+    ));
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    watch.abort();
     tracing::info!("shutting down");
     node.shutdown(node.shutdown_grace()).await;
     Ok(())

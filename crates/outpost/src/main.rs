@@ -5,6 +5,7 @@ mod control_plane;
 mod dev;
 mod edge;
 mod gslb;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
