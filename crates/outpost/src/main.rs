@@ -42,7 +42,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // hickory-server logs every query at INFO; a DNS server's log is not a query log.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hickory_server=warn,hickory_proto=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
