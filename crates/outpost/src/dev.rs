@@ -1,5 +1,7 @@
-//! `outpost dev`: the system on a laptop. At this stage: the built-in demo origin and an edge
-//! node in front of it with a demo application (a page rule and a rate limit).
+//! `outpost dev`: the whole system on a laptop, in one process: a single-node control plane
+//! (SQLite under `--data`), the built-in demo origin, an edge node fed by the control plane,
+//! and the GSLB server with a demo zone. The demo application is created and released through
+//! the admin API, as a user would.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +20,18 @@ pub struct DevArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
+    /// Port of the control plane's admin API.
+    #[arg(long, default_value_t = 9400)]
+    api_port: u16,
+    /// Port of the control plane's gRPC listener (edges watch it).
+    #[arg(long, default_value_t = 9401)]
+    grpc_port: u16,
+    /// Port of the GSLB DNS server (UDP and TCP; 5353 is mDNS on many laptops).
+    #[arg(long, default_value_t = 8053)]
+    dns_port: u16,
+    /// Where the control plane and the edge keep their state; reused by the next run.
+    #[arg(long, default_value = "./outpost-data")]
+    data: std::path::PathBuf,
 }
 
 const DEMO: &str = r#"
@@ -60,34 +74,173 @@ shared_dicts: [{name: demo, capacity_bytes: 1048576}]
 "#;
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let origin = demo_origin::serve(SocketAddr::new(args.bind, 0)).await?;
-    let listen = SocketAddr::new(args.bind, args.http_port);
+    let at = |port| SocketAddr::new(args.bind, port);
+    // The control plane; the first run creates its database and an admin token, which dev keeps
+    // next to it (a laptop convenience) so that later runs can use the API too.
+    let cp = outpost_control_plane::ControlPlane::start(outpost_control_plane::Settings {
+        data_dir: args.data.join("control-plane"),
+        api_listen: at(args.api_port),
+        grpc_listen: at(args.grpc_port),
+    })
+    .await?;
+    let token_file = args.data.join("admin-token");
+    let token = match cp.bootstrap_token() {
+        Some(t) => {
+            std::fs::write(&token_file, t)?;
+            t.to_string()
+        }
+        None => std::fs::read_to_string(&token_file)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", token_file.display()))?,
+    };
+
+    // The demo application, through the admin API: the whole config, then a release.
+    let origin = demo_origin::serve(at(0)).await?;
+    let listen = at(args.http_port);
     let yaml = DEMO
         .replace("@ORIGIN@", &origin.to_string())
         .replace("@LISTEN@", &listen.to_string());
     let config = parse_config(&yaml, SourceFormat::Yaml)?;
-    let settings = EdgeSettings {
-        workers: 0,
-        admin_listen: Some(SocketAddr::new(args.bind, args.admin_port)),
-        access_log: Some("-".into()),
+    let api = format!("http://{}/api/v1", cp.api_addr());
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let put = http
+        .put(format!("{api}/config"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(serde_json::to_string(&config)?)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        put.status().is_success(),
+        "storing the demo config: {}",
+        put.text().await?
+    );
+    let release = http
+        .post(format!("{api}/releases"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"note":"outpost dev demo"}"#)
+        .send()
+        .await?;
+    // 409: nothing changed since the last run's release, which is then the one to wait for.
+    let released = release.status();
+    let body = release.text().await?;
+    anyhow::ensure!(
+        released.is_success() || released == reqwest::StatusCode::CONFLICT,
+        "releasing the demo config: {body}"
+    );
+    let latest = if released.is_success() {
+        body
+    } else {
+        http.get(format!("{api}/releases"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .text()
+            .await?
     };
-    let node = EdgeNode::start(settings, config).await?;
-    let edge = node.bound_addr(listen).unwrap_or(listen);
-    println!("Outpost is running.");
-    println!("  demo origin   http://{origin}/");
-    println!("  edge (HTTP)   http://{edge}/");
-    if let Some(a) = node.admin_addr() {
-        println!("  edge admin    http://{a}/metrics  http://{a}/status");
-        println!("  purge         curl -X POST http://{a}/cache/purge -d '{{\"all\": true}}'");
+    let latest: serde_json::Value = serde_json::from_str(&latest)?;
+    let want_version = latest["version"]
+        .as_u64()
+        .or_else(|| latest["releases"][0]["version"].as_u64())
+        .or_else(|| latest[0]["version"].as_u64())
+        .unwrap_or(1);
+
+    // The edge, fed by the control plane like any other.
+    let state_dir = args.data.join("edge");
+    let initial = crate::watch::persisted(&state_dir)?.unwrap_or_default();
+    let node = EdgeNode::start(
+        EdgeSettings {
+            workers: 0,
+            admin_listen: Some(at(args.admin_port)),
+            access_log: Some("-".into()),
+        },
+        initial,
+    )
+    .await?;
+    let watch = tokio::spawn(crate::watch::run(
+        node.clone(),
+        crate::watch::WatchSettings {
+            control_plane: format!("http://{}", cp.grpc_addr()),
+            node_id: "dev-edge".into(),
+            region: "local".into(),
+            state_dir,
+        },
+        vec![listen.to_string()],
+    ));
+    // Bounded wait for the release to arrive: 200 x 50 ms.
+    for _ in 0..200 {
+        if node.bound_addr(listen).is_some() && node.version() >= want_version {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let edge = node.bound_addr(listen).unwrap_or(listen);
+
+    // The GSLB server with a demo zone whose `www` answers with the edge while it is up.
+    let gslb_yaml = GSLB_DEMO
+        .replace("@EDGE_IP@", &edge.ip().to_string())
+        .replace("@EDGE_PORT@", &edge.port().to_string());
+    let gslb_config = outpost_proto::load::parse_gslb_config(&gslb_yaml, SourceFormat::Yaml)?;
+    let gslb = outpost_gslb::Gslb::start(
+        outpost_gslb::GslbSettings {
+            listen: at(args.dns_port),
+            admin_listen: None,
+        },
+        gslb_config,
+    )
+    .await?;
+    let dns = gslb.dns_addr();
+
+    println!("Outpost is running (data in {}).", args.data.display());
+    println!(
+        "  control plane   http://{}/api/v1   admin token: {token}",
+        cp.api_addr()
+    );
+    println!("  config watch    {} (gRPC)", cp.grpc_addr());
+    println!("  demo origin     http://{origin}/");
+    println!(
+        "  edge (HTTP)     http://{edge}/   (config version {})",
+        node.version()
+    );
+    if let Some(a) = node.admin_addr() {
+        println!("  edge admin      http://{a}/metrics  http://{a}/status");
+        println!("  purge           curl -X POST http://{a}/cache/purge -d '{{\"all\": true}}'");
+    }
+    println!("  GSLB (DNS)      {dns} (UDP and TCP), zone demo.outpost.test");
     println!();
     println!("Try:");
     println!("  curl -i http://{edge}/");
     println!("  curl -i http://{edge}/hello            # a page rule answers");
     println!("  curl -i http://{edge}/lua              # Lua answers");
     println!("  curl -si http://{edge}/ | grep -i cache-status   # run twice: miss, then hit");
+    println!(
+        "  dig @{} -p {} www.demo.outpost.test +short",
+        dns.ip(),
+        dns.port()
+    );
+    println!(
+        "  curl -H 'Authorization: Bearer {token}' http://{}/api/v1/nodes",
+        cp.api_addr()
+    );
     println!("Ctrl-C stops it.");
     tokio::signal::ctrl_c().await?;
+    watch.abort();
     node.shutdown(Duration::from_secs(5)).await;
+    cp.shutdown().await;
+    drop(gslb);
     Ok(())
 }
+
+const GSLB_DEMO: &str = r#"
+zones:
+  - name: demo.outpost.test
+    soa: {rname: hostmaster.demo.outpost.test}
+    ns: [ns1.demo.outpost.test]
+    static_records:
+      - {name: ns1, type: A, data: [127.0.0.1]}
+nodes:
+  - {name: dev-edge, address: "@EDGE_IP@", health: {kind: PROBE_KIND_TCP, port: @EDGE_PORT@}}
+records:
+  - {zone: demo.outpost.test, name: www, policy: POLICY_ALL_HEALTHY, pools: [{nodes: [dev-edge]}]}
+"#;
