@@ -190,15 +190,7 @@ pub async fn handle(
         };
         if let Some(mut resp) = early {
             forward::apply(resp.headers_mut(), &fx.response_headers);
-            lua_phase::header_filter(&w, &snapshot, &app, &lua, state, &mut resp).await;
-            lua_phase::log(
-                w.clone(),
-                snapshot.clone(),
-                app.clone(),
-                lua.clone(),
-                state.clone(),
-                resp.status().as_u16(),
-            );
+            lua_phase::after_response(&w, &snapshot, &app, &lua, state, &mut resp).await;
             return Ok(finish(
                 resp,
                 &snapshot,
@@ -295,16 +287,8 @@ pub async fn handle(
                         app.metrics.cache(cache_phase::result_of(resp.headers()));
                         forward::apply(resp.headers_mut(), &fx.response_headers);
                         if let Some(state) = &lua_state {
-                            lua_phase::header_filter(&w, &snapshot, &app, &lua, state, &mut resp)
+                            lua_phase::after_response(&w, &snapshot, &app, &lua, state, &mut resp)
                                 .await;
-                            lua_phase::log(
-                                w.clone(),
-                                snapshot.clone(),
-                                app.clone(),
-                                lua.clone(),
-                                state.clone(),
-                                resp.status().as_u16(),
-                            );
                         }
                         return Ok(finish(
                             resp,
@@ -400,15 +384,7 @@ pub async fn handle(
     };
     let mut resp = resp;
     if let Some(state) = &lua_state {
-        lua_phase::header_filter(&w, &snapshot, &app, &lua, state, &mut resp).await;
-        lua_phase::log(
-            w.clone(),
-            snapshot.clone(),
-            app.clone(),
-            lua.clone(),
-            state.clone(),
-            resp.status().as_u16(),
-        );
+        lua_phase::after_response(&w, &snapshot, &app, &lua, state, &mut resp).await;
     }
     Ok(finish(
         resp,

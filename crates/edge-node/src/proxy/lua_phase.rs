@@ -179,6 +179,26 @@ pub async fn header_filter(
     s.headers_sent = true;
 }
 
+/// The phases every response goes through: header_filter now, log once it is sent.
+pub async fn after_response(
+    w: &Rc<WorkerCtx>,
+    snapshot: &Arc<Snapshot>,
+    app: &Arc<Application>,
+    lua: &LuaHandlers,
+    state: &SharedRequest,
+    resp: &mut Response<ResponseBody>,
+) {
+    header_filter(w, snapshot, app, lua, state, resp).await;
+    log(
+        w.clone(),
+        snapshot.clone(),
+        app.clone(),
+        lua.clone(),
+        state.clone(),
+        resp.status().as_u16(),
+    );
+}
+
 /// log: after the response is sent, on the worker, never delaying the client.
 pub fn log(
     w: Rc<WorkerCtx>,
