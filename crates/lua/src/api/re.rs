@@ -120,6 +120,36 @@ fn ctx_pos(ctx: &Option<Table>) -> mlua::Result<usize> {
     })
 }
 
+/// The first match for `match` and `find`: compiled with `flags`, searched from `ctx.pos`
+/// (which it advances). `Err` holds what to return instead: `nil`, or `nil, err`.
+fn first_match(
+    lua: &Lua,
+    cache: &RefCell<Cache>,
+    subject: &[u8],
+    pattern: &mlua::LuaString,
+    flags: &str,
+    ctx: &Option<Table>,
+) -> mlua::Result<Result<(Rc<Regex>, CaptureLocations), MultiValue>> {
+    let re = match compile(cache, &pattern.as_bytes(), flags) {
+        Ok(r) => r,
+        Err(e) => return err2(lua, e).map(Err),
+    };
+    let pos = ctx_pos(ctx)?;
+    if pos > subject.len() {
+        return Ok(Err(MultiValue::from_iter([Value::Nil])));
+    }
+    match find_at(&re, subject, pos, flags.contains('a')) {
+        Ok(Some(locs)) => {
+            if let (Some(ctx), Some((_, e))) = (ctx, locs.get(0)) {
+                ctx.set("pos", e + 1)?;
+            }
+            Ok(Ok((re, locs)))
+        }
+        Ok(None) => Ok(Err(MultiValue::from_iter([Value::Nil]))),
+        Err(e) => err2(lua, e).map(Err),
+    }
+}
+
 /// `nil, err` for a failed compile; an unknown flag (marked with a leading NUL) raises, as
 /// lua-resty-core's `ngx.re` does.
 fn err2(lua: &Lua, e: String) -> mlua::Result<MultiValue> {
@@ -308,25 +338,11 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 }
                 let subject = subject_bytes(&subject)?;
                 let flags = flags.unwrap_or_default();
-                let re = match compile(&c, &pattern.as_bytes(), &flags) {
-                    Ok(r) => r,
-                    Err(e) => return err2(lua, e),
-                };
-                let pos = ctx_pos(&ctx)?;
-                if pos > subject.len() {
-                    return Ok(MultiValue::from_iter([Value::Nil]));
-                }
-                match find_at(&re, &subject, pos, flags.contains('a')) {
-                    Ok(Some(locs)) => {
-                        if let (Some(ctx), Some((_, e))) = (&ctx, locs.get(0)) {
-                            ctx.set("pos", e + 1)?;
-                        }
-                        Ok(MultiValue::from_iter([Value::Table(captures_table(
-                            lua, &re, &subject, &locs,
-                        )?)]))
-                    }
-                    Ok(None) => Ok(MultiValue::from_iter([Value::Nil])),
-                    Err(e) => err2(lua, e),
+                match first_match(lua, &c, &subject, &pattern, &flags, &ctx)? {
+                    Ok((re, locs)) => Ok(MultiValue::from_iter([Value::Table(captures_table(
+                        lua, &re, &subject, &locs,
+                    )?)])),
+                    Err(none) => Ok(none),
                 }
             },
         )?,
@@ -346,29 +362,15 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             )| {
                 let subject = subject_bytes(&subject)?;
                 let flags = flags.unwrap_or_default();
-                let re = match compile(&c, &pattern.as_bytes(), &flags) {
-                    Ok(r) => r,
-                    Err(e) => return err2(lua, e),
-                };
-                let pos = ctx_pos(&ctx)?;
-                if pos > subject.len() {
-                    return Ok(MultiValue::from_iter([Value::Nil]));
-                }
-                match find_at(&re, &subject, pos, flags.contains('a')) {
-                    Ok(Some(locs)) => {
-                        if let (Some(ctx), Some((_, e))) = (&ctx, locs.get(0)) {
-                            ctx.set("pos", e + 1)?;
-                        }
-                        match locs.get(nth.unwrap_or(0)) {
-                            Some((s, e)) => Ok(MultiValue::from_iter([
-                                Value::Integer(s as i64 + 1),
-                                Value::Integer(e as i64),
-                            ])),
-                            None => Ok(MultiValue::from_iter([Value::Nil])),
-                        }
-                    }
-                    Ok(None) => Ok(MultiValue::from_iter([Value::Nil])),
-                    Err(e) => err2(lua, e),
+                match first_match(lua, &c, &subject, &pattern, &flags, &ctx)? {
+                    Ok((_, locs)) => match locs.get(nth.unwrap_or(0)) {
+                        Some((s, e)) => Ok(MultiValue::from_iter([
+                            Value::Integer(s as i64 + 1),
+                            Value::Integer(e as i64),
+                        ])),
+                        None => Ok(MultiValue::from_iter([Value::Nil])),
+                    },
+                    Err(none) => Ok(none),
                 }
             },
         )?,
