@@ -14,6 +14,9 @@ pub struct DevArgs {
     /// Port of the edge's HTTP listener.
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
+    /// Port of the edge's HTTPS listener (a self-signed certificate made at start).
+    #[arg(long, default_value_t = 8443)]
+    https_port: u16,
     /// Port of the edge's admin listener (metrics, status).
     #[arg(long, default_value_t = 9145)]
     admin_port: u16,
@@ -44,7 +47,8 @@ applications:
   - name: demo
     domains: [localhost, demo.outpost.test]
     is_default: true
-    listeners: [{address: "@LISTEN@"}]
+    listeners: [{address: "@LISTEN@"}, {address: "@TLS_LISTEN@", tls: true}]
+    certificate: demo
     upstream: demo-origin
     rules:
       - name: tag every response
@@ -71,6 +75,7 @@ applications:
     # Everything else the origin marks cacheable is cached (see the Cache-Status header).
     cache_rules: [{}]
 shared_dicts: [{name: demo, capacity_bytes: 1048576}]
+certificates: [{name: demo, cert_pem: @CERT@, key_pem: @KEY@}]
 "#;
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -97,9 +102,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The demo application, through the admin API: the whole config, then a release.
     let origin = demo_origin::serve(at(0)).await?;
     let listen = at(args.http_port);
+    let tls_listen = at(args.https_port);
+    // A self-signed certificate for the demo names, made fresh at each start.
+    let cert = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_string(),
+        "demo.outpost.test".to_string(),
+        args.bind.to_string(),
+    ])?;
+    let quoted = |pem: String| serde_json::to_string(&pem).unwrap_or_default();
     let yaml = DEMO
         .replace("@ORIGIN@", &origin.to_string())
-        .replace("@LISTEN@", &listen.to_string());
+        .replace("@LISTEN@", &listen.to_string())
+        .replace("@TLS_LISTEN@", &tls_listen.to_string())
+        .replace("@CERT@", &quoted(cert.cert.pem()))
+        .replace("@KEY@", &quoted(cert.signing_key.serialize_pem()));
     let config = parse_config(&yaml, SourceFormat::Yaml)?;
     let api = format!("http://{}/api/v1", cp.api_addr());
     let http = reqwest::Client::builder().no_proxy().build()?;
@@ -176,6 +192,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let edge = node.bound_addr(listen).unwrap_or(listen);
+    let tls_edge = node.bound_addr(tls_listen).unwrap_or(tls_listen);
 
     // The GSLB server with a demo zone whose `www` answers with the edge while it is up.
     let gslb_yaml = GSLB_DEMO
@@ -203,6 +220,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  edge (HTTP)     http://{edge}/   (config version {})",
         node.version()
     );
+    println!("  edge (HTTPS)    https://{tls_edge}/   (self-signed: curl -k)");
     if let Some(a) = node.admin_addr() {
         println!("  edge admin      http://{a}/metrics  http://{a}/status");
         println!("  purge           curl -X POST http://{a}/cache/purge -d '{{\"all\": true}}'");
@@ -212,6 +230,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("Try:");
     println!("  curl -i http://{edge}/");
     println!("  curl -i http://{edge}/hello            # a page rule answers");
+    println!("  curl -ki https://{tls_edge}/hello      # the same over TLS, HTTP/2 by ALPN");
     println!("  curl -i http://{edge}/lua              # Lua answers");
     println!("  curl -si http://{edge}/ | grep -i cache-status   # run twice: miss, then hit");
     println!(
