@@ -283,99 +283,87 @@ pub async fn handle(
                             },
                             hash,
                         };
+                        // The cache answers; its response takes the same way out as any other.
                         let mut resp = cache_phase::serve(&w, &up, &snapshot, cr, &mut info).await;
                         app.metrics.cache(cache_phase::result_of(resp.headers()));
                         forward::apply(resp.headers_mut(), &fx.response_headers);
-                        if let Some(state) = &lua_state {
-                            lua_phase::after_response(&w, &snapshot, &app, &lua, state, &mut resp)
-                                .await;
-                        }
-                        return Ok(finish(
-                            resp,
-                            &snapshot,
-                            Some(&app),
-                            &conn,
-                            &parts,
-                            &host,
-                            &request_id,
-                            &logged,
-                            started,
-                            info,
-                            in_flight,
-                        ));
-                    }
-                    let fwd = Forwarded {
-                        client_ip: conn.client.ip(),
-                        scheme: conn.scheme,
-                        host: &host_raw,
-                        request_id: &request_id,
-                        via: via(parts.version),
-                        upgrade: upgrade.clone(),
-                    };
-                    forward::request_headers(&mut headers, &fwd, &fx.request_headers);
-                    let head = UpstreamHead {
-                        method: parts.method.clone(),
-                        uri: target,
-                        headers,
-                    };
-                    let result = upstream_call::call(
-                        &w,
-                        &up,
-                        head,
-                        upstream_body,
-                        hash,
-                        &over_limit,
-                        &mut info,
-                    )
-                    .await;
-                    match result {
-                        Ok(p) => {
-                            let switching = p.head.status == StatusCode::SWITCHING_PROTOCOLS;
-                            if let (Some(upstream_side), Some(client_side)) =
-                                (p.upgrade, client_upgrade)
-                            {
-                                tokio::task::spawn_local(super::upgrade::bridge(
-                                    client_side,
-                                    upstream_side,
-                                ));
-                            }
-                            let mut resp = Response::from_parts(p.head, p.body);
-                            forward::response_headers(
-                                resp.headers_mut(),
-                                switching,
-                                &fx.response_headers,
-                            );
-                            if let Some((rule, headers)) = &invalidation {
-                                let view = RequestView {
-                                    method: &parts.method,
-                                    version: parts.version,
-                                    scheme: conn.scheme,
-                                    host: &host,
-                                    path: parts.uri.path(),
-                                    query: parts.uri.query(),
-                                    headers,
-                                    client: conn.client,
-                                    local: conn.local,
-                                    request_id: "",
-                                    declared: &app.declared,
-                                };
-                                cache_phase::invalidate_after_unsafe(
-                                    &snapshot,
-                                    rule,
-                                    &view,
-                                    &parts.method,
-                                    resp.status(),
-                                    resp.headers(),
+                        resp
+                    } else {
+                        let fwd = Forwarded {
+                            client_ip: conn.client.ip(),
+                            scheme: conn.scheme,
+                            host: &host_raw,
+                            request_id: &request_id,
+                            via: via(parts.version),
+                            upgrade: upgrade.clone(),
+                        };
+                        forward::request_headers(&mut headers, &fwd, &fx.request_headers);
+                        let head = UpstreamHead {
+                            method: parts.method.clone(),
+                            uri: target,
+                            headers,
+                        };
+                        let result = upstream_call::call(
+                            &w,
+                            &up,
+                            head,
+                            upstream_body,
+                            hash,
+                            &over_limit,
+                            &mut info,
+                        )
+                        .await;
+                        match result {
+                            Ok(p) => {
+                                let switching = p.head.status == StatusCode::SWITCHING_PROTOCOLS;
+                                if let (Some(upstream_side), Some(client_side)) =
+                                    (p.upgrade, client_upgrade)
+                                {
+                                    tokio::task::spawn_local(super::upgrade::bridge(
+                                        client_side,
+                                        upstream_side,
+                                    ));
+                                }
+                                let mut resp = Response::from_parts(p.head, p.body);
+                                forward::response_headers(
+                                    resp.headers_mut(),
+                                    switching,
+                                    &fx.response_headers,
                                 );
+                                if let Some((rule, headers)) = &invalidation {
+                                    let view = RequestView {
+                                        method: &parts.method,
+                                        version: parts.version,
+                                        scheme: conn.scheme,
+                                        host: &host,
+                                        path: parts.uri.path(),
+                                        query: parts.uri.query(),
+                                        headers,
+                                        client: conn.client,
+                                        local: conn.local,
+                                        request_id: "",
+                                        declared: &app.declared,
+                                    };
+                                    cache_phase::invalidate_after_unsafe(
+                                        &snapshot,
+                                        rule,
+                                        &view,
+                                        &parts.method,
+                                        resp.status(),
+                                        resp.headers(),
+                                    );
+                                }
+                                resp
                             }
-                            resp
-                        }
-                        Err(e) => {
-                            tracing::warn!(application = %app.name, upstream = %up.name, error = %e, request_id = ?request_id, "proxying failed");
-                            let mut resp =
-                                local(LocalResponse::text(e.status(), format!("{}\n", e.status())));
-                            forward::apply(resp.headers_mut(), &fx.response_headers);
-                            resp
+                            Err(e) => {
+                                tracing::warn!(application = %app.name, upstream = %up.name, error = %e, request_id = ?request_id, "proxying failed");
+                                let mut resp = local(LocalResponse::text(
+                                    e.status(),
+                                    format!("{}\n", e.status()),
+                                ));
+                                forward::apply(resp.headers_mut(), &fx.response_headers);
+                                resp
+                            }
                         }
                     }
                 }
