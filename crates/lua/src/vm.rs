@@ -204,6 +204,13 @@ impl LuaVm {
         &self.lua
     }
 
+    /// PEM certificates that `tcpsock:sslhandshake(..., ssl_verify = true)` trusts besides
+    /// webpki-roots (OpenResty's `lua_ssl_trusted_certificate`). Replaces any set before.
+    pub fn set_ssl_trusted_certificate(&self, pem: &str) -> Result<(), LuaError> {
+        crate::api::socket::set_trusted_certificate(&self.lua, pem)
+            .map_err(|e| LuaError::Setup(e.to_string()))
+    }
+
     /// The closure factory for `code`, compiled once.
     fn factory(&self, name: &str, code: &str) -> Result<Function, LuaError> {
         if let Some(k) = self.chunks.borrow().get(code) {

@@ -1,36 +1,52 @@
-//! Cosockets: `ngx.socket.tcp` (and `ngx.socket.connect`) over tokio, yielding to the worker's
-//! event loop on every wait, with lua-nginx-module's return values (`nil, "timeout"`,
-//! `nil, "closed"`, partial data) and a per-worker keep-alive pool (`setkeepalive`).
+//! Cosockets: `ngx.socket.tcp` (and `ngx.socket.connect`) and `ngx.socket.udp` over tokio,
+//! yielding to the worker's event loop on every wait, with lua-nginx-module's return values
+//! (`nil, "timeout"`, `nil, "closed"`, partial data), `tcpsock:sslhandshake` over rustls and a
+//! per-worker keep-alive pool (`setkeepalive`).
+//!
+//! Layout: this file is the TCP socket object; `socket/stream.rs` the plain-or-TLS byte
+//! stream under it, `socket/tls.rs` and `socket/verify.rs` the handshake and its certificate
+//! checks, `socket/pool.rs` the keep-alive pool, `socket/udp.rs` the UDP socket.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+mod pool;
+mod stream;
+mod tls;
+mod udp;
+mod verify;
+
+use std::time::Duration;
 
 use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, UserDataRefMut, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use pool::TlsTag;
+use stream::Conn;
+pub use tls::set_trusted_certificate;
+
 /// lua-nginx-module's default (`lua_socket_*_timeout 60s`).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const POOL_SIZE: usize = 30;
 
-struct Pooled {
-    stream: TcpStream,
-    reused: u32,
-    idle_until: Instant,
-}
+/// What `sslhandshake` returns when asked for a session: an opaque handle. rustls resumes
+/// sessions by itself (per server name, per worker), so the handle carries nothing.
+struct SslSession;
 
-thread_local! {
-    /// Idle connections of this worker, by `host:port`.
-    static POOL: RefCell<HashMap<String, Vec<Pooled>>> = RefCell::new(HashMap::new());
-}
+impl UserData for SslSession {}
 
 #[derive(Default)]
 pub struct TcpSock {
-    stream: Option<TcpStream>,
+    stream: Option<Conn>,
     /// Bytes read from the stream but not yet returned (after a line or pattern).
     buf: Vec<u8>,
+    /// The pool name (`opts.pool` or `host:port`); empty until the first `connect`.
     key: String,
+    /// Where `connect` went: a handshake that cannot use the pooled connection it was given
+    /// opens a new one there.
+    peer: Option<(String, u16)>,
+    /// How the connection's TLS was set up; `None` while it is plain.
+    tls: Option<TlsTag>,
+    /// Nothing was sent or received since `connect` handed out this connection.
+    untouched: bool,
     reused: u32,
     connect_timeout: Option<Duration>,
     send_timeout: Option<Duration>,
@@ -42,6 +58,47 @@ fn nil_err(lua: &Lua, e: &str) -> mlua::Result<MultiValue> {
         Value::Nil,
         Value::String(lua.create_string(e)?),
     ]))
+}
+
+/// nginx's words for a socket error: `strerror`, lower-cased "for compatibility with
+/// LuaSocket" (`"connection refused"`), without Rust's `(os error N)`.
+fn os_error_text(e: &std::io::Error) -> String {
+    let Some(code) = e.raw_os_error() else {
+        return "error".to_string();
+    };
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    text.to_lowercase()
+}
+
+/// A new TCP connection, with the words `connect` gives its failures.
+async fn dial(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
+    match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
+        Err(_) => Err("timeout".to_string()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err("connection refused".to_string())
+        }
+        Ok(Err(e)) => Err(format!("{host} could not be resolved ({e})")),
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}
+
+fn truthy(v: Option<&Value>) -> bool {
+    !matches!(v, None | Some(Value::Nil) | Some(Value::Boolean(false)))
+}
+
+/// `sslhandshake`'s success: `true` when `reused_session` is `false`, the session given back
+/// when one was passed, else a new session handle.
+fn handshake_ok(lua: &Lua, reused_session: &Value) -> mlua::Result<MultiValue> {
+    let v = match reused_session {
+        Value::Boolean(false) => Value::Boolean(true),
+        Value::UserData(u) if u.is::<SslSession>() => reused_session.clone(),
+        _ => Value::UserData(lua.create_userdata(SslSession)?),
+    };
+    Ok(MultiValue::from_iter([v]))
 }
 
 fn io_err(e: &std::io::Error) -> &'static str {
@@ -68,9 +125,108 @@ fn bytes_of(v: &Value, out: &mut Vec<u8>) -> mlua::Result<()> {
 }
 
 impl TcpSock {
+    /// `sslhandshake(reused_session?, server_name?, ssl_verify?, send_status_req?)`.
+    ///
+    /// On a connection that is already TLS (one from the pool), nothing is sent when it was
+    /// set up for the same server name and at least the same verification, as nginx does; a
+    /// pooled one set up otherwise goes back to the pool, and another that fits (or a new
+    /// connection) takes its place. `send_status_req` is accepted and ignored: rustls always
+    /// asks for a stapled OCSP response.
+    async fn sslhandshake(&mut self, lua: &Lua, args: MultiValue) -> mlua::Result<MultiValue> {
+        if args.len() > 4 {
+            return Err(mlua::Error::runtime(format!(
+                "ngx.socket sslhandshake: expecting 1 ~ 5 arguments (including the object), but seen {}",
+                args.len() + 1
+            )));
+        }
+        let reused_session = args.front().cloned().unwrap_or(Value::Nil);
+        let server_name = match args.get(1) {
+            None | Some(Value::Nil) => None,
+            Some(Value::String(n)) if n.as_bytes().is_empty() => None,
+            Some(Value::String(n)) => Some(n.to_str()?.to_string()),
+            Some(v) => {
+                return Err(mlua::Error::runtime(format!(
+                    "bad argument #2 to 'sslhandshake' (string expected, got {})",
+                    v.type_name()
+                )));
+            }
+        };
+        let want = TlsTag {
+            server_name,
+            verified: truthy(args.get(2)),
+        };
+        if self.key.is_empty() {
+            return Err(mlua::Error::runtime(
+                "socket is never created nor connected",
+            ));
+        }
+        let Some(conn) = self.stream.take() else {
+            return nil_err(lua, "closed");
+        };
+        let tcp = match conn {
+            Conn::Plain(tcp) => tcp,
+            Conn::Tls(_) => {
+                let fits = self.tls.as_ref().is_some_and(|t| t.serves(&want));
+                if fits || !self.untouched {
+                    // Set up already (or in use: then it stays as it is, as in nginx).
+                    self.stream = Some(conn);
+                    return handshake_ok(lua, &reused_session);
+                }
+                pool::put(
+                    &self.key,
+                    conn,
+                    self.tls.take(),
+                    self.reused.saturating_sub(1),
+                    DEFAULT_TIMEOUT,
+                    POOL_SIZE,
+                );
+                if let Some(c) = pool::take_tls(&self.key, &want) {
+                    self.stream = Some(c.conn);
+                    self.tls = c.tls;
+                    self.reused = c.reused + 1;
+                    return handshake_ok(lua, &reused_session);
+                }
+                let Some((host, port)) = self.peer.clone() else {
+                    return nil_err(lua, "closed");
+                };
+                let timeout = self.connect_timeout.unwrap_or(DEFAULT_TIMEOUT);
+                match dial(&host, port, timeout).await {
+                    Ok(tcp) => {
+                        self.reused = 0;
+                        tcp
+                    }
+                    Err(e) => return nil_err(lua, &e),
+                }
+            }
+        };
+        let timeout = self.connect_timeout.unwrap_or(DEFAULT_TIMEOUT);
+        match tls::handshake(
+            lua,
+            tcp,
+            want.server_name.as_deref(),
+            want.verified,
+            timeout,
+        )
+        .await
+        {
+            Ok(stream) => {
+                self.stream = Some(Conn::Tls(Box::new(stream)));
+                self.tls = Some(want);
+                handshake_ok(lua, &reused_session)
+            }
+            // A failed handshake closes the socket, as in nginx.
+            Err(e) => {
+                self.tls = None;
+                self.buf.clear();
+                nil_err(lua, &e.to_string())
+            }
+        }
+    }
+
     /// Reads more into `buf`; `Ok(false)` at end of stream.
     async fn fill(&mut self) -> Result<bool, &'static str> {
         let timeout = self.read_timeout.unwrap_or(DEFAULT_TIMEOUT);
+        self.untouched = false;
         let stream = self.stream.as_mut().ok_or("closed")?;
         let mut chunk = [0u8; 8192];
         match tokio::time::timeout(timeout, stream.read(&mut chunk)).await {
@@ -108,46 +264,36 @@ impl UserData for TcpSock {
             "connect",
             |lua,
              mut s: UserDataRefMut<TcpSock>,
-             (host, port, _opts): (String, Option<u16>, Value)| async move {
+             (host, port, opts): (String, Option<u16>, Value)| async move {
                 let Some(port) = port else {
                     return nil_err(&lua, "unix domain sockets are not supported");
                 };
-                let key = format!("{host}:{port}");
-                // A pooled connection to the same place first.
-                let pooled = POOL.with(|p| {
-                    let mut p = p.borrow_mut();
-                    let list = p.get_mut(&key)?;
-                    let now = Instant::now();
-                    while let Some(c) = list.pop() {
-                        if c.idle_until > now {
-                            return Some(c);
-                        }
-                    }
-                    None
-                });
-                s.stream = None;
+                let pool_name = match &opts {
+                    Value::Table(t) => t.get::<Option<String>>("pool")?,
+                    _ => None,
+                };
+                let key = pool_name.unwrap_or_else(|| format!("{host}:{port}"));
+                if let Some(old) = s.stream.take() {
+                    old.close_now();
+                }
                 s.buf.clear();
-                s.key = key.clone();
-                if let Some(c) = pooled {
-                    s.stream = Some(c.stream);
+                s.tls = None;
+                s.untouched = true;
+                s.peer = Some((host.clone(), port));
+                // A pooled connection to the same place first, TLS or not (see `pool`).
+                if let Some(c) = pool::take(&key) {
+                    s.key = key;
+                    s.stream = Some(c.conn);
+                    s.tls = c.tls;
                     s.reused = c.reused + 1;
                     return Ok(MultiValue::from_iter([Value::Integer(1)]));
                 }
+                s.key = key;
                 let timeout = s.connect_timeout.unwrap_or(DEFAULT_TIMEOUT);
-                match tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port))).await
-                {
-                    Err(_) => nil_err(&lua, "timeout"),
-                    Ok(Err(e)) => {
-                        let msg = if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                            "connection refused".to_string()
-                        } else {
-                            format!("{host} could not be resolved ({e})")
-                        };
-                        nil_err(&lua, &msg)
-                    }
-                    Ok(Ok(stream)) => {
-                        let _ = stream.set_nodelay(true);
-                        s.stream = Some(stream);
+                match dial(&host, port, timeout).await {
+                    Err(e) => nil_err(&lua, &e),
+                    Ok(stream) => {
+                        s.stream = Some(Conn::Plain(stream));
                         s.reused = 0;
                         Ok(MultiValue::from_iter([Value::Integer(1)]))
                     }
@@ -160,10 +306,16 @@ impl UserData for TcpSock {
                 let mut bytes = Vec::new();
                 bytes_of(&data, &mut bytes)?;
                 let timeout = s.send_timeout.unwrap_or(DEFAULT_TIMEOUT);
+                s.untouched = false;
                 let Some(stream) = s.stream.as_mut() else {
                     return nil_err(&lua, "closed");
                 };
-                match tokio::time::timeout(timeout, stream.write_all(&bytes)).await {
+                // A flush too: TLS holds written bytes until a record is sealed.
+                let write = async {
+                    stream.write_all(&bytes).await?;
+                    stream.flush().await
+                };
+                match tokio::time::timeout(timeout, write).await {
                     Err(_) => nil_err(&lua, "timeout"),
                     Ok(Err(e)) => {
                         s.stream = None;
@@ -245,32 +397,21 @@ impl UserData for TcpSock {
         m.add_method_mut(
             "setkeepalive",
             |lua, s, (idle_ms, size): (Option<f64>, Option<usize>)| {
-                let Some(stream) = s.stream.take() else {
+                let Some(mut conn) = s.stream.take() else {
                     return nil_err(lua, "closed");
                 };
-                if !s.buf.is_empty() {
+                if !s.buf.is_empty() || conn.has_unread_plaintext() {
                     // Unread data: the connection is not clean enough to reuse.
                     s.buf.clear();
+                    conn.close_now();
                     return nil_err(lua, "unread data in buffer");
                 }
                 let idle = match idle_ms {
                     Some(ms) if ms > 0.0 => Duration::from_millis(ms as u64),
                     _ => DEFAULT_TIMEOUT,
                 };
-                let size = size.unwrap_or(POOL_SIZE).max(1);
-                let reused = s.reused;
-                POOL.with(|p| {
-                    let mut p = p.borrow_mut();
-                    let list = p.entry(s.key.clone()).or_default();
-                    if list.len() >= size {
-                        list.remove(0);
-                    }
-                    list.push(Pooled {
-                        stream,
-                        reused,
-                        idle_until: Instant::now() + idle,
-                    });
-                });
+                let size = size.unwrap_or(POOL_SIZE);
+                pool::put(&s.key, conn, s.tls.take(), s.reused, idle, size);
                 Ok(MultiValue::from_iter([Value::Integer(1)]))
             },
         );
@@ -281,16 +422,18 @@ impl UserData for TcpSock {
             Ok(MultiValue::from_iter([Value::Integer(s.reused as i64)]))
         });
         m.add_method_mut("close", |lua, s, ()| {
-            if s.stream.take().is_none() {
+            let Some(conn) = s.stream.take() else {
                 return nil_err(lua, "closed");
-            }
+            };
+            conn.close_now();
             s.buf.clear();
+            s.tls = None;
             Ok(MultiValue::from_iter([Value::Integer(1)]))
         });
         m.add_async_method_mut(
             "sslhandshake",
-            |lua, _s: UserDataRefMut<TcpSock>, _args: MultiValue| async move {
-                nil_err(&lua, "sslhandshake is not supported by this edge build yet")
+            |lua, mut s: UserDataRefMut<TcpSock>, args: MultiValue| async move {
+                s.sslhandshake(&lua, args).await
             },
         );
         m.add_function(
@@ -355,6 +498,7 @@ impl UserData for TcpSock {
 pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     let socket = lua.create_table()?;
     socket.set("tcp", lua.create_function(|_, ()| Ok(TcpSock::default()))?)?;
+    socket.set("udp", lua.create_function(udp::new_socket)?)?;
     ngx.set("socket", socket)?;
     // `ngx.socket.connect(host, port)`: a new socket, connected.
     lua.load(
