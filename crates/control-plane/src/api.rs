@@ -5,6 +5,7 @@
 //! working config is validated as a whole config before it is stored: a 422 lists each error
 //! with its field path; JSON that does not parse or does not fit the schema is a 400.
 
+mod cluster;
 mod error;
 mod objects;
 mod releases;
@@ -21,13 +22,18 @@ use serde::Deserialize;
 
 pub use error::ApiError;
 
-use crate::auth::Role;
+use crate::auth::{self, Role};
+use crate::cluster::Cluster;
 use crate::push::Watchers;
-use crate::store::Store;
+use crate::raft::{Applied, Command};
+use crate::store::{Store, now_ms};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
+    pub cluster: Arc<Cluster>,
+    /// Edits of the working config through this node, one at a time.
+    pub edits: Arc<tokio::sync::Mutex<()>>,
     pub watchers: Arc<Watchers>,
 }
 
@@ -61,7 +67,46 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/cluster", get(cluster::status))
+        .route(
+            "/api/v1/cluster/nodes",
+            axum::routing::post(cluster::add_node),
+        )
+        .route(
+            "/api/v1/cluster/nodes/{id}",
+            axum::routing::delete(cluster::remove_node),
+        )
+        .route(
+            "/api/v1/cluster/voters",
+            axum::routing::put(cluster::set_voters),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            linearizable_reads,
+        ))
         .with_state(state)
+}
+
+/// Makes every read of the replicated state linearizable: before a `GET` is served, this node
+/// confirms with the leader (ReadIndex) and applies the log up to that point. `?stale=true`
+/// skips that and reads this node's state as it is, which works without a leader.
+async fn linearizable_reads(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let wants_fresh = request.method() == axum::http::Method::GET
+        && path.starts_with("/api/v1/")
+        && path != "/api/v1/cluster"
+        && !request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "stale=true"));
+    if wants_fresh && let Err(e) = state.cluster.read_barrier().await {
+        return ApiError::from(e).into_response();
+    }
+    next.run(request).await
 }
 
 /// The role of the request's bearer token; a request without a known token is refused here.
@@ -93,10 +138,16 @@ where
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
-        match state.store.authenticate(token).await? {
-            Some(role) => Ok(Caller(role)),
-            None => Err(ApiError::Unauthorized),
+        if let Some(role) = state.store.authenticate(token).await? {
+            return Ok(Caller(role));
         }
+        // A token just created through another node may not be applied here yet.
+        if state.cluster.read_barrier().await.is_ok()
+            && let Some(role) = state.store.authenticate(token).await?
+        {
+            return Ok(Caller(role));
+        }
+        Err(ApiError::Unauthorized)
     }
 }
 
@@ -154,7 +205,18 @@ async fn create_token(
     if req.name.is_empty() {
         return Err(ApiError::invalid("name", "must not be empty"));
     }
-    let token = state.store.create_token(&req.name, req.role).await?;
+    let token = auth::new_token();
+    let command = Command::CreateToken {
+        name: req.name.clone(),
+        role: req.role,
+        sha256: auth::token_hash(&token),
+        at_ms: now_ms(),
+    };
+    match state.cluster.write(command).await? {
+        Applied::Token(_) => {}
+        Applied::Refused(why) => return Err(ApiError::Refused(why)),
+        other => return Err(ApiError::unexpected(other)),
+    }
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "name": req.name, "role": req.role, "token": token })),

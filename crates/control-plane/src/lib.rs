@@ -2,12 +2,16 @@
 //!
 //! Operators edit a working config through the admin REST API; a release freezes it as an
 //! immutable version; nodes watching over gRPC receive each release and report whether they
-//! applied it. This slice runs as a single node: Raft replication is not built yet.
+//! applied it. One, three or five nodes replicate all of it with Raft; any node serves any
+//! request.
 //!
 //! A tour of the crate:
-//! - [`server`]: [`ControlPlane::start`] opens the store and binds both listeners.
-//! - [`store`]: SQLite through sqlx (WAL, `synchronous=FULL`): the working config, immutable
-//!   releases, API token hashes and nodes. Every acknowledged write is on disk.
+//! - [`server`]: [`ControlPlane::start`] opens the store, starts Raft and binds both listeners.
+//! - [`raft`]: openraft over SQLite and gRPC; every change is a [`raft::Command`] in the log.
+//! - [`cluster`]: writes and linearizable reads from any node, membership, status.
+//! - [`store`]: the replicated tables in SQLite through sqlx (WAL, `synchronous=FULL`): the
+//!   working config, immutable releases, API token hashes and nodes. Reads come from here;
+//!   only applied log entries write here.
 //! - [`api`]: the admin REST API (axum), with bearer tokens and roles; validation with
 //!   `outpost_proto::validate` before anything is stored.
 //! - [`push`]: the gRPC `ConfigWatch` service (tonic): `Watch` streams releases, `Report` records
@@ -16,9 +20,12 @@
 //! - [`auth`]: roles and tokens.
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod diff;
+pub mod lua_check;
 pub mod push;
+pub mod raft;
 pub mod server;
 pub mod store;
 
-pub use server::{ControlPlane, Settings, StartError};
+pub use server::{ClusterInit, ControlPlane, RaftTuning, Settings, StartError};

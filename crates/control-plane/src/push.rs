@@ -15,7 +15,9 @@ use outpost_proto::controlplane::v1::config_watch_server::ConfigWatch;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::store::{NodeHello, NodeKind, Release, Store, StoreError};
+use crate::cluster::{Cluster, ClusterError};
+use crate::raft::{Applied, Command, Refusal};
+use crate::store::{NodeHello, NodeKind, Release, Store, now_ms};
 
 /// Which nodes have a watch open right now (in memory: it says nothing after a restart until
 /// the nodes reconnect).
@@ -64,15 +66,22 @@ impl Drop for WatchGuard {
 
 pub struct ConfigWatchService {
     store: Arc<Store>,
+    cluster: Arc<Cluster>,
     watchers: Arc<Watchers>,
     /// Becomes `true` at shutdown, ending every stream so the server can stop.
     stop: watch::Receiver<bool>,
 }
 
 impl ConfigWatchService {
-    pub fn new(store: Arc<Store>, watchers: Arc<Watchers>, stop: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        cluster: Arc<Cluster>,
+        watchers: Arc<Watchers>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
         ConfigWatchService {
             store,
+            cluster,
             watchers,
             stop,
         }
@@ -89,9 +98,8 @@ fn to_message(r: &Release) -> cp::Release {
     }
 }
 
-fn internal(e: StoreError) -> Status {
-    tracing::error!(error = %e, "control plane store");
-    Status::internal("control plane storage error")
+fn unavailable(e: ClusterError) -> Status {
+    Status::unavailable(format!("control plane: {e}"))
 }
 
 fn check_node_id(id: &str) -> Result<(), Status> {
@@ -129,7 +137,15 @@ impl ConfigWatch for ConfigWatchService {
             labels,
             addresses: req.addresses,
         };
-        self.store.node_seen(&hello).await.map_err(internal)?;
+        // Recording the node needs the leader; serving it does not. A node whose control-plane
+        // peer is cut off from the leader still gets the releases this peer has.
+        let seen = Command::NodeSeen {
+            hello,
+            at_ms: now_ms(),
+        };
+        if let Err(e) = self.cluster.write(seen).await {
+            tracing::warn!(node = %req.node_id, error = %e, "could not record the node");
+        }
         tracing::info!(node = %req.node_id, have = req.have_version, "watch opened");
 
         let state = StreamState {
@@ -168,18 +184,21 @@ impl ConfigWatch for ConfigWatchService {
         if !r.ok && r.error.is_empty() {
             return Err(Status::invalid_argument("error: required when ok is false"));
         }
-        match self
-            .store
-            .record_report(&r.node_id, r.version, r.ok, &r.error)
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::NoSuchNode(id)) => {
+        let report = Command::NodeReport {
+            node_id: r.node_id.clone(),
+            version: r.version,
+            ok: r.ok,
+            error: r.error.clone(),
+            at_ms: now_ms(),
+        };
+        match self.cluster.write(report).await.map_err(unavailable)? {
+            Applied::Refused(Refusal::NoSuchNode(id)) => {
                 return Err(Status::not_found(format!(
                     "node {id:?} is not known: open a Watch first"
                 )));
             }
-            Err(e) => return Err(internal(e)),
+            Applied::Refused(other) => return Err(Status::failed_precondition(other.to_string())),
+            _ => {}
         }
         if r.ok {
             tracing::info!(node = %r.node_id, version = r.version, "node applied");

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use outpost_proto::pb::Config;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use tokio::sync::{Mutex, MutexGuard, watch};
+use tokio::sync::watch;
 
 use crate::auth::{self, Role};
 
@@ -29,12 +29,6 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored config is not valid JSON for the schema: {0}")]
     Corrupt(#[from] serde_json::Error),
-    #[error("release {0} does not exist")]
-    NoSuchRelease(u64),
-    #[error("node {0:?} is not known: it must open a Watch first")]
-    NoSuchNode(String),
-    #[error("the working config has no changes since the latest release")]
-    NothingToRelease,
 }
 
 /// One immutable version of the whole config.
@@ -54,7 +48,7 @@ pub struct Release {
 }
 
 /// A release without its config, for listings.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseSummary {
     pub version: u64,
@@ -77,7 +71,7 @@ impl Release {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeKind {
     Edge,
@@ -85,7 +79,7 @@ pub enum NodeKind {
 }
 
 impl NodeKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NodeKind::Edge => "edge",
             NodeKind::Gslb => "gslb",
@@ -94,7 +88,7 @@ impl NodeKind {
 }
 
 /// What a node says about itself when it opens a watch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeHello {
     pub id: String,
     pub kind: NodeKind,
@@ -128,20 +122,30 @@ pub struct TokenInfo {
     pub created_at_ms: i64,
 }
 
+/// Reads of the replicated state. Writes are log entries applied by
+/// [`crate::raft::state_machine`], which shares this pool.
 pub struct Store {
-    pool: SqlitePool,
-    writes: Mutex<()>,
+    pub(crate) pool: SqlitePool,
     latest: watch::Sender<Option<Arc<Release>>>,
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial".into(),
-        MigrationType::Simple,
-        sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0001_initial.sql")),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "initial".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0001_initial.sql")),
+            false,
+        ),
+        Migration::new(
+            2,
+            "raft".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0002_raft.sql")),
+            false,
+        ),
+    ])
 }
 
 pub fn now_ms() -> i64 {
@@ -182,7 +186,6 @@ impl Store {
         migrator().run(&pool).await?;
         let store = Store {
             pool,
-            writes: Mutex::new(()),
             latest: watch::channel(None).0,
         };
         let latest = store.latest_release().await?;
@@ -203,70 +206,31 @@ impl Store {
     // --- the working config ---
 
     pub async fn working_config(&self) -> Result<Config, StoreError> {
-        let row = sqlx::query("SELECT config_json FROM working_config WHERE id = 1")
+        Ok(self.working().await?.0)
+    }
+
+    /// The working config and its revision (the number of edits applied to it).
+    pub async fn working(&self) -> Result<(Config, u64), StoreError> {
+        let row = sqlx::query("SELECT config_json, revision FROM working_config WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;
         let text: String = row.try_get("config_json")?;
-        Ok(serde_json::from_str(&text)?)
-    }
-
-    /// Starts an edit of the working config: other writes wait until it is committed or dropped.
-    pub async fn edit(&self) -> Result<Edit<'_>, StoreError> {
-        let guard = self.writes.lock().await;
-        let config = self.working_config().await?;
-        Ok(Edit {
-            store: self,
-            _guard: guard,
-            config,
-        })
+        let revision: i64 = row.try_get("revision")?;
+        Ok((serde_json::from_str(&text)?, revision as u64))
     }
 
     // --- releases ---
 
-    /// Makes the working config the next release.
-    pub async fn create_release(&self, note: &str) -> Result<Release, StoreError> {
-        let _guard = self.writes.lock().await;
-        let working = self.working_config().await?;
-        let latest = self.latest_release().await?;
-        if let Some(latest) = &latest
-            && same_content(&latest.config, &working)
-        {
-            return Err(StoreError::NothingToRelease);
-        }
-        let version = latest.map_or(1, |r| r.version + 1);
-        let mut tx = self.pool.begin().await?;
-        let release = insert_release(&mut tx, version, note, working, None).await?;
-        tx.commit().await?;
-        self.publish(release.clone());
-        Ok(release)
-    }
-
-    /// A new release with the content of release `of`; the working config becomes that content
-    /// too, so nothing is pending afterwards.
-    pub async fn rollback(&self, of: u64, note: Option<&str>) -> Result<Release, StoreError> {
-        let _guard = self.writes.lock().await;
-        let old = self
-            .release(of)
-            .await?
-            .ok_or(StoreError::NoSuchRelease(of))?;
-        let latest = self.latest_release().await?.map_or(0, |r| r.version);
-        let version = latest + 1;
-        let note = match note {
-            Some(n) if !n.is_empty() => n.to_string(),
-            _ => format!("rollback to version {of}"),
-        };
-        let mut config = old.config;
-        config.version = 0;
-        let mut tx = self.pool.begin().await?;
-        write_working(&mut tx, &config).await?;
-        let release = insert_release(&mut tx, version, &note, config, Some(of)).await?;
-        tx.commit().await?;
-        self.publish(release.clone());
-        Ok(release)
-    }
-
-    fn publish(&self, release: Release) {
+    /// Tells watchers about a release applied to the tables.
+    pub(crate) fn publish(&self, release: Release) {
         self.latest.send_replace(Some(Arc::new(release)));
+    }
+
+    /// Re-reads the latest release and tells watchers (after a snapshot replaced the tables).
+    pub(crate) async fn republish(&self) -> Result<(), StoreError> {
+        let latest = self.latest_release().await?;
+        self.latest.send_replace(latest.map(Arc::new));
+        Ok(())
     }
 
     pub async fn latest_release(&self) -> Result<Option<Release>, StoreError> {
@@ -315,32 +279,12 @@ impl Store {
 
     // --- tokens ---
 
-    /// Creates a token and returns it; only its hash is kept.
-    pub async fn create_token(&self, name: &str, role: Role) -> Result<String, StoreError> {
-        let _guard = self.writes.lock().await;
-        let token = auth::new_token();
-        sqlx::query(
-            "INSERT INTO api_tokens (name, role, sha256, created_at_ms) VALUES (?, ?, ?, ?)",
-        )
-        .bind(name)
-        .bind(role.as_str())
-        .bind(auth::token_hash(&token))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(token)
-    }
-
-    /// Creates the first admin token if there is no token at all, and returns it.
-    pub async fn bootstrap_admin_token(&self) -> Result<Option<String>, StoreError> {
+    pub async fn has_tokens(&self) -> Result<bool, StoreError> {
         let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens")
             .fetch_one(&self.pool)
             .await?
             .try_get("n")?;
-        if count > 0 {
-            return Ok(None);
-        }
-        Ok(Some(self.create_token("bootstrap", Role::Admin).await?))
+        Ok(count > 0)
     }
 
     /// The role of a presented token, if it is one of ours.
@@ -373,66 +317,6 @@ impl Store {
     }
 
     // --- nodes ---
-
-    /// Records (creating or updating) a node that opened a watch.
-    pub async fn node_seen(&self, hello: &NodeHello) -> Result<(), StoreError> {
-        let labels: serde_json::Map<String, serde_json::Value> = hello
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let _guard = self.writes.lock().await;
-        sqlx::query(
-            "INSERT INTO nodes (id, kind, region, labels_json, addresses_json, last_heartbeat_ms)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, region = excluded.region,
-               labels_json = excluded.labels_json, addresses_json = excluded.addresses_json,
-               last_heartbeat_ms = excluded.last_heartbeat_ms",
-        )
-        .bind(&hello.id)
-        .bind(hello.kind.as_str())
-        .bind(&hello.region)
-        .bind(serde_json::to_string(&labels)?)
-        .bind(serde_json::to_string(&hello.addresses)?)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Records a node's verdict on a version: applied, or rejected with a reason (the version it
-    /// applied before stays recorded as the one it runs).
-    pub async fn record_report(
-        &self,
-        node_id: &str,
-        version: u64,
-        ok: bool,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        let _guard = self.writes.lock().await;
-        let query = if ok {
-            sqlx::query(
-                "UPDATE nodes SET applied_version = ?, last_error = NULL, rejected_version = NULL,
-                   last_heartbeat_ms = ? WHERE id = ?",
-            )
-        } else {
-            sqlx::query(
-                "UPDATE nodes SET rejected_version = ?, last_error = ?, last_heartbeat_ms = ?
-                 WHERE id = ?",
-            )
-        };
-        let query = query.bind(version as i64);
-        let query = if ok { query } else { query.bind(error) };
-        let done = query
-            .bind(now_ms())
-            .bind(node_id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NoSuchNode(node_id.to_string()));
-        }
-        Ok(())
-    }
 
     pub async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
         let rows = sqlx::query(
@@ -469,73 +353,7 @@ impl Store {
     }
 }
 
-/// An edit in progress of the working config. Change `config`, check it, then `commit`;
-/// dropping it discards the edit.
-pub struct Edit<'a> {
-    store: &'a Store,
-    _guard: MutexGuard<'a, ()>,
-    pub config: Config,
-}
-
-impl Edit<'_> {
-    /// Stores the edited config; it is on disk when this returns.
-    pub async fn commit(mut self) -> Result<(), StoreError> {
-        // The working config has no version of its own: a release assigns one.
-        self.config.version = 0;
-        let mut tx = self.store.pool.begin().await?;
-        write_working(&mut tx, &self.config).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-async fn write_working(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    config: &Config,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE working_config SET config_json = ?, updated_at_ms = ? WHERE id = 1")
-        .bind(config_to_json(config)?)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn insert_release(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    version: u64,
-    note: &str,
-    mut config: Config,
-    rollback_of: Option<u64>,
-) -> Result<Release, StoreError> {
-    config.version = version;
-    let config_json = config_to_json(&config)?;
-    let sha256 = auth::sha256_hex(config_json.as_bytes());
-    let created_at_ms = now_ms();
-    sqlx::query(
-        "INSERT INTO releases (version, note, created_at_ms, config_json, sha256, rollback_of)
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(version as i64)
-    .bind(note)
-    .bind(created_at_ms)
-    .bind(&config_json)
-    .bind(&sha256)
-    .bind(rollback_of.map(|v| v as i64))
-    .execute(&mut **tx)
-    .await?;
-    Ok(Release {
-        version,
-        note: note.to_string(),
-        created_at_ms,
-        sha256,
-        rollback_of,
-        config,
-        config_json,
-    })
-}
-
-fn release_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Release, StoreError> {
+pub(crate) fn release_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Release, StoreError> {
     let config_json: String = r.try_get("config_json")?;
     Ok(Release {
         version: r.try_get::<i64, _>("version")? as u64,
@@ -549,6 +367,9 @@ fn release_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Release, StoreError> 
         config_json,
     })
 }
+
+pub(crate) mod apply;
+pub(crate) mod dump;
 
 #[cfg(test)]
 mod tests;

@@ -322,3 +322,48 @@ async fn concurrent_edits_of_different_objects_are_all_kept() {
     assert_eq!(dicts.as_array().unwrap().len(), 20);
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn lua_that_does_not_compile_is_refused_with_its_field_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path()).await;
+    let api = Api::new(&cp, cp.bootstrap_token().unwrap());
+    assert_eq!(
+        api.post("/api/v1/config/upstreams", UPSTREAM_API)
+            .await
+            .status,
+        201
+    );
+    let app = r#"{"name":"www","domains":["www.example.com"],
+        "listeners":[{"address":"127.0.0.1:8443"}],"upstream":"api",
+        "lua":{"access":{"inline":"if ngx.var.arg_x then\n  ngx.exit(403)\n"}}}"#;
+    let r = api.post("/api/v1/config/applications", app).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let errors = r.json()["errors"].clone();
+    assert_eq!(
+        errors[0]["path"], "applications[0].lua.access.inline",
+        "{errors}"
+    );
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'end' expected"),
+        "{errors}"
+    );
+    // Nothing was stored; the same code with its `end` is accepted.
+    assert_eq!(
+        api.get("/api/v1/config/applications").await.json(),
+        serde_json::json!([])
+    );
+    let fixed = app.replace(r#"ngx.exit(403)\n"}"#, r#"ngx.exit(403)\nend"}"#);
+    assert_eq!(
+        api.post("/api/v1/config/applications", &fixed).await.status,
+        201
+    );
+    let module = r#"{"name":"m","code":"local M = {}\nfunction M.f( return M"}"#;
+    let r = api.post("/api/v1/config/lua_modules", module).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("lua_modules[0].code"), "{}", r.text);
+    cp.shutdown().await;
+}

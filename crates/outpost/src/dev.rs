@@ -82,11 +82,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let at = |port| SocketAddr::new(args.bind, port);
     // The control plane; the first run creates its database and an admin token, which dev keeps
     // next to it (a laptop convenience) so that later runs can use the API too.
-    let cp = outpost_control_plane::ControlPlane::start(outpost_control_plane::Settings {
-        data_dir: args.data.join("control-plane"),
-        api_listen: at(args.api_port),
-        grpc_listen: at(args.grpc_port),
-    })
+    let cp = outpost_control_plane::ControlPlane::start(outpost_control_plane::Settings::single(
+        args.data.join("control-plane"),
+        at(args.api_port),
+        at(args.grpc_port),
+    ))
     .await?;
     let token_file = args.data.join("admin-token");
     let token = match cp.bootstrap_token() {

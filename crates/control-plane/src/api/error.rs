@@ -7,6 +7,8 @@ use outpost_proto::FieldError;
 use serde_json::json;
 
 use crate::auth::Role;
+use crate::cluster::ClusterError;
+use crate::raft::{Applied, Refusal};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +29,22 @@ pub enum ApiError {
     Invalid(Vec<FieldError>),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No leader, an unknown outcome, or a refused membership change.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The command was applied but changed nothing.
+    #[error(transparent)]
+    Refused(Refusal),
 }
 
 impl ApiError {
+    /// A reply from the state machine that the caller did not expect: a bug, not bad input.
+    pub fn unexpected(applied: Applied) -> ApiError {
+        ApiError::Cluster(ClusterError::Failed(format!(
+            "unexpected answer from the state machine: {applied:?}"
+        )))
+    }
+
     pub fn invalid(path: &str, message: &str) -> ApiError {
         ApiError::Invalid(vec![FieldError {
             path: path.into(),
@@ -44,14 +59,20 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) | ApiError::Store(StoreError::NoSuchRelease(_)) => {
+            ApiError::NotFound(_)
+            | ApiError::Refused(Refusal::NoSuchRelease(_) | Refusal::NoSuchNode(_)) => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::Conflict(_) | ApiError::Store(StoreError::NothingToRelease) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Conflict(_)
+            | ApiError::Refused(_)
+            | ApiError::Cluster(ClusterError::Refused(_)) => StatusCode::CONFLICT,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Cluster(ClusterError::NoLeader(_) | ClusterError::Unknown(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Store(_) | ApiError::Cluster(ClusterError::Failed(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         let body = match self {
             ApiError::Invalid(errors) => {
@@ -60,6 +81,10 @@ impl IntoResponse for ApiError {
                     .map(|e| json!({ "path": e.path, "message": e.message }))
                     .collect();
                 json!({ "errors": errors })
+            }
+            ApiError::Cluster(e) if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %e, "admin API raft error");
+                json!({ "error": "raft error" })
             }
             ApiError::Store(e) if status == StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = %e, "admin API storage error");

@@ -12,7 +12,12 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState, Caller, parse_body};
 use crate::auth::Role;
-use crate::store::Edit;
+use crate::raft::{Applied, Command, Refusal};
+use crate::store::{config_to_json, now_ms};
+
+/// How many times an edit is re-run when other edits keep landing between its read and its
+/// write.
+const EDIT_ATTEMPTS: usize = 8;
 
 /// A named object in one of the config's collections.
 trait Object: Serialize + DeserializeOwned + Clone + Send + 'static {
@@ -64,11 +69,44 @@ macro_rules! by_kind {
     };
 }
 
-/// Validates the edited config as a whole and stores it.
-async fn validate_and_commit(edit: Edit<'_>) -> Result<(), ApiError> {
-    outpost_proto::validate(&edit.config).map_err(|e| ApiError::Invalid(e.0))?;
-    edit.commit().await?;
-    Ok(())
+/// Applies `change` to the latest working config, validates the result as a whole and stores
+/// it through the log. The write names the revision it started from; if another edit landed
+/// in between, the change is re-run on the new state, so no concurrent edit is lost. Edits
+/// through this node take turns, so only edits through other nodes can collide.
+async fn edit_working<R>(
+    state: &AppState,
+    mut change: impl FnMut(&mut Config) -> Result<R, ApiError>,
+) -> Result<R, ApiError> {
+    let _turn = state.edits.lock().await;
+    for attempt in 0..EDIT_ATTEMPTS {
+        if attempt > 0 {
+            // Another node's edit won: step aside a random moment so the next try can win.
+            let pause = rand::random_range(5..50 * attempt as u64);
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+        state.cluster.read_barrier().await?;
+        let (mut config, revision) = state.store.working().await?;
+        let result = change(&mut config)?;
+        outpost_proto::validate(&config).map_err(|e| ApiError::Invalid(e.0))?;
+        let lua_errors = crate::lua_check::check(&config);
+        if !lua_errors.is_empty() {
+            return Err(ApiError::Invalid(lua_errors));
+        }
+        config.version = 0;
+        let command = Command::SetWorking {
+            base_revision: revision,
+            config_json: config_to_json(&config)?,
+            at_ms: now_ms(),
+        };
+        match state.cluster.write(command).await? {
+            Applied::Revision(_) => return Ok(result),
+            Applied::Refused(Refusal::Conflict { .. }) => continue,
+            other => return Err(ApiError::unexpected(other)),
+        }
+    }
+    Err(ApiError::Conflict(
+        "the working config kept changing under this edit: try again".into(),
+    ))
 }
 
 pub async fn get_config(
@@ -86,9 +124,11 @@ pub async fn put_config(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Editor)?;
     let config: Config = parse_body(&body)?;
-    let mut edit = state.store.edit().await?;
-    edit.config = config;
-    validate_and_commit(edit).await?;
+    edit_working(&state, |working| {
+        *working = config.clone();
+        Ok(())
+    })
+    .await?;
     Ok(Json(state.store.working_config().await?).into_response())
 }
 
@@ -144,18 +184,17 @@ async fn create_of<T: Object>(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let object: T = parse_body(body)?;
-    let mut edit = state.store.edit().await?;
-    if T::list(&edit.config)
-        .iter()
-        .any(|o| o.name() == object.name())
-    {
-        return Err(ApiError::Conflict(format!(
-            "{kind}/{} already exists: PUT it to replace it",
-            object.name()
-        )));
-    }
-    T::list_mut(&mut edit.config).push(object.clone());
-    validate_and_commit(edit).await?;
+    edit_working(state, |config| {
+        if T::list(config).iter().any(|o| o.name() == object.name()) {
+            return Err(ApiError::Conflict(format!(
+                "{kind}/{} already exists: PUT it to replace it",
+                object.name()
+            )));
+        }
+        T::list_mut(config).push(object.clone());
+        Ok(())
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(object)).into_response())
 }
 
@@ -185,19 +224,20 @@ async fn put_of<T: Object>(
             object.name()
         )));
     }
-    let mut edit = state.store.edit().await?;
-    let list = T::list_mut(&mut edit.config);
-    let status = match list.iter_mut().find(|o| o.name() == name) {
-        Some(existing) => {
-            *existing = object.clone();
-            StatusCode::OK
-        }
-        None => {
-            list.push(object.clone());
-            StatusCode::CREATED
-        }
-    };
-    validate_and_commit(edit).await?;
+    let status = edit_working(state, |config| {
+        let list = T::list_mut(config);
+        Ok(match list.iter_mut().find(|o| o.name() == name) {
+            Some(existing) => {
+                *existing = object.clone();
+                StatusCode::OK
+            }
+            None => {
+                list.push(object.clone());
+                StatusCode::CREATED
+            }
+        })
+    })
+    .await?;
     Ok((status, Json(object)).into_response())
 }
 
@@ -216,13 +256,15 @@ async fn delete_of<T: Object>(
     kind: &str,
     name: &str,
 ) -> Result<Response, ApiError> {
-    let mut edit = state.store.edit().await?;
-    let list = T::list_mut(&mut edit.config);
-    let before = list.len();
-    list.retain(|o| o.name() != name);
-    if list.len() == before {
-        return Err(not_found(kind, name));
-    }
-    validate_and_commit(edit).await?;
+    edit_working(state, |config| {
+        let list = T::list_mut(config);
+        let before = list.len();
+        list.retain(|o| o.name() != name);
+        if list.len() == before {
+            return Err(not_found(kind, name));
+        }
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -12,7 +12,8 @@ use serde_json::json;
 use super::{ApiError, AppState, Caller, parse_body};
 use crate::auth::Role;
 use crate::diff;
-use crate::store::Release;
+use crate::raft::{Applied, Command};
+use crate::store::{Release, now_ms};
 
 #[derive(Deserialize)]
 pub struct ChangesQuery {
@@ -73,11 +74,20 @@ pub async fn create(
     caller.require(Role::Editor)?;
     let req: NoteBody = parse_body(&body)?;
     // Writes were validated, but the validator may have grown stricter since: check again.
+    state.cluster.read_barrier().await?;
     let working = state.store.working_config().await?;
     outpost_proto::validate(&working).map_err(|e| ApiError::Invalid(e.0))?;
-    let release = state.store.create_release(&req.note).await?;
+    let command = Command::Release {
+        note: req.note,
+        at_ms: now_ms(),
+    };
+    let release = match state.cluster.write(command).await? {
+        Applied::Release(r) => r,
+        Applied::Refused(why) => return Err(ApiError::Refused(why)),
+        other => return Err(ApiError::unexpected(other)),
+    };
     tracing::info!(version = release.version, note = %release.note, "release made");
-    Ok((StatusCode::CREATED, Json(release.summary())).into_response())
+    Ok((StatusCode::CREATED, Json(release)).into_response())
 }
 
 pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -112,7 +122,16 @@ pub async fn rollback(
     } else {
         parse_body(&body)?
     };
-    let release = state.store.rollback(version, Some(&req.note)).await?;
+    let command = Command::Rollback {
+        of: version,
+        note: req.note,
+        at_ms: now_ms(),
+    };
+    let release = match state.cluster.write(command).await? {
+        Applied::Release(r) => r,
+        Applied::Refused(why) => return Err(ApiError::Refused(why)),
+        other => return Err(ApiError::unexpected(other)),
+    };
     tracing::info!(version = release.version, of = version, "rollback released");
-    Ok((StatusCode::CREATED, Json(release.summary())).into_response())
+    Ok((StatusCode::CREATED, Json(release)).into_response())
 }

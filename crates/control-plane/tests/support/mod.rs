@@ -1,17 +1,51 @@
 //! A control plane on real loopback sockets with its SQLite file in a temp dir.
 #![allow(dead_code)]
 
+pub mod cluster;
+
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use outpost_control_plane::{ControlPlane, Settings};
+use outpost_control_plane::{ClusterInit, ControlPlane, RaftTuning, Settings};
 use serde_json::Value;
 
-pub async fn start(dir: &Path) -> ControlPlane {
+/// Raft timings for tests on loopback: quick elections, snapshots after `snapshot_after_logs`.
+pub fn fast_raft(snapshot_after_logs: u64) -> RaftTuning {
+    RaftTuning {
+        heartbeat_ms: 50,
+        election_timeout_min_ms: 200,
+        election_timeout_max_ms: 400,
+        snapshot_after_logs,
+    }
+}
+
+/// One control-plane node of a test cluster, on the addresses given (port 0 picks one).
+pub async fn start_node(
+    dir: &Path,
+    node_id: u64,
+    init: ClusterInit,
+    api: SocketAddr,
+    grpc: SocketAddr,
+    raft: RaftTuning,
+) -> ControlPlane {
     ControlPlane::start(Settings {
         data_dir: dir.to_path_buf(),
-        api_listen: "127.0.0.1:0".parse().unwrap(),
-        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        api_listen: api,
+        grpc_listen: grpc,
+        node_id,
+        init,
+        raft,
     })
+    .await
+    .expect("control-plane node starts")
+}
+
+pub async fn start(dir: &Path) -> ControlPlane {
+    ControlPlane::start(Settings::single(
+        dir.to_path_buf(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    ))
     .await
     .expect("control plane starts")
 }
@@ -36,17 +70,30 @@ impl Reply {
 
 impl Api {
     pub fn new(cp: &ControlPlane, token: &str) -> Api {
+        Api::from(cp, token, None)
+    }
+
+    /// A client whose connections come from `local` when given.
+    pub fn from(cp: &ControlPlane, token: &str, local: Option<IpAddr>) -> Api {
         Api {
             base: format!("http://{}", cp.api_addr()),
             token: token.to_string(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
+                .local_address(local)
                 .build()
                 .unwrap(),
         }
     }
 
     pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        self.try_call(method, path, body)
+            .await
+            .expect("request sent")
+    }
+
+    /// As `call`, but a request that gets no reply (the node is down) is `None`.
+    pub async fn try_call(&self, method: &str, path: &str, body: Option<&str>) -> Option<Reply> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self
             .http
@@ -57,11 +104,11 @@ impl Api {
                 .header("content-type", "application/json")
                 .body(b.to_string());
         }
-        let resp = req.send().await.expect("request sent");
-        Reply {
+        let resp = req.send().await.ok()?;
+        Some(Reply {
             status: resp.status().as_u16(),
-            text: resp.text().await.unwrap(),
-        }
+            text: resp.text().await.ok()?,
+        })
     }
 
     pub async fn get(&self, path: &str) -> Reply {

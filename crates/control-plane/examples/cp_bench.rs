@@ -1,0 +1,247 @@
+//! Control-plane benchmark on loopback, three real nodes in this process (Raft over gRPC, one
+//! SQLite file each):
+//!
+//! 1. committed writes per second: raw log commands proposed on the leader by 64 concurrent
+//!    callers, and admin API edits (`PUT` of an object) by 16 concurrent HTTP clients spread
+//!    over the three nodes;
+//! 2. propagation: N real gRPC `Watch` clients (N = 1, 10, 100) spread over the three nodes;
+//!    per round, an object is edited and released through the API, and the time from the
+//!    release's acknowledgement to each watcher receiving that version is recorded.
+//!
+//! `cargo run --release -p outpost-control-plane --example cp_bench [rounds]`
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use outpost_control_plane::raft::Command;
+use outpost_control_plane::store::{NodeHello, NodeKind};
+use outpost_control_plane::{ClusterInit, ControlPlane, RaftTuning, Settings};
+use outpost_proto::controlplane::v1 as cp;
+use outpost_proto::controlplane::v1::config_watch_client::ConfigWatchClient;
+use tokio::sync::mpsc;
+
+const WRITE_SECONDS: u64 = 5;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(50);
+    let root = tempfile::tempdir()?;
+    let nodes = start_cluster(root.path()).await?;
+    let token = nodes[0].bootstrap_token().unwrap_or_default().to_string();
+    let http = reqwest::Client::new();
+    let leader = wait_leader(&nodes).await;
+
+    // 1a. Raw commits: commands proposed on the leader.
+    let done = Arc::new(AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(WRITE_SECONDS);
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let cluster = nodes[leader].cluster().clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < stop_at {
+                let hello = NodeHello {
+                    id: format!("bench-{w}"),
+                    kind: NodeKind::Edge,
+                    region: "r".into(),
+                    labels: vec![],
+                    addresses: vec![],
+                };
+                if cluster
+                    .write(Command::NodeSeen { hello, at_ms: 0 })
+                    .await
+                    .is_ok()
+                {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let raw = done.load(Ordering::Relaxed) as f64 / WRITE_SECONDS as f64;
+    println!("raw log commits, 64 proposers on the leader: {raw:.0}/s");
+
+    // 1b. Admin API edits through every node.
+    let done = Arc::new(AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(WRITE_SECONDS);
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let url = format!(
+            "http://{}/api/v1/config/shared_dicts/w{w}",
+            nodes[w % 3].api_addr()
+        );
+        let (http, token, done) = (http.clone(), token.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < stop_at {
+                n += 1;
+                let body = format!(r#"{{"capacityBytes": {}}}"#, 8192 * (1 + n % 4));
+                let ok = http
+                    .put(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let api = done.load(Ordering::Relaxed) as f64 / WRITE_SECONDS as f64;
+    println!("admin API edits, 16 clients over 3 nodes: {api:.0}/s");
+
+    // 2. Propagation to watchers. A first release, so that every watch opens with one.
+    let first = http
+        .post(format!("http://{}/api/v1/releases", nodes[0].api_addr()))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"note":"base"}"#)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        first.status().is_success(),
+        "first release: {}",
+        first.status()
+    );
+    for watchers in [1usize, 10, 100] {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant, usize)>();
+        let mut streams = Vec::new();
+        for w in 0..watchers {
+            let addr = nodes[w % 3].grpc_addr();
+            let mut client = ConfigWatchClient::connect(format!("http://{addr}")).await?;
+            let req = cp::WatchRequest {
+                node_id: format!("watch-{watchers}-{w}"),
+                kind: cp::NodeKind::Edge as i32,
+                region: "r".into(),
+                labels: Default::default(),
+                have_version: 0,
+                addresses: vec![],
+            };
+            let mut stream = client.watch(req).await?.into_inner();
+            // The first message is the latest release; later ones are what we measure.
+            stream.message().await?;
+            let tx = tx.clone();
+            streams.push(tokio::spawn(async move {
+                while let Ok(Some(release)) = stream.message().await {
+                    let bytes = prost::Message::encoded_len(&release);
+                    if tx.send((release.version, Instant::now(), bytes)).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut message_bytes = 0;
+        for round in 0..rounds {
+            let node = nodes[round % 3].api_addr();
+            let edit = http
+                .put(format!("http://{node}/api/v1/config/shared_dicts/p"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"capacityBytes": {}}}"#, 8192 * (2 + round)))
+                .send()
+                .await?;
+            anyhow::ensure!(edit.status().is_success(), "edit: {}", edit.status());
+            let reply = http
+                .post(format!("http://{node}/api/v1/releases"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(r#"{"note":"bench"}"#)
+                .send()
+                .await?;
+            let acked = Instant::now();
+            let v: serde_json::Value = reply.json().await?;
+            let version = v["version"].as_u64().unwrap_or(0);
+            let mut got = 0;
+            let deadline = acked + Duration::from_secs(10);
+            while got < watchers {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, rx.recv()).await {
+                    Ok(Some((ver, at, bytes))) if ver == version => {
+                        got += 1;
+                        message_bytes = bytes;
+                        latencies.push(at.saturating_duration_since(acked));
+                    }
+                    Ok(Some(_)) => {}
+                    _ => anyhow::bail!("round {round}: only {got} of {watchers} got v{version}"),
+                }
+            }
+        }
+        latencies.sort();
+        let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+        println!(
+            "propagation to {watchers:>3} watchers, {rounds} releases: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {message_bytes} bytes per release message",
+            pct(0.50).as_secs_f64() * 1e3,
+            pct(0.99).as_secs_f64() * 1e3,
+            pct(1.0).as_secs_f64() * 1e3,
+        );
+        for s in streams {
+            s.abort();
+        }
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn start_cluster(root: &std::path::Path) -> anyhow::Result<Vec<ControlPlane>> {
+    let any: SocketAddr = "127.0.0.1:0".parse()?;
+    let mut nodes: Vec<ControlPlane> = Vec::new();
+    for id in 1..=3u64 {
+        let cp = ControlPlane::start(Settings {
+            data_dir: root.join(format!("cp{id}")),
+            api_listen: any,
+            grpc_listen: any,
+            node_id: id,
+            init: if id == 1 {
+                ClusterInit::Single
+            } else {
+                ClusterInit::Join
+            },
+            raft: RaftTuning::default(),
+        })
+        .await?;
+        if id > 1 {
+            let leader = &nodes[0];
+            let body = serde_json::json!({
+                "id": id, "grpcAddr": cp.grpc_addr().to_string(),
+                "apiAddr": cp.api_addr().to_string(), "voter": true,
+            });
+            let r = reqwest::Client::new()
+                .post(format!("http://{}/api/v1/cluster/nodes", leader.api_addr()))
+                .bearer_auth(leader.bootstrap_token().unwrap_or_default())
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "join {id}: {}", r.status());
+        }
+        nodes.push(cp);
+    }
+    Ok(nodes)
+}
+
+async fn wait_leader(nodes: &[ControlPlane]) -> usize {
+    for _ in 0..200 {
+        if let Some(l) = nodes[0].cluster().status().leader {
+            return l as usize - 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    0
+}

@@ -1,0 +1,78 @@
+//! What the replicated log carries, and what applying an entry answers.
+//!
+//! A command holds everything its effect depends on, the time included (taken by the node that
+//! proposes it), so that every node applying it reaches the same state. Decisions that depend
+//! on the state (is there anything to release? does the node exist?) are taken when the
+//! command is applied, in log order, and come back as a [`Refusal`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+use crate::store::{NodeHello, ReleaseSummary};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Replaces the working config, if it is still at `base_revision`.
+    SetWorking {
+        base_revision: u64,
+        /// The config in the proto3 JSON mapping, already validated.
+        config_json: String,
+        at_ms: i64,
+    },
+    /// Makes the working config the next release.
+    Release { note: String, at_ms: i64 },
+    /// A new release with the content of release `of`, which also becomes the working config.
+    Rollback { of: u64, note: String, at_ms: i64 },
+    /// A new API token, known only by its hash.
+    CreateToken {
+        name: String,
+        role: Role,
+        sha256: String,
+        at_ms: i64,
+    },
+    /// The first admin token: stored only if there is no token at all.
+    BootstrapToken { sha256: String, at_ms: i64 },
+    /// A node opened a watch.
+    NodeSeen { hello: NodeHello, at_ms: i64 },
+    /// A node's verdict on a version.
+    NodeReport {
+        node_id: String,
+        version: u64,
+        ok: bool,
+        error: String,
+        at_ms: i64,
+    },
+}
+
+/// What applying one log entry answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub enum Applied {
+    /// Done; nothing to say (also the answer to blank and membership entries).
+    #[default]
+    Done,
+    /// The working config now has this revision.
+    Revision(u64),
+    Release(ReleaseSummary),
+    /// A token row was inserted with this id.
+    Token(i64),
+    Refused(Refusal),
+}
+
+/// A command that was applied but changed nothing, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("the working config changed meanwhile (now at revision {current})")]
+    Conflict { current: u64 },
+    #[error("the working config has no changes since the latest release")]
+    NothingToRelease,
+    #[error("release {0} does not exist")]
+    NoSuchRelease(u64),
+    #[error("node {0:?} is not known: it must open a Watch first")]
+    NoSuchNode(String),
+    #[error("a token exists already")]
+    TokensExist,
+    #[error("a token with this hash exists already")]
+    DuplicateToken,
+    #[error("the config does not parse")]
+    BadConfig,
+}
