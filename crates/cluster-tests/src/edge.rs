@@ -1,0 +1,218 @@
+//! Edge nodes fed by the control plane:
+//! `outpost edge --control-plane URLS --node-id NAME --region R --state-dir DIR`.
+//!
+//! The control-plane URLs are gRPC listeners. Today the edge takes one URL; they are passed
+//! joined with commas, so that when the edge accepts a list (and fails over between its
+//! members) a scenario can hand it several without changing the harness.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::api::http_client;
+use crate::binary::outpost_binary;
+use crate::cluster::Cluster;
+use crate::config::EDGE_PID_HEADER;
+use crate::network::{Host, ports};
+use crate::process::{Launch, NodeProcess};
+use crate::wait::{poll_until, wait_until};
+
+/// How long an edge may take to start serving its admin listener.
+pub const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// On loopback, the most fresh connections made to the shared site address while looking for
+/// an answer from one given edge. With two edges each connection lands on the wanted one with
+/// probability 1/2, so 64 misses in a row do not happen.
+pub const ATTEMPTS_PER_EDGE: usize = 64;
+
+pub struct EdgeNode {
+    pub name: String,
+    pub region: String,
+    pub host: Host,
+    /// Admin listener: `/healthz`, `/status` (the applied config version), `/metrics`.
+    pub admin: SocketAddr,
+    pub state_dir: PathBuf,
+    pub(crate) proc: NodeProcess,
+}
+
+/// One answer from an edge's site.
+#[derive(Debug, Clone)]
+pub struct EdgeReply {
+    pub status: u16,
+    pub body: String,
+    /// The edge process that answered (the `x-edge-pid` header).
+    pub pid: Option<u32>,
+}
+
+impl EdgeNode {
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+}
+
+impl Cluster {
+    /// Starts an edge called `name` in `region`, watching the control-plane nodes `cps` (by
+    /// id; their gRPC URLs are joined with commas: pass one until the edge takes a list).
+    /// Waits until its admin listener answers. Returns its index.
+    pub async fn start_edge(&mut self, name: &str, region: &str, cps: &[u64]) -> usize {
+        let urls: Vec<String> = cps.iter().map(|id| self.cp(*id).grpc_url()).collect();
+        let host = self.net.host(name, region);
+        let admin = SocketAddr::new(host.ip, self.net.tcp_port(&host, ports::EDGE_ADMIN));
+        let state_dir = self.dir().join(name);
+        let args = vec![
+            "edge".to_string(),
+            "--control-plane".into(),
+            urls.join(","),
+            "--node-id".into(),
+            name.into(),
+            "--region".into(),
+            region.into(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--admin".into(),
+            admin.to_string(),
+            "--workers".into(),
+            "1".into(),
+            "--access-log".into(),
+            "off".into(),
+        ];
+        let launch = Launch {
+            program: outpost_binary().to_path_buf(),
+            args,
+            env: Vec::new(),
+            netns: host.netns.clone(),
+        };
+        let proc = NodeProcess::start(name, launch, self.log_path(name));
+        self.edges.push(EdgeNode {
+            name: name.to_string(),
+            region: region.to_string(),
+            host,
+            admin,
+            state_dir,
+            proc,
+        });
+        let i = self.edges.len() - 1;
+        self.wait_edge_up(i).await;
+        i
+    }
+
+    pub fn edge(&self, i: usize) -> &EdgeNode {
+        &self.edges[i]
+    }
+
+    pub fn edges(&self) -> &[EdgeNode] {
+        &self.edges
+    }
+
+    async fn wait_edge_up(&mut self, i: usize) {
+        let url = format!("http://{}/healthz", self.edges[i].admin);
+        let http = http_client(Duration::from_secs(2));
+        let what = format!("edge {} answers /healthz", self.edges[i].name);
+        wait_until(&what, START_LIMIT, || {
+            self.edges[i].proc.assert_running();
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// SIGKILL edge `i` (its state dir stays).
+    pub fn kill_edge(&mut self, i: usize) {
+        self.edges[i].proc.kill();
+    }
+
+    /// Starts edge `i` again with the same arguments and state dir; waits until it is up.
+    pub async fn restart_edge(&mut self, i: usize) {
+        self.edges[i].proc.restart();
+        self.wait_edge_up(i).await;
+    }
+
+    /// The config version edge `i` serves, from its admin `/status`.
+    pub async fn edge_version(&self, i: usize) -> Option<u64> {
+        let url = format!("http://{}/status", self.edges[i].admin);
+        let r = http_client(Duration::from_secs(2))
+            .get(&url)
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&r.text().await.ok()?).ok()?;
+        v["version"].as_u64()
+    }
+
+    /// `GET path` answered by edge `i`'s site (the applications' listener). In namespaces the
+    /// request goes to the edge's own address. On loopback, where every edge listens on the
+    /// same address, fresh connections are made until edge `i`'s process answers (at most
+    /// [`ATTEMPTS_PER_EDGE`]). Err if edge `i` is not running or never answered.
+    pub async fn edge_get(&self, i: usize, path: &str) -> Result<EdgeReply, String> {
+        let site = self.site();
+        let edge = &self.edges[i];
+        let want = edge
+            .pid()
+            .ok_or_else(|| format!("{} is not running", edge.name))?;
+        // No connection reuse: every request is a new connection, placed anew by the kernel.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let (url, attempts) = if edge.host.netns.is_some() {
+            (format!("http://{}:{}{path}", edge.host.ip, site.port()), 1)
+        } else {
+            (format!("http://{site}{path}"), ATTEMPTS_PER_EDGE)
+        };
+        let mut seen = Vec::new();
+        for _ in 0..attempts {
+            let r = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("GET {url}: {e}"))?;
+            let status = r.status().as_u16();
+            let pid = r
+                .headers()
+                .get(EDGE_PID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let body = r.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+            if edge.host.netns.is_some() || pid == Some(want) {
+                return Ok(EdgeReply { status, body, pid });
+            }
+            seen.push(pid);
+        }
+        Err(format!(
+            "{} (pid {want}) never answered on {url}; answers came from {seen:?}",
+            edge.name
+        ))
+    }
+
+    /// Waits until edge `i`'s site answers `200 body`; panics with the last answer if not.
+    pub async fn wait_edge_serves(&self, i: usize, path: &str, body: &str, limit: Duration) {
+        let last = &std::sync::Mutex::new(String::new());
+        let this = self;
+        let served = poll_until(limit, move || async move {
+            match this.edge_get(i, path).await {
+                Ok(r) if r.status == 200 && r.body == body => Some(()),
+                Ok(r) => {
+                    *last.lock().unwrap() = format!("{} {:?}", r.status, r.body);
+                    None
+                }
+                Err(e) => {
+                    *last.lock().unwrap() = e;
+                    None
+                }
+            }
+        })
+        .await;
+        if served.is_none() {
+            panic!(
+                "{} did not serve {body:?} on {path} within {limit:?}; last answer: {}",
+                self.edges[i].name,
+                last.lock().unwrap()
+            );
+        }
+    }
+}
