@@ -18,13 +18,25 @@ fn edge_pid_filter() -> Value {
     }})
 }
 
-/// The default application on `listen`, answering every request itself with `200 body`.
+/// Lua phases answering `200 body` from the content phase. (Not a page rule's `respond`: a
+/// response made by a rule skips every Lua phase, the header filter too.)
+fn lua_respond(body: &str) -> Value {
+    assert!(
+        !body.contains("]==]"),
+        "the body closes the Lua long string"
+    );
+    let mut lua = edge_pid_filter();
+    lua["content"] = json!({ "inline": format!("ngx.print([==[{body}]==])") });
+    lua
+}
+
+/// The default application on `listen`, answering every request itself with `200 body`
+/// (from Lua).
 pub fn respond_app(listen: SocketAddr, body: &str) -> Value {
     json!({
         "isDefault": true,
         "listeners": [{ "address": listen.to_string() }],
-        "rules": [{ "actions": [{ "respond": { "status": 200, "body": body } }] }],
-        "lua": edge_pid_filter(),
+        "lua": lua_respond(body),
     })
 }
 
@@ -33,8 +45,7 @@ pub fn respond_app_for(domain: &str, listen: SocketAddr, body: &str) -> Value {
     json!({
         "domains": [domain],
         "listeners": [{ "address": listen.to_string() }],
-        "rules": [{ "actions": [{ "respond": { "status": 200, "body": body } }] }],
-        "lua": edge_pid_filter(),
+        "lua": lua_respond(body),
     })
 }
 

@@ -142,51 +142,33 @@ impl Cluster {
         v["version"].as_u64()
     }
 
-    /// `GET path` answered by edge `i`'s site (the applications' listener). In namespaces the
-    /// request goes to the edge's own address. On loopback, where every edge listens on the
-    /// same address, fresh connections are made until edge `i`'s process answers (at most
-    /// [`ATTEMPTS_PER_EDGE`]). Err if edge `i` is not running or never answered.
-    pub async fn edge_get(&self, i: usize, path: &str) -> Result<EdgeReply, String> {
+    /// How a client reaches edge `i`'s site (the applications' listener): owned, so a task
+    /// of its own can keep sending requests while the scenario breaks things. Err if edge `i`
+    /// is not running.
+    pub fn edge_target(&self, i: usize) -> Result<EdgeTarget, String> {
         let site = self.site();
         let edge = &self.edges[i];
-        let want = edge
+        let pid = edge
             .pid()
             .ok_or_else(|| format!("{} is not running", edge.name))?;
-        // No connection reuse: every request is a new connection, placed anew by the kernel.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let (url, attempts) = if edge.host.netns.is_some() {
-            (format!("http://{}:{}{path}", edge.host.ip, site.port()), 1)
-        } else {
-            (format!("http://{site}{path}"), ATTEMPTS_PER_EDGE)
-        };
-        let mut seen = Vec::new();
-        for _ in 0..attempts {
-            let r = http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
-            let status = r.status().as_u16();
-            let pid = r
-                .headers()
-                .get(EDGE_PID_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
-            let body = r.text().await.map_err(|e| format!("GET {url}: {e}"))?;
-            if edge.host.netns.is_some() || pid == Some(want) {
-                return Ok(EdgeReply { status, body, pid });
+        Ok(if edge.host.netns.is_some() {
+            EdgeTarget {
+                name: edge.name.clone(),
+                base: format!("http://{}:{}", edge.host.ip, site.port()),
+                pid: None,
             }
-            seen.push(pid);
-        }
-        Err(format!(
-            "{} (pid {want}) never answered on {url}; answers came from {seen:?}",
-            edge.name
-        ))
+        } else {
+            EdgeTarget {
+                name: edge.name.clone(),
+                base: format!("http://{site}"),
+                pid: Some(pid),
+            }
+        })
+    }
+
+    /// `GET path` answered by edge `i` (see [`EdgeTarget::get`]).
+    pub async fn edge_get(&self, i: usize, path: &str) -> Result<EdgeReply, String> {
+        self.edge_target(i)?.get(path).await
     }
 
     /// Waits until edge `i`'s site answers `200 body`; panics with the last answer if not.
@@ -214,5 +196,60 @@ impl Cluster {
                 last.lock().unwrap()
             );
         }
+    }
+}
+
+/// How a client reaches one edge's site.
+#[derive(Debug, Clone)]
+pub struct EdgeTarget {
+    pub name: String,
+    /// `http://ip:port` of the site.
+    pub base: String,
+    /// On loopback, the edge process to wait for among the ones sharing `base`.
+    pub pid: Option<u32>,
+}
+
+impl EdgeTarget {
+    /// `GET path`, answered by this edge. In namespaces the request goes to the edge's own
+    /// address. On loopback, where every edge listens on the same address, fresh connections
+    /// are made until this edge's process answers (at most [`ATTEMPTS_PER_EDGE`]). Err if no
+    /// answer came, or none from this edge.
+    pub async fn get(&self, path: &str) -> Result<EdgeReply, String> {
+        // No connection reuse: every request is a new connection, placed anew by the kernel.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let url = format!("{}{path}", self.base);
+        let attempts = if self.pid.is_some() {
+            ATTEMPTS_PER_EDGE
+        } else {
+            1
+        };
+        let mut seen = Vec::new();
+        for _ in 0..attempts {
+            let r = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("GET {url}: {e}"))?;
+            let status = r.status().as_u16();
+            let pid = r
+                .headers()
+                .get(EDGE_PID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let body = r.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+            if self.pid.is_none() || pid == self.pid {
+                return Ok(EdgeReply { status, body, pid });
+            }
+            seen.push(pid);
+        }
+        Err(format!(
+            "{} (pid {:?}) never answered on {url}; answers came from {seen:?}",
+            self.name, self.pid
+        ))
     }
 }

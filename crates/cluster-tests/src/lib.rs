@@ -17,6 +17,8 @@
 //! - [`origin`]: an HTTP origin inside the test process.
 //! - [`api`]: the admin REST API client; [`dns`]: a DNS query over UDP; [`config`]: the
 //!   applications, upstreams and GSLB config the scenarios use.
+//! - [`workload`]: clients that keep writing, reading or fetching from edges while a
+//!   scenario breaks things, and report what they saw.
 //! - [`wait`]: polling with a deadline and a bounded number of attempts; nothing sleeps to let
 //!   something happen, and nothing asserts on how long it took.
 //!
@@ -49,5 +51,6 @@ pub mod network;
 pub mod origin;
 pub mod process;
 pub mod wait;
+pub mod workload;
 
 pub use cluster::Cluster;

@@ -88,6 +88,7 @@ impl NodeProcess {
         cmd.args(&self.launch.args)
             .envs(self.launch.env.iter().cloned())
             .env("RUST_LOG", "info,hickory_server=warn,hickory_proto=warn")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
