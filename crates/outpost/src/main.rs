@@ -2,6 +2,7 @@
 //! library's entry point; the logic lives in the library crates.
 
 mod control_plane;
+mod ctl;
 mod dev;
 mod edge;
 mod gslb;
@@ -35,8 +36,12 @@ enum Command {
     Gslb(gslb::GslbArgs),
     /// Run the whole system locally with a demo configuration.
     Dev(dev::DevArgs),
-    /// Run the control plane: admin API, releases and gRPC push (single node, no Raft yet).
+    /// Run a control-plane node: admin API, releases and gRPC push, replicated with Raft (the
+    /// first node forms the cluster; others join it with --join).
     ControlPlane(control_plane::ControlPlaneArgs),
+    /// Talk to the control plane's admin API: apply a config, diff, release, roll back, list
+    /// nodes, purge caches.
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Command::Dev(args) => dev::run(args).await,
             Command::Gslb(args) => gslb::run(args).await,
             Command::ControlPlane(args) => control_plane::run(args).await,
+            Command::Ctl(args) => ctl::run(args).await,
         }
     })
 }
