@@ -1,49 +1,26 @@
-//! Purge requests, as the admin endpoint and (later) the control plane's stream carry them.
+//! Purge requests, as the admin endpoint and the control plane's stream carry them.
 
 use outpost_cache::PurgeSelector;
+use outpost_proto::controlplane::v1::Purge;
+use outpost_proto::controlplane::v1::purge::Selector;
+
+/// The cache's selector for a purge, and whether it is soft; `None` for a purge with no
+/// selector (nothing to do).
+pub fn selector(p: &Purge) -> Option<(PurgeSelector, bool)> {
+    let s = match p.selector.as_ref()? {
+        Selector::Url(u) => PurgeSelector::Url(u.clone()),
+        Selector::Prefix(x) => PurgeSelector::Prefix(x.clone()),
+        Selector::Tag(t) => PurgeSelector::Tag(t.clone()),
+        Selector::All(true) => PurgeSelector::All,
+        Selector::All(false) => return None,
+    };
+    Some((s, p.soft))
+}
 
 /// `{"url"|"prefix"|"tag": "...", "soft": bool}` or `{"all": true}`: exactly one selector.
 pub fn parse_request(body: &[u8]) -> Result<(PurgeSelector, bool), String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    let obj = v.as_object().ok_or("body must be a JSON object")?;
-    for k in obj.keys() {
-        if !matches!(k.as_str(), "url" | "prefix" | "tag" | "all" | "soft") {
-            return Err(format!("{k}: unknown field"));
-        }
-    }
-    let soft = match obj.get("soft") {
-        None => false,
-        Some(serde_json::Value::Bool(b)) => *b,
-        Some(_) => return Err("soft: must be true or false".into()),
-    };
-    let text = |k: &str| -> Result<Option<String>, String> {
-        match obj.get(k) {
-            None => Ok(None),
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(_) => Err(format!("{k}: must be a non-empty string")),
-        }
-    };
-    let mut selectors = Vec::new();
-    if let Some(u) = text("url")? {
-        selectors.push(PurgeSelector::Url(u));
-    }
-    if let Some(p) = text("prefix")? {
-        selectors.push(PurgeSelector::Prefix(p));
-    }
-    if let Some(t) = text("tag")? {
-        selectors.push(PurgeSelector::Tag(t));
-    }
-    match obj.get("all") {
-        None | Some(serde_json::Value::Bool(false)) => {}
-        Some(serde_json::Value::Bool(true)) => selectors.push(PurgeSelector::All),
-        Some(_) => return Err("all: must be true or false".into()),
-    }
-    match selectors.len() {
-        1 => Ok((selectors.remove(0), soft)),
-        0 => Err("give one of url, prefix, tag or all".into()),
-        _ => Err("give only one of url, prefix, tag or all".into()),
-    }
+    let p = outpost_proto::purge::parse_request(body)?;
+    selector(&p).ok_or_else(|| "give one of url, prefix, tag or all".into())
 }
 
 #[cfg(test)]
@@ -57,16 +34,9 @@ mod tests {
             Ok((PurgeSelector::Url("http://a/b".into()), true))
         );
         assert_eq!(
-            parse_request(br#"{"tag":"t"}"#),
-            Ok((PurgeSelector::Tag("t".into()), false))
+            parse_request(br#"{"all":true}"#),
+            Ok((PurgeSelector::All, false))
         );
         assert!(parse_request(br#"{"url":"a","tag":"t"}"#).is_err());
-        assert!(parse_request(br#"{}"#).is_err());
-        assert!(
-            parse_request(br#"{"urll":"a"}"#)
-                .unwrap_err()
-                .contains("urll")
-        );
-        assert!(parse_request(b"nope").is_err());
     }
 }

@@ -9,6 +9,9 @@
 //!   [`validate_gslb`].
 //! - [`controlplane::v1`]: the `ConfigWatch` gRPC service (tonic client and server) through
 //!   which nodes receive releases and report what they applied; it carries [`pb::Config`].
+//! - [`delta`]: a config as the changes from another (what the Watch stream sends a node that
+//!   is close), and applying them.
+//! - [`purge`]: purge requests in JSON, as the edge and the control plane take them.
 //! - [`load`]: a config from YAML or JSON text, as a standalone edge reads it.
 //! - [`expression`]: the `$variable` templates used in header values, keys and redirects.
 //! - [`validate`]: checks a whole config and returns every error with its field path.
@@ -41,8 +44,10 @@ pub mod controlplane {
     }
 }
 
+pub mod delta;
 pub mod expression;
 pub mod load;
+pub mod purge;
 pub mod validate;
 pub mod validate_gslb;
 
