@@ -6,7 +6,9 @@
 //!    over the three nodes;
 //! 2. propagation: N real gRPC `Watch` clients (N = 1, 10, 100) spread over the three nodes;
 //!    per round, an object is edited and released through the API, and the time from the
-//!    release's acknowledgement to each watcher receiving that version is recorded.
+//!    release's acknowledgement to each watcher receiving that version is recorded. The config
+//!    holds 200 applications, so that the size of a full release and of a one-object delta
+//!    can be compared.
 //!
 //! `cargo run --release -p outpost-control-plane --example cp_bench [rounds]`
 
@@ -104,7 +106,42 @@ async fn main() -> anyhow::Result<()> {
     let api = done.load(Ordering::Relaxed) as f64 / WRITE_SECONDS as f64;
     println!("admin API edits, 16 clients over 3 nodes: {api:.0}/s");
 
-    // 2. Propagation to watchers. A first release, so that every watch opens with one.
+    // 2. Propagation to watchers. A config of some size, and a first release, so that every
+    // watch opens with one and then gets deltas.
+    let upstream = http
+        .put(format!(
+            "http://{}/api/v1/config/upstreams/api",
+            nodes[0].api_addr()
+        ))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"peers":[{"address":"127.0.0.1:8080"}]}"#)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        upstream.status().is_success(),
+        "upstream: {}",
+        upstream.status()
+    );
+    for i in 0..200 {
+        let body = format!(
+            r#"{{"domains": ["app{i}.example", "www.app{i}.example"], "upstream": "api",
+                "listeners": [{{"address": "127.0.0.1:8080"}}],
+                "rules": [{{"conditions": [{{"pathPrefix": "/static/"}}],
+                            "actions": [{{"setResponseHeader": {{"name": "cache-control", "value": "max-age=3600"}}}}]}}]}}"#
+        );
+        let r = http
+            .put(format!(
+                "http://{}/api/v1/config/applications/app{i}",
+                nodes[0].api_addr()
+            ))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "app{i}: {}", r.text().await?);
+    }
     let first = http
         .post(format!("http://{}/api/v1/releases", nodes[0].api_addr()))
         .bearer_auth(&token)
@@ -120,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
     for watchers in [1usize, 10, 100] {
         let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant, usize)>();
         let mut streams = Vec::new();
+        let mut full_bytes = 0;
         for w in 0..watchers {
             let addr = nodes[w % 3].grpc_addr();
             let mut client = ConfigWatchClient::connect(format!("http://{addr}")).await?;
@@ -130,15 +168,23 @@ async fn main() -> anyhow::Result<()> {
                 labels: Default::default(),
                 have_version: 0,
                 addresses: vec![],
+                ..Default::default()
             };
             let mut stream = client.watch(req).await?.into_inner();
-            // The first message is the latest release; later ones are what we measure.
-            stream.message().await?;
+            // The first message is the latest release, in full; later ones are what we measure.
+            if let Some(first) = stream.message().await? {
+                full_bytes = prost::Message::encoded_len(&first);
+            }
             let tx = tx.clone();
             streams.push(tokio::spawn(async move {
-                while let Ok(Some(release)) = stream.message().await {
-                    let bytes = prost::Message::encoded_len(&release);
-                    if tx.send((release.version, Instant::now(), bytes)).is_err() {
+                while let Ok(Some(event)) = stream.message().await {
+                    let bytes = prost::Message::encoded_len(&event);
+                    let version = match event.event {
+                        Some(cp::watch_event::Event::Release(r)) => r.version,
+                        Some(cp::watch_event::Event::Delta(d)) => d.version,
+                        _ => continue,
+                    };
+                    if tx.send((version, Instant::now(), bytes)).is_err() {
                         break;
                     }
                 }
@@ -184,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
         latencies.sort();
         let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
         println!(
-            "propagation to {watchers:>3} watchers, {rounds} releases: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {message_bytes} bytes per release message",
+            "propagation to {watchers:>3} watchers, {rounds} releases: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {message_bytes} bytes per one-object release (the full release: {full_bytes} bytes)",
             pct(0.50).as_secs_f64() * 1e3,
             pct(0.99).as_secs_f64() * 1e3,
             pct(1.0).as_secs_f64() * 1e3,

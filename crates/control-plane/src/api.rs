@@ -8,6 +8,7 @@
 mod cluster;
 mod error;
 mod objects;
+mod purges;
 mod releases;
 
 use std::sync::Arc;
@@ -65,6 +66,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/releases/{version}/rollback",
             axum::routing::post(releases::rollback),
         )
+        .route(
+            "/api/v1/releases/{version}/promote",
+            axum::routing::post(releases::promote),
+        )
+        .route("/api/v1/purges", get(purges::list).post(purges::create))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/cluster", get(cluster::status))

@@ -1,9 +1,5 @@
-//! The gRPC `ConfigWatch` service: nodes watch for releases and report what they applied.
-//!
-//! A watch is a stream over the store's "latest release" channel. It sends the latest release
-//! at once when the node holds another version, then each release as it is committed. If
-//! several releases are made while a node's stream is busy, the node gets the newest one: every
-//! message is a full snapshot, so skipping intermediate versions loses nothing.
+//! The gRPC `ConfigWatch` service: nodes watch for releases and purges, and report what they
+//! applied. What a stream sends is [`stream`]'s business.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -17,7 +13,12 @@ use tonic::{Request, Response, Status};
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::raft::{Applied, Command, Refusal};
-use crate::store::{NodeHello, NodeKind, Release, Store, now_ms};
+use crate::store::{NodeHello, NodeKind, Store, now_ms};
+
+mod stream;
+
+pub use stream::DeltaCache;
+use stream::WatchStream;
 
 /// Which nodes have a watch open right now (in memory: it says nothing after a restart until
 /// the nodes reconnect).
@@ -68,6 +69,7 @@ pub struct ConfigWatchService {
     store: Arc<Store>,
     cluster: Arc<Cluster>,
     watchers: Arc<Watchers>,
+    deltas: Arc<DeltaCache>,
     /// Becomes `true` at shutdown, ending every stream so the server can stop.
     stop: watch::Receiver<bool>,
 }
@@ -83,19 +85,15 @@ impl ConfigWatchService {
             store,
             cluster,
             watchers,
+            deltas: Arc::default(),
             stop,
         }
     }
 }
 
-fn to_message(r: &Release) -> cp::Release {
-    cp::Release {
-        version: r.version,
-        note: r.note.clone(),
-        created_at_ms: r.created_at_ms,
-        sha256: r.sha256.clone(),
-        config: Some(r.config.clone()),
-    }
+/// A node labelled `staging` (with any value but `false`) gets staged releases.
+fn is_staging(labels: &[(String, String)]) -> bool {
+    labels.iter().any(|(k, v)| k == "staging" && v != "false")
 }
 
 fn unavailable(e: ClusterError) -> Status {
@@ -111,16 +109,16 @@ fn check_node_id(id: &str) -> Result<(), Status> {
     Ok(())
 }
 
-type ReleaseStream = Pin<Box<dyn Stream<Item = Result<cp::Release, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<cp::WatchEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ConfigWatch for ConfigWatchService {
-    type WatchStream = ReleaseStream;
+    type WatchStream = EventStream;
 
     async fn watch(
         &self,
         request: Request<cp::WatchRequest>,
-    ) -> Result<Response<ReleaseStream>, Status> {
+    ) -> Result<Response<EventStream>, Status> {
         let req = request.into_inner();
         check_node_id(&req.node_id)?;
         let kind = match cp::NodeKind::try_from(req.kind) {
@@ -130,6 +128,7 @@ impl ConfigWatch for ConfigWatchService {
         };
         let mut labels: Vec<(String, String)> = req.labels.into_iter().collect();
         labels.sort();
+        let staging = is_staging(&labels);
         let hello = NodeHello {
             id: req.node_id.clone(),
             kind,
@@ -146,33 +145,34 @@ impl ConfigWatch for ConfigWatchService {
         if let Err(e) = self.cluster.write(seen).await {
             tracing::warn!(node = %req.node_id, error = %e, "could not record the node");
         }
-        tracing::info!(node = %req.node_id, have = req.have_version, "watch opened");
+        tracing::info!(node = %req.node_id, have = req.have_version, have_purge = req.have_purge, staging, "watch opened");
 
-        let state = StreamState {
-            latest: self.store.subscribe(),
-            stop: self.stop.clone(),
-            sent: req.have_version,
-            _guard: self.watchers.enter(&req.node_id),
+        // A node new to purges starts from now: its cache holds nothing older.
+        let purged = if req.have_purge == 0 {
+            *self.store.subscribe_purges().borrow()
+        } else {
+            req.have_purge
         };
-        let stream = futures_util::stream::unfold(state, |mut s| async move {
-            loop {
-                if *s.stop.borrow() {
-                    return None;
-                }
-                let current = s.latest.borrow_and_update().clone();
-                if let Some(release) = current
-                    && release.version != s.sent
-                {
-                    s.sent = release.version;
-                    return Some((Ok(to_message(&release)), s));
-                }
-                tokio::select! {
-                    changed = s.latest.changed() => if changed.is_err() { return None },
-                    _ = s.stop.changed() => return None,
-                }
-            }
+        let stream = WatchStream {
+            store: self.store.clone(),
+            deltas: self.deltas.clone(),
+            target: if staging {
+                self.store.subscribe()
+            } else {
+                self.store.subscribe_general()
+            },
+            purges: self.store.subscribe_purges(),
+            stop: self.stop.clone(),
+            held: (req.have_version, req.have_sha256),
+            purged,
+            queue: Default::default(),
+        };
+        let guard = self.watchers.enter(&req.node_id);
+        let events = futures_util::stream::unfold((stream, guard), |(mut s, g)| async move {
+            let event = s.next().await?;
+            Some((Ok(event), (s, g)))
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn report(
@@ -207,12 +207,4 @@ impl ConfigWatch for ConfigWatchService {
         }
         Ok(Response::new(cp::ReportAck {}))
     }
-}
-
-struct StreamState {
-    latest: watch::Receiver<Option<Arc<Release>>>,
-    stop: watch::Receiver<bool>,
-    /// The version the node holds: the last one sent, or the one it said it had.
-    sent: u64,
-    _guard: WatchGuard,
 }

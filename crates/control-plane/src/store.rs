@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use outpost_proto::controlplane::v1::Purge;
 use outpost_proto::pb::Config;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -41,6 +42,9 @@ pub struct Release {
     pub sha256: String,
     /// The version this release copied, when it is a rollback.
     pub rollback_of: Option<u64>,
+    /// Sent to nodes labelled `staging` only, until promoted.
+    pub staged: bool,
+    pub promoted_at_ms: Option<i64>,
     /// The config, its `version` field set to `version`.
     pub config: Config,
     /// `config` in the proto3 JSON mapping, as stored and hashed.
@@ -57,6 +61,9 @@ pub struct ReleaseSummary {
     pub sha256: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<u64>,
+    pub staged: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promoted_at_ms: Option<i64>,
 }
 
 impl Release {
@@ -67,6 +74,8 @@ impl Release {
             created_at_ms: self.created_at_ms,
             sha256: self.sha256.clone(),
             rollback_of: self.rollback_of,
+            staged: self.staged,
+            promoted_at_ms: self.promoted_at_ms,
         }
     }
 }
@@ -126,7 +135,25 @@ pub struct TokenInfo {
 /// [`crate::raft::state_machine`], which shares this pool.
 pub struct Store {
     pub(crate) pool: SqlitePool,
+    /// The newest release: what nodes labelled `staging` run.
     latest: watch::Sender<Option<Arc<Release>>>,
+    /// The newest release that is not staged, or was promoted: what every other node runs.
+    general: watch::Sender<Option<Arc<Release>>>,
+    /// The id of the newest purge (0: none yet).
+    purges: watch::Sender<u64>,
+}
+
+/// The columns [`release_from_row`] reads.
+pub(crate) const RELEASE_COLUMNS: &str =
+    "version, note, created_at_ms, sha256, rollback_of, config_json, staged, promoted_at_ms";
+
+/// A purge as the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PurgeInfo {
+    pub id: u64,
+    pub created_at_ms: i64,
+    pub request: serde_json::Value,
 }
 
 fn migrator() -> Migrator {
@@ -143,6 +170,13 @@ fn migrator() -> Migrator {
             "raft".into(),
             MigrationType::Simple,
             sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0002_raft.sql")),
+            false,
+        ),
+        Migration::new(
+            3,
+            "staging and purges".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0003_staging_purges.sql")),
             false,
         ),
     ])
@@ -187,9 +221,10 @@ impl Store {
         let store = Store {
             pool,
             latest: watch::channel(None).0,
+            general: watch::channel(None).0,
+            purges: watch::channel(0).0,
         };
-        let latest = store.latest_release().await?;
-        store.latest.send_replace(latest.map(Arc::new));
+        store.republish().await?;
         Ok(store)
     }
 
@@ -198,9 +233,19 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// The latest release now and after every new one.
+    /// The latest release now and after every new one (staged ones included).
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Release>>> {
         self.latest.subscribe()
+    }
+
+    /// The release nodes not labelled `staging` run, now and after every change.
+    pub fn subscribe_general(&self) -> watch::Receiver<Option<Arc<Release>>> {
+        self.general.subscribe()
+    }
+
+    /// The newest purge's id, now and after every new purge.
+    pub fn subscribe_purges(&self) -> watch::Receiver<u64> {
+        self.purges.subscribe()
     }
 
     // --- the working config ---
@@ -221,33 +266,51 @@ impl Store {
 
     // --- releases ---
 
-    /// Tells watchers about a release applied to the tables.
-    pub(crate) fn publish(&self, release: Release) {
-        self.latest.send_replace(Some(Arc::new(release)));
-    }
-
-    /// Re-reads the latest release and tells watchers (after a snapshot replaced the tables).
+    /// Re-reads the release targets and the newest purge and tells watchers (after applied
+    /// entries or a snapshot changed the tables). Unchanged values wake no one.
     pub(crate) async fn republish(&self) -> Result<(), StoreError> {
         let latest = self.latest_release().await?;
-        self.latest.send_replace(latest.map(Arc::new));
+        let general = self.general_release().await?;
+        let purge = self.last_purge_id().await?;
+        let same = |a: &Option<Arc<Release>>, b: &Option<Release>| {
+            a.as_ref().map(|r| (r.version, r.promoted_at_ms))
+                == b.as_ref().map(|r| (r.version, r.promoted_at_ms))
+        };
+        if !same(&self.latest.borrow(), &latest) {
+            self.latest.send_replace(latest.map(Arc::new));
+        }
+        if !same(&self.general.borrow(), &general) {
+            self.general.send_replace(general.map(Arc::new));
+        }
+        self.purges
+            .send_if_modified(|id| std::mem::replace(id, purge) != purge);
         Ok(())
     }
 
     pub async fn latest_release(&self) -> Result<Option<Release>, StoreError> {
-        let row = sqlx::query(
-            "SELECT version, note, created_at_ms, sha256, rollback_of, config_json
-             FROM releases ORDER BY version DESC LIMIT 1",
-        )
+        self.release_where("1 = 1").await
+    }
+
+    /// The newest release that is not staged, or was promoted.
+    pub async fn general_release(&self) -> Result<Option<Release>, StoreError> {
+        self.release_where("staged = 0 OR promoted_at_ms IS NOT NULL")
+            .await
+    }
+
+    async fn release_where(&self, condition: &str) -> Result<Option<Release>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE {condition}
+             ORDER BY version DESC LIMIT 1"
+        )))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| release_from_row(&r)).transpose()
     }
 
     pub async fn release(&self, version: u64) -> Result<Option<Release>, StoreError> {
-        let row = sqlx::query(
-            "SELECT version, note, created_at_ms, sha256, rollback_of, config_json
-             FROM releases WHERE version = ?",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE version = ?"
+        )))
         .bind(version as i64)
         .fetch_optional(&self.pool)
         .await?;
@@ -257,7 +320,7 @@ impl Store {
     /// Every release, newest first.
     pub async fn releases(&self) -> Result<Vec<ReleaseSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT version, note, created_at_ms, sha256, rollback_of
+            "SELECT version, note, created_at_ms, sha256, rollback_of, staged, promoted_at_ms
              FROM releases ORDER BY version DESC",
         )
         .fetch_all(&self.pool)
@@ -272,9 +335,62 @@ impl Store {
                     rollback_of: r
                         .try_get::<Option<i64>, _>("rollback_of")?
                         .map(|v| v as u64),
+                    staged: r.try_get("staged")?,
+                    promoted_at_ms: r.try_get("promoted_at_ms")?,
                 })
             })
             .collect()
+    }
+
+    // --- purges ---
+
+    pub async fn last_purge_id(&self) -> Result<u64, StoreError> {
+        let id: Option<i64> = sqlx::query("SELECT MAX(id) AS id FROM purges")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("id")?;
+        Ok(id.unwrap_or(0) as u64)
+    }
+
+    /// The purges after `id`, oldest first, and whether all of them are still kept (`false`:
+    /// some purges after `id` were dropped as old).
+    pub async fn purges_after(&self, id: u64) -> Result<(Vec<Purge>, bool), StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, created_at_ms, request_json FROM purges WHERE id > ? ORDER BY id",
+        )
+        .bind(id as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let text: String = r.try_get("request_json")?;
+            let mut p = outpost_proto::purge::parse_request(text.as_bytes())
+                .map_err(|e| StoreError::Corrupt(serde::de::Error::custom(e)))?;
+            p.id = r.try_get::<i64, _>("id")? as u64;
+            p.created_at_ms = r.try_get("created_at_ms")?;
+            out.push(p);
+        }
+        let complete = out.first().is_none_or(|p| p.id == id + 1);
+        Ok((out, complete))
+    }
+
+    /// The newest purges, newest first.
+    pub async fn purges(&self, limit: u32) -> Result<Vec<PurgeInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, created_at_ms, request_json FROM purges ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(PurgeInfo {
+                id: r.try_get::<i64, _>("id")? as u64,
+                created_at_ms: r.try_get("created_at_ms")?,
+                request: serde_json::from_str(&r.try_get::<String, _>("request_json")?)?,
+            });
+        }
+        Ok(out)
     }
 
     // --- tokens ---
@@ -363,6 +479,8 @@ pub(crate) fn release_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Release, S
         rollback_of: r
             .try_get::<Option<i64>, _>("rollback_of")?
             .map(|v| v as u64),
+        staged: r.try_get("staged")?,
+        promoted_at_ms: r.try_get("promoted_at_ms")?,
         config: serde_json::from_str(&config_json)?,
         config_json,
     })

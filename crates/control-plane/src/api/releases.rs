@@ -56,6 +56,16 @@ struct NoteBody {
     note: String,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    #[serde(default)]
+    note: String,
+    /// Nodes labelled `staging` get it; the others when it is promoted.
+    #[serde(default)]
+    staged: bool,
+}
+
 fn with_config(r: &Release) -> Result<serde_json::Value, ApiError> {
     let mut v = serde_json::to_value(r.summary())
         .map_err(|e| ApiError::BadRequest(format!("encoding release: {e}")))?;
@@ -65,20 +75,22 @@ fn with_config(r: &Release) -> Result<serde_json::Value, ApiError> {
     Ok(v)
 }
 
-/// `POST /api/v1/releases {"note": ...}`: the working config becomes the next version.
+/// `POST /api/v1/releases {"note": ..., "staged": bool}`: the working config becomes the next
+/// version.
 pub async fn create(
     caller: Caller,
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Editor)?;
-    let req: NoteBody = parse_body(&body)?;
+    let req: ReleaseBody = parse_body(&body)?;
     // Writes were validated, but the validator may have grown stricter since: check again.
     state.cluster.read_barrier().await?;
     let working = state.store.working_config().await?;
     outpost_proto::validate(&working).map_err(|e| ApiError::Invalid(e.0))?;
     let command = Command::Release {
         note: req.note,
+        staged: req.staged,
         at_ms: now_ms(),
     };
     let release = match state.cluster.write(command).await? {
@@ -86,7 +98,7 @@ pub async fn create(
         Applied::Refused(why) => return Err(ApiError::Refused(why)),
         other => return Err(ApiError::unexpected(other)),
     };
-    tracing::info!(version = release.version, note = %release.note, "release made");
+    tracing::info!(version = release.version, note = %release.note, staged = release.staged, "release made");
     Ok((StatusCode::CREATED, Json(release)).into_response())
 }
 
@@ -134,4 +146,24 @@ pub async fn rollback(
     };
     tracing::info!(version = release.version, of = version, "rollback released");
     Ok((StatusCode::CREATED, Json(release)).into_response())
+}
+
+/// `POST /api/v1/releases/{n}/promote`: a staged release goes to every node.
+pub async fn promote(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(version): Path<u64>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Editor)?;
+    let command = Command::Promote {
+        version,
+        at_ms: now_ms(),
+    };
+    let release = match state.cluster.write(command).await? {
+        Applied::Release(r) => r,
+        Applied::Refused(why) => return Err(ApiError::Refused(why)),
+        other => return Err(ApiError::unexpected(other)),
+    };
+    tracing::info!(version, "staged release promoted");
+    Ok(Json(release).into_response())
 }

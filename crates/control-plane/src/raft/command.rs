@@ -19,8 +19,19 @@ pub enum Command {
         config_json: String,
         at_ms: i64,
     },
-    /// Makes the working config the next release.
-    Release { note: String, at_ms: i64 },
+    /// Makes the working config the next release; a staged one goes to nodes labelled
+    /// `staging` only, until promoted.
+    Release {
+        note: String,
+        #[serde(default)]
+        staged: bool,
+        at_ms: i64,
+    },
+    /// A staged release goes to every node.
+    Promote { version: u64, at_ms: i64 },
+    /// Remove cached responses on every node (`request_json` as `POST /api/v1/purges` took it,
+    /// already checked).
+    Purge { request_json: String, at_ms: i64 },
     /// A new release with the content of release `of`, which also becomes the working config.
     Rollback { of: u64, note: String, at_ms: i64 },
     /// A new API token, known only by its hash.
@@ -55,6 +66,8 @@ pub enum Applied {
     Release(ReleaseSummary),
     /// A token row was inserted with this id.
     Token(i64),
+    /// The purge got this id.
+    Purge(u64),
     Refused(Refusal),
 }
 
@@ -67,6 +80,12 @@ pub enum Refusal {
     NothingToRelease,
     #[error("release {0} does not exist")]
     NoSuchRelease(u64),
+    #[error("release {0} is not staged, or was promoted already")]
+    NotStaged(u64),
+    #[error(
+        "release {version} is older than release {general}, which every node runs already (roll back instead)"
+    )]
+    OlderThanGeneral { version: u64, general: u64 },
     #[error("node {0:?} is not known: it must open a Watch first")]
     NoSuchNode(String),
     #[error("a token exists already")]

@@ -120,7 +120,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let _w = self.writes.lock().await;
         let mut tx = self.store.pool.begin().await.map_err(sm_write)?;
         let mut answers = Vec::new();
-        let mut newest_release = None;
+        let mut notify_watchers = false;
         let mut last = None;
         for entry in entries {
             last = Some(entry.log_id);
@@ -130,9 +130,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let outcome = apply::apply(&mut tx, command)
                         .await
                         .map_err(|e| StorageError::from(StorageIOError::apply(entry.log_id, &e)))?;
-                    if outcome.release.is_some() {
-                        newest_release = outcome.release;
-                    }
+                    notify_watchers |= outcome.notify_watchers;
                     outcome.applied
                 }
                 EntryPayload::Membership(m) => {
@@ -147,8 +145,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             put_meta(&mut tx, "last_applied", &last).await?;
         }
         tx.commit().await.map_err(sm_write)?;
-        if let Some(release) = newest_release {
-            self.store.publish(release);
+        if notify_watchers {
+            // Committed already: a failed re-read only delays watchers until the next change.
+            if let Err(e) = self.store.republish().await {
+                tracing::error!("could not tell watchers about applied entries: {e}");
+            }
         }
         Ok(answers)
     }

@@ -7,25 +7,28 @@
 use outpost_proto::pb::Config;
 use sqlx::{Row, SqliteConnection};
 
-use super::{Release, StoreError, config_to_json, release_from_row, same_content};
+use super::{RELEASE_COLUMNS, Release, StoreError, config_to_json, release_from_row, same_content};
 use crate::auth;
 use crate::raft::{Applied, Command, Refusal};
 
-/// What applying a command did: the answer for the proposer, and the release it made, if any,
-/// for the node's watchers once the transaction commits.
+/// What applying a command did: the answer for the proposer, and whether watchers must be told
+/// (a release, a promotion or a purge) once the transaction commits.
 pub struct Outcome {
     pub applied: Applied,
-    pub release: Option<Release>,
+    pub notify_watchers: bool,
 }
 
 impl From<Applied> for Outcome {
     fn from(applied: Applied) -> Self {
         Outcome {
             applied,
-            release: None,
+            notify_watchers: false,
         }
     }
 }
+
+/// How many purges are kept for nodes that reconnect.
+const PURGES_KEPT: i64 = 1000;
 
 pub async fn apply(conn: &mut SqliteConnection, command: Command) -> Result<Outcome, StoreError> {
     match command {
@@ -34,7 +37,36 @@ pub async fn apply(conn: &mut SqliteConnection, command: Command) -> Result<Outc
             config_json,
             at_ms,
         } => set_working(conn, base_revision, &config_json, at_ms).await,
-        Command::Release { note, at_ms } => release(conn, &note, at_ms).await,
+        Command::Release {
+            note,
+            staged,
+            at_ms,
+        } => release(conn, &note, staged, at_ms).await,
+        Command::Promote { version, at_ms } => promote(conn, version, at_ms).await,
+        Command::Purge {
+            request_json,
+            at_ms,
+        } => {
+            let last: Option<i64> = sqlx::query("SELECT MAX(id) AS id FROM purges")
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get("id")?;
+            let id = last.unwrap_or(0) + 1;
+            sqlx::query("INSERT INTO purges (id, created_at_ms, request_json) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(at_ms)
+                .bind(&request_json)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM purges WHERE id <= ?")
+                .bind(id - PURGES_KEPT)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Outcome {
+                applied: Applied::Purge(id as u64),
+                notify_watchers: true,
+            })
+        }
         Command::Rollback { of, note, at_ms } => rollback(conn, of, &note, at_ms).await,
         Command::CreateToken {
             name,
@@ -163,19 +195,60 @@ async fn set_working(
     Ok(Applied::Revision(current + 1).into())
 }
 
-async fn latest_release(conn: &mut SqliteConnection) -> Result<Option<Release>, StoreError> {
-    let row = sqlx::query(
-        "SELECT version, note, created_at_ms, sha256, rollback_of, config_json
-         FROM releases ORDER BY version DESC LIMIT 1",
-    )
+async fn release_where(
+    conn: &mut SqliteConnection,
+    condition: &str,
+) -> Result<Option<Release>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {RELEASE_COLUMNS} FROM releases WHERE {condition} ORDER BY version DESC LIMIT 1"
+    )))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(|r| release_from_row(&r)).transpose()
 }
 
+async fn latest_release(conn: &mut SqliteConnection) -> Result<Option<Release>, StoreError> {
+    release_where(conn, "1 = 1").await
+}
+
+async fn promote(
+    conn: &mut SqliteConnection,
+    version: u64,
+    at_ms: i64,
+) -> Result<Outcome, StoreError> {
+    let Some(r) = release_where(conn, &format!("version = {version}")).await? else {
+        return Ok(Applied::Refused(Refusal::NoSuchRelease(version)).into());
+    };
+    if !r.staged || r.promoted_at_ms.is_some() {
+        return Ok(Applied::Refused(Refusal::NotStaged(version)).into());
+    }
+    let general = release_where(conn, "staged = 0 OR promoted_at_ms IS NOT NULL").await?;
+    if let Some(g) = general
+        && g.version > version
+    {
+        return Ok(Applied::Refused(Refusal::OlderThanGeneral {
+            version,
+            general: g.version,
+        })
+        .into());
+    }
+    sqlx::query("UPDATE releases SET promoted_at_ms = ? WHERE version = ?")
+        .bind(at_ms)
+        .bind(version as i64)
+        .execute(&mut *conn)
+        .await?;
+    let mut summary = r.summary();
+    summary.promoted_at_ms = Some(at_ms);
+    Ok(Outcome {
+        applied: Applied::Release(summary),
+        notify_watchers: true,
+    })
+}
+
 async fn release(
     conn: &mut SqliteConnection,
     note: &str,
+    staged: bool,
     at_ms: i64,
 ) -> Result<Outcome, StoreError> {
     let (working, _) = working(conn).await?;
@@ -186,10 +259,10 @@ async fn release(
         return Ok(Applied::Refused(Refusal::NothingToRelease).into());
     }
     let version = latest.map_or(1, |r| r.version + 1);
-    let release = insert_release(conn, version, note, working, None, at_ms).await?;
+    let release = insert_release(conn, version, note, working, None, staged, at_ms).await?;
     Ok(Outcome {
         applied: Applied::Release(release.summary()),
-        release: Some(release),
+        notify_watchers: true,
     })
 }
 
@@ -199,14 +272,7 @@ async fn rollback(
     note: &str,
     at_ms: i64,
 ) -> Result<Outcome, StoreError> {
-    let row = sqlx::query(
-        "SELECT version, note, created_at_ms, sha256, rollback_of, config_json
-         FROM releases WHERE version = ?",
-    )
-    .bind(of as i64)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(old) = row.map(|r| release_from_row(&r)).transpose()? else {
+    let Some(old) = release_where(conn, &format!("version = {of}")).await? else {
         return Ok(Applied::Refused(Refusal::NoSuchRelease(of)).into());
     };
     let version = latest_release(conn).await?.map_or(0, |r| r.version) + 1;
@@ -219,10 +285,10 @@ async fn rollback(
     write_working(conn, &old.config, revision + 1, at_ms).await?;
     let mut config = old.config;
     config.version = 0;
-    let release = insert_release(conn, version, &note, config, Some(of), at_ms).await?;
+    let release = insert_release(conn, version, &note, config, Some(of), false, at_ms).await?;
     Ok(Outcome {
         applied: Applied::Release(release.summary()),
-        release: Some(release),
+        notify_watchers: true,
     })
 }
 
@@ -232,14 +298,16 @@ async fn insert_release(
     note: &str,
     mut config: Config,
     rollback_of: Option<u64>,
+    staged: bool,
     created_at_ms: i64,
 ) -> Result<Release, StoreError> {
     config.version = version;
     let config_json = config_to_json(&config)?;
     let sha256 = auth::sha256_hex(config_json.as_bytes());
     sqlx::query(
-        "INSERT INTO releases (version, note, created_at_ms, config_json, sha256, rollback_of)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO releases (version, note, created_at_ms, config_json, sha256, rollback_of,
+                               staged)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(version as i64)
     .bind(note)
@@ -247,6 +315,7 @@ async fn insert_release(
     .bind(&config_json)
     .bind(&sha256)
     .bind(rollback_of.map(|v| v as i64))
+    .bind(staged)
     .execute(&mut *conn)
     .await?;
     Ok(Release {
@@ -255,6 +324,8 @@ async fn insert_release(
         created_at_ms,
         sha256,
         rollback_of,
+        staged,
+        promoted_at_ms: None,
         config,
         config_json,
     })

@@ -16,6 +16,15 @@ pub struct StateDump {
     pub releases: Vec<ReleaseRow>,
     pub tokens: Vec<TokenRow>,
     pub nodes: Vec<NodeRow>,
+    #[serde(default)]
+    pub purges: Vec<PurgeRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PurgeRow {
+    pub id: i64,
+    pub created_at_ms: i64,
+    pub request_json: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +35,10 @@ pub struct ReleaseRow {
     pub config_json: String,
     pub sha256: String,
     pub rollback_of: Option<i64>,
+    #[serde(default)]
+    pub staged: bool,
+    #[serde(default)]
+    pub promoted_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,7 +68,8 @@ pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> 
         .fetch_one(&mut *conn)
         .await?;
     let releases = sqlx::query(
-        "SELECT version, note, created_at_ms, config_json, sha256, rollback_of
+        "SELECT version, note, created_at_ms, config_json, sha256, rollback_of, staged,
+                promoted_at_ms
          FROM releases ORDER BY version",
     )
     .fetch_all(&mut *conn)
@@ -69,6 +83,8 @@ pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> 
             config_json: r.try_get("config_json")?,
             sha256: r.try_get("sha256")?,
             rollback_of: r.try_get("rollback_of")?,
+            staged: r.try_get("staged")?,
+            promoted_at_ms: r.try_get("promoted_at_ms")?,
         })
     })
     .collect::<Result<_, sqlx::Error>>()?;
@@ -109,6 +125,18 @@ pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> 
         })
     })
     .collect::<Result<_, sqlx::Error>>()?;
+    let purges = sqlx::query("SELECT id, created_at_ms, request_json FROM purges ORDER BY id")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PurgeRow {
+                id: r.try_get("id")?,
+                created_at_ms: r.try_get("created_at_ms")?,
+                request_json: r.try_get("request_json")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
     Ok(StateDump {
         working_json: w.try_get("config_json")?,
         working_revision: w.try_get("revision")?,
@@ -116,11 +144,12 @@ pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> 
         releases,
         tokens,
         nodes,
+        purges,
     })
 }
 
 pub async fn restore(conn: &mut SqliteConnection, state: &StateDump) -> Result<(), StoreError> {
-    for table in ["nodes", "api_tokens", "releases"] {
+    for table in ["nodes", "api_tokens", "releases", "purges"] {
         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(&mut *conn)
             .await?;
@@ -136,8 +165,9 @@ pub async fn restore(conn: &mut SqliteConnection, state: &StateDump) -> Result<(
     // Oldest first: a rollback refers to an earlier version.
     for r in &state.releases {
         sqlx::query(
-            "INSERT INTO releases (version, note, created_at_ms, config_json, sha256, rollback_of)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO releases (version, note, created_at_ms, config_json, sha256, rollback_of,
+                                   staged, promoted_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(r.version)
         .bind(&r.note)
@@ -145,6 +175,8 @@ pub async fn restore(conn: &mut SqliteConnection, state: &StateDump) -> Result<(
         .bind(&r.config_json)
         .bind(&r.sha256)
         .bind(r.rollback_of)
+        .bind(r.staged)
+        .bind(r.promoted_at_ms)
         .execute(&mut *conn)
         .await?;
     }
@@ -177,6 +209,14 @@ pub async fn restore(conn: &mut SqliteConnection, state: &StateDump) -> Result<(
         .bind(&n.last_error)
         .execute(&mut *conn)
         .await?;
+    }
+    for p in &state.purges {
+        sqlx::query("INSERT INTO purges (id, created_at_ms, request_json) VALUES (?, ?, ?)")
+            .bind(p.id)
+            .bind(p.created_at_ms)
+            .bind(&p.request_json)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

@@ -60,6 +60,7 @@ impl Machine {
     async fn release(&mut self, note: &str) -> Applied {
         self.run(Command::Release {
             note: note.into(),
+            staged: false,
             at_ms: 2,
         })
         .await

@@ -28,16 +28,29 @@ pub async fn start_node(
     grpc: SocketAddr,
     raft: RaftTuning,
 ) -> ControlPlane {
-    ControlPlane::start(Settings {
-        data_dir: dir.to_path_buf(),
-        api_listen: api,
-        grpc_listen: grpc,
-        node_id,
-        init,
-        raft,
-    })
-    .await
-    .expect("control-plane node starts")
+    // A node restarted on its old ports may find one taken for a moment (by its own listener
+    // still closing, or by another test's connection on a busy machine): retry, bounded.
+    for _ in 0..50 {
+        let started = ControlPlane::start(Settings {
+            data_dir: dir.to_path_buf(),
+            api_listen: api,
+            grpc_listen: grpc,
+            node_id,
+            init,
+            raft,
+        })
+        .await;
+        match started {
+            Ok(cp) => return cp,
+            Err(outpost_control_plane::StartError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("control-plane node starts: {e}"),
+        }
+    }
+    panic!("control-plane node starts: its ports stayed taken for 5 s")
 }
 
 pub async fn start(dir: &Path) -> ControlPlane {

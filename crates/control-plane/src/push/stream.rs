@@ -1,0 +1,182 @@
+//! What one Watch stream sends: the purges the node has not applied, then the release it should
+//! run (a delta from the version it holds when that is exact and smaller, the full release
+//! otherwise), then each new purge and release as they are committed.
+//!
+//! A node labelled `staging` follows the newest release; the others follow the newest release
+//! that is not staged or was promoted. When several releases are made while a stream is busy the
+//! node gets the newest: a delta is taken from the version the node holds, so skipping
+//! versions loses nothing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use outpost_proto::controlplane::v1 as cp;
+use outpost_proto::controlplane::v1::purge::Selector;
+use outpost_proto::controlplane::v1::watch_event::Event;
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::store::{Release, Store};
+
+/// A delta and the sha256 of the release it applies to.
+type CachedDelta = Option<(Arc<cp::ConfigDelta>, String)>;
+
+/// Deltas already computed, by (base version, version): every node one release behind needs the
+/// same one. Small: cleared when full.
+#[derive(Default)]
+pub struct DeltaCache {
+    map: Mutex<HashMap<(u64, u64), CachedDelta>>,
+}
+
+const DELTAS_CACHED: usize = 256;
+
+impl DeltaCache {
+    /// The delta from `base` (the node's copy, whose sha256 it gave) to `release`, or `None`
+    /// when the full release must be sent.
+    async fn delta(
+        &self,
+        store: &Store,
+        base: u64,
+        base_sha256: &str,
+        release: &Release,
+    ) -> Option<Arc<cp::ConfigDelta>> {
+        if base == 0 || base_sha256.is_empty() {
+            return None;
+        }
+        let key = (base, release.version);
+        let cached = self.map.lock().ok()?.get(&key).cloned();
+        let entry = match cached {
+            Some(entry) => entry,
+            None => {
+                let entry = Self::make(store, base, release).await;
+                if let Ok(mut map) = self.map.lock() {
+                    if map.len() >= DELTAS_CACHED {
+                        map.clear();
+                    }
+                    map.insert(key, entry.clone());
+                }
+                entry
+            }
+        };
+        entry
+            .filter(|(_, sha)| sha == base_sha256)
+            .map(|(delta, _)| delta)
+    }
+
+    async fn make(store: &Store, base: u64, release: &Release) -> CachedDelta {
+        let base_release = store.release(base).await.ok()??;
+        let mut d = outpost_proto::delta::make(&base_release.config, &release.config)?;
+        d.version = release.version;
+        d.note = release.note.clone();
+        d.created_at_ms = release.created_at_ms;
+        d.sha256 = release.sha256.clone();
+        // Not smaller than the release: send the release.
+        if d.encoded_len() >= full(release).encoded_len() {
+            return None;
+        }
+        Some((Arc::new(d), base_release.sha256))
+    }
+}
+
+fn full(r: &Release) -> cp::WatchEvent {
+    cp::WatchEvent {
+        event: Some(Event::Release(cp::Release {
+            version: r.version,
+            note: r.note.clone(),
+            created_at_ms: r.created_at_ms,
+            sha256: r.sha256.clone(),
+            config: Some(r.config.clone()),
+        })),
+    }
+}
+
+/// The state of one stream between two messages.
+pub struct WatchStream {
+    pub store: Arc<Store>,
+    pub deltas: Arc<DeltaCache>,
+    /// The release this node should run (staging or general).
+    pub target: watch::Receiver<Option<Arc<Release>>>,
+    pub purges: watch::Receiver<u64>,
+    pub stop: watch::Receiver<bool>,
+    /// The version the node holds (the last one sent, or the one it said it had) and its sha256.
+    pub held: (u64, String),
+    /// The last purge sent (or the one the node said it had applied).
+    pub purged: u64,
+    pub queue: VecDeque<cp::WatchEvent>,
+}
+
+impl WatchStream {
+    /// The next message, or `None` when the stream ends (shutdown, or the store went away).
+    pub async fn next(&mut self) -> Option<cp::WatchEvent> {
+        loop {
+            if *self.stop.borrow() {
+                return None;
+            }
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            let newest_purge = *self.purges.borrow_and_update();
+            if newest_purge > self.purged {
+                self.queue_purges(newest_purge).await;
+                continue;
+            }
+            let target = self.target.borrow_and_update().clone();
+            if let Some(release) = target
+                && release.version != self.held.0
+            {
+                let event = match self
+                    .deltas
+                    .delta(&self.store, self.held.0, &self.held.1, &release)
+                    .await
+                {
+                    Some(d) => cp::WatchEvent {
+                        event: Some(Event::Delta((*d).clone())),
+                    },
+                    None => full(&release),
+                };
+                self.held = (release.version, release.sha256.clone());
+                return Some(event);
+            }
+            tokio::select! {
+                changed = self.target.changed() => if changed.is_err() { return None },
+                changed = self.purges.changed() => if changed.is_err() { return None },
+                _ = self.stop.changed() => return None,
+            }
+        }
+    }
+
+    /// Queues the purges after the last one sent; when some of them are no longer kept, one
+    /// purge of everything stands for them.
+    async fn queue_purges(&mut self, newest: u64) {
+        match self.store.purges_after(self.purged).await {
+            Ok((purges, true)) => {
+                for p in purges {
+                    self.purged = self.purged.max(p.id);
+                    self.queue.push_back(cp::WatchEvent {
+                        event: Some(Event::Purge(p)),
+                    });
+                }
+            }
+            Ok((_, false)) => {
+                tracing::warn!(
+                    from = self.purged,
+                    "purges the node missed are no longer kept: it is told to purge everything"
+                );
+                self.queue.push_back(cp::WatchEvent {
+                    event: Some(Event::Purge(cp::Purge {
+                        id: newest,
+                        created_at_ms: crate::store::now_ms(),
+                        selector: Some(Selector::All(true)),
+                        soft: false,
+                    })),
+                });
+                self.purged = newest;
+            }
+            Err(e) => {
+                // Try again at the next change; meanwhile releases still flow.
+                tracing::error!("reading purges: {e}");
+                self.purged = newest;
+            }
+        }
+    }
+}
