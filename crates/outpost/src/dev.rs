@@ -177,9 +177,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let watch = tokio::spawn(crate::watch::run(
         node.clone(),
         crate::watch::WatchSettings {
-            control_plane: format!("http://{}", cp.grpc_addr()),
+            control_planes: vec![format!("http://{}", cp.grpc_addr())],
             node_id: "dev-edge".into(),
             region: "local".into(),
+            labels: Default::default(),
             state_dir,
         },
         vec![listen.to_string()],

@@ -14,10 +14,15 @@ pub struct EdgeArgs {
     /// Config file, YAML or JSON (by extension).
     #[arg(long, short, required_unless_present = "control_plane")]
     config: Option<PathBuf>,
-    /// Take the config from the control plane instead: its gRPC address, e.g.
-    /// `http://10.0.0.5:7001`. The last applied config is kept in --state-dir.
+    /// Take the config from the control plane instead: the gRPC addresses of its nodes, comma
+    /// separated, tried in turn (e.g. `http://10.0.0.5:7001,http://10.0.0.6:7001`). The last
+    /// applied config is kept in --state-dir.
     #[arg(long, conflicts_with = "config")]
     control_plane: Option<String>,
+    /// A label for the control plane, `KEY=VALUE`, repeatable; `staging=true` gets staged
+    /// releases.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
     /// This node's name for the control plane (default: the host name).
     #[arg(long)]
     node_id: Option<String>,
@@ -36,6 +41,13 @@ pub struct EdgeArgs {
     /// Access log: a file, `-` for standard output, or `off`.
     #[arg(long, default_value = "-")]
     access_log: String,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
 }
 
 pub fn read_config(path: &Path) -> anyhow::Result<pb::Config> {
@@ -124,9 +136,14 @@ async fn run_fed(args: EdgeArgs, control_plane: String) -> anyhow::Result<()> {
     let watch = tokio::spawn(crate::watch::run(
         node.clone(),
         crate::watch::WatchSettings {
-            control_plane,
+            control_planes: control_plane
+                .split(',')
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect(),
             node_id,
             region: args.region.clone(),
+            labels: args.labels.iter().cloned().collect(),
             state_dir: args.state_dir.clone(),
         },
         node.admin_addr()
