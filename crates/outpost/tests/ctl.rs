@@ -523,3 +523,67 @@ async fn an_unreachable_server_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_sends_one_selector_and_the_control_plane_records_it() {
+    let cp = control_plane().await;
+    let url = cp
+        .ctl(&["purge", "--url", "http://www.example.com/app.css"])
+        .await;
+    let out = &url.ok().stdout;
+    assert!(
+        out.starts_with("purge ")
+            && out.ends_with(
+                "of url http://www.example.com/app.css accepted: every node will apply it\n"
+            ),
+        "{out}"
+    );
+    let soft = cp
+        .ctl(&["purge", "--tag", "product-42", "--soft", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        soft["request"],
+        serde_json::json!({"tag": "product-42", "soft": true})
+    );
+    cp.ctl(&["purge", "--all"]).await.ok();
+
+    // The API's own checks still apply: an empty selector is its 400.
+    let empty = cp.ctl(&["purge", "--prefix", ""]).await;
+    assert!(
+        empty
+            .failed()
+            .stderr
+            .contains("POST /api/v1/purges: 400 Bad Request: prefix: must be a non-empty string"),
+        "{}",
+        empty.stderr
+    );
+
+    // Three purges were recorded, newest first, each exactly as asked.
+    let listed = reqwest::Client::new()
+        .get(format!("{}/api/v1/purges", cp.server))
+        .bearer_auth(&cp.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let requests: Vec<&Value> = listed["purges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list of purges: {listed}"))
+        .iter()
+        .map(|p| &p["request"])
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            &serde_json::json!({"all": true}),
+            &serde_json::json!({"tag": "product-42", "soft": true}),
+            &serde_json::json!({"url": "http://www.example.com/app.css"}),
+        ]
+    );
+    cp.cp.shutdown().await;
+}
