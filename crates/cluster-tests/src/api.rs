@@ -99,6 +99,10 @@ impl AdminApi {
         self.call(base, "POST", path, Some(body)).await
     }
 
+    pub async fn delete(&self, base: &str, path: &str) -> Result<Reply, NoAnswer> {
+        self.call(base, "DELETE", path, None).await
+    }
+
     /// `GET /api/v1/cluster` on one node: its view of the cluster (state, leader, term, ...).
     pub async fn cluster_status(&self, base: &str) -> Option<Value> {
         let r = self.get(base, "/cluster").await.ok()?;

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::api::http_client;
 use crate::binary::outpost_binary;
 use crate::cluster::Cluster;
@@ -19,6 +21,9 @@ use crate::wait::{poll_until, wait_until};
 
 /// How long an edge may take to start serving its admin listener.
 pub const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long a release or a report may take to go round (control plane, edge, control plane).
+pub const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
 
 /// On loopback, the most fresh connections made to the shared site address while looking for
 /// an answer from one given edge. With two edges each connection lands on the wanted one with
@@ -128,6 +133,33 @@ impl Cluster {
     pub async fn restart_edge(&mut self, i: usize) {
         self.edges[i].proc.restart();
         self.wait_edge_up(i).await;
+    }
+
+    /// Waits until every running control-plane node lists every edge in `edges` (indices)
+    /// with `appliedVersion` = `version` in `GET /api/v1/nodes` (an edge reports after it has
+    /// applied, so this can come a moment after the edge serves the version). Returns the
+    /// node entries as the lowest-id node lists them.
+    pub async fn wait_api_shows_applied(&self, edges: &[usize], version: u64) -> Vec<Value> {
+        let names: Vec<String> = edges.iter().map(|e| self.edges[*e].name.clone()).collect();
+        let mut first = None;
+        for url in self.live_cp_urls() {
+            let what = format!("{url} shows {names:?} on version {version}");
+            let (api, names) = (self.api(), &names);
+            let url = &url;
+            let listed = wait_until(&what, PROPAGATION_LIMIT, move || async move {
+                let nodes = api.nodes(url).await?;
+                let listed: Vec<Value> = names
+                    .iter()
+                    .filter_map(|n| nodes.iter().find(|x| x["id"] == n.as_str()).cloned())
+                    .collect();
+                let all = listed.len() == names.len()
+                    && listed.iter().all(|n| n["appliedVersion"] == version);
+                all.then_some(listed)
+            })
+            .await;
+            first.get_or_insert(listed);
+        }
+        first.unwrap_or_default()
     }
 
     /// The config version edge `i` serves, from its admin `/status`.
