@@ -224,6 +224,14 @@ impl Cluster {
                 Ok(reply) => return Ok(reply),
                 Err(ForwardError::NotLeader { .. }) => tokio::time::sleep(RETRY_PAUSE).await,
                 Err(ForwardError::Refused(m)) => return Err(ClusterError::Refused(m)),
+                // A node shutting down (this one or the leader) is an outage, not a bug: a
+                // write there may or may not have been committed.
+                Err(ForwardError::Stopped) if is_write => {
+                    return Err(ClusterError::Unknown("a node is shutting down".into()));
+                }
+                Err(ForwardError::Stopped) => {
+                    return Err(ClusterError::NoLeader("a node is shutting down".into()));
+                }
                 Err(ForwardError::Failed(m)) => return Err(ClusterError::Failed(m)),
             }
         }
@@ -277,7 +285,7 @@ impl Cluster {
                 Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
                     Err(ForwardError::NotLeader { leader: None })
                 }
-                Err(RaftError::Fatal(f)) => Err(ForwardError::Failed(f.to_string())),
+                Err(RaftError::Fatal(f)) => Err(fatal(f)),
             },
             ForwardRequest::AddLearner { id, node } => self
                 .raft
@@ -326,6 +334,13 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>) -> F
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
             ForwardError::Refused(c.to_string())
         }
-        RaftError::Fatal(f) => ForwardError::Failed(f.to_string()),
+        RaftError::Fatal(f) => fatal(f),
+    }
+}
+
+fn fatal(f: openraft::error::Fatal<NodeId>) -> ForwardError {
+    match f {
+        openraft::error::Fatal::Stopped => ForwardError::Stopped,
+        other => ForwardError::Failed(other.to_string()),
     }
 }

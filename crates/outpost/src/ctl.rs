@@ -61,6 +61,14 @@ enum CtlCommand {
         /// What this release is for (kept with it and shown by `releases`).
         #[arg(short = 'm', long = "message", value_name = "NOTE")]
         note: String,
+        /// Send it to nodes labelled `staging` only, until `promote`.
+        #[arg(long)]
+        staged: bool,
+    },
+    /// Send a staged release to every node.
+    Promote {
+        /// The staged version.
+        version: u64,
     },
     /// Release an earlier version's config again, as a new version.
     Rollback {
@@ -146,8 +154,14 @@ async fn execute(args: CtlArgs) -> anyhow::Result<()> {
             let reply = c.get("/api/v1/changes").await?;
             show(json_out || json, &reply, output::changes)
         }
-        CtlCommand::Release { note } => {
-            let reply = c.post("/api/v1/releases", &json!({ "note": note })).await?;
+        CtlCommand::Release { note, staged } => {
+            let body = json!({ "note": note, "staged": staged });
+            let reply = c.post("/api/v1/releases", &body).await?;
+            show(json_out, &reply, output::release_made)
+        }
+        CtlCommand::Promote { version } => {
+            let path = format!("/api/v1/releases/{version}/promote");
+            let reply = c.post(&path, &json!({})).await?;
             show(json_out, &reply, output::release_made)
         }
         CtlCommand::Rollback { version, note } => {

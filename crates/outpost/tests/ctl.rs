@@ -354,6 +354,27 @@ async fn rollback_releases_an_earlier_config_as_a_new_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_release_goes_to_staging_then_is_promoted() {
+    let cp = control_plane().await;
+    cp.ctl(&["apply", "-f", &cp.file("good.yaml", GOOD)])
+        .await
+        .ok();
+    let staged = cp.ctl(&["release", "-m", "try", "--staged"]).await;
+    assert_eq!(
+        staged.ok().stdout.lines().next(),
+        Some("released version 1 to nodes labelled staging (promote it to send it to all): try")
+    );
+    let promoted = cp.ctl(&["promote", "1"]).await;
+    assert_eq!(
+        promoted.ok().stdout.lines().next(),
+        Some("promoted version 1 to every node: try")
+    );
+    let again = cp.ctl(&["promote", "1"]).await;
+    assert!(again.failed().stderr.contains("409"), "{}", again.stderr);
+    cp.cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_lists_each_watching_node_with_its_version_and_last_error() {
     let cp = control_plane().await;
     let empty = cp.ctl(&["nodes"]).await;

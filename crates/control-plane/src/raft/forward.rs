@@ -39,7 +39,10 @@ pub enum ForwardError {
     /// The request is not possible as asked (an unknown node, a membership with no voter...).
     #[error("{0}")]
     Refused(String),
-    /// Raft stopped, or storage failed.
+    /// The node that got it is shutting down (its Raft has stopped).
+    #[error("the node is shutting down")]
+    Stopped,
+    /// Storage failed, or Raft stopped for another reason.
     #[error("{0}")]
     Failed(String),
 }

@@ -90,6 +90,9 @@ struct Release {
     #[serde(default)]
     sha256: String,
     rollback_of: Option<u64>,
+    #[serde(default)]
+    staged: bool,
+    promoted_at_ms: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +104,14 @@ struct Releases {
 /// `POST /api/v1/releases` and `.../rollback`: the version made.
 pub fn release_made(reply: &Value) -> anyhow::Result<String> {
     let r: Release = decode(reply, "the release")?;
-    let mut out = format!("released version {}", r.version);
+    let mut out = match (r.staged, r.promoted_at_ms) {
+        (true, None) => format!(
+            "released version {} to nodes labelled staging (promote it to send it to all)",
+            r.version
+        ),
+        (true, Some(_)) => format!("promoted version {} to every node", r.version),
+        _ => format!("released version {}", r.version),
+    };
     if let Some(of) = r.rollback_of {
         out.push_str(&format!(" (the config of version {of})"));
     }
