@@ -36,11 +36,13 @@ pub struct AppState {
     /// Edits of the working config through this node, one at a time.
     pub edits: Arc<tokio::sync::Mutex<()>>,
     pub watchers: Arc<Watchers>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .route(
             "/api/v1/config",
@@ -90,7 +92,59 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             linearizable_reads,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
+}
+
+/// Counts each request by method, route pattern (not the raw path: bounded labels) and status.
+async fn count_requests(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().as_str().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .request(&method, &route, response.status().as_u16());
+    response
+}
+
+/// `GET /metrics`: Prometheus text, no token.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let now = crate::metrics::Snapshot {
+        cluster: state.cluster.status(),
+        watch_streams: state.watchers.count(),
+        latest_release: state
+            .store
+            .subscribe()
+            .borrow()
+            .as_ref()
+            .map_or(0, |r| r.version),
+        general_release: state
+            .store
+            .subscribe_general()
+            .borrow()
+            .as_ref()
+            .map_or(0, |r| r.version),
+        last_purge: *state.store.subscribe_purges().borrow(),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(now),
+    )
+        .into_response()
 }
 
 /// Makes every read of the replicated state linearizable: before a `GET` is served, this node

@@ -14,15 +14,17 @@
 //!   only applied log entries write here.
 //! - [`api`]: the admin REST API (axum), with bearer tokens and roles; validation with
 //!   `outpost_proto::validate` before anything is stored.
-//! - [`push`]: the gRPC `ConfigWatch` service (tonic): `Watch` streams releases, `Report` records
-//!   what each node applied.
+//! - [`push`]: the gRPC `ConfigWatch` service (tonic): `Watch` streams releases (whole or as
+//!   deltas) and purges, `Report` records what each node applied.
 //! - [`diff`]: what changed between two configs, as a pure function.
 //! - [`auth`]: roles and tokens.
+//! - [`metrics`]: Prometheus metrics (`GET /metrics`).
 pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod diff;
 pub mod lua_check;
+pub mod metrics;
 pub mod push;
 pub mod raft;
 pub mod server;

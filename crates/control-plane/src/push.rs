@@ -28,6 +28,11 @@ pub struct Watchers {
 }
 
 impl Watchers {
+    /// Streams open now.
+    pub fn count(&self) -> usize {
+        self.open.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+
     pub fn is_connected(&self, node_id: &str) -> bool {
         self.open
             .lock()
@@ -70,6 +75,7 @@ pub struct ConfigWatchService {
     cluster: Arc<Cluster>,
     watchers: Arc<Watchers>,
     deltas: Arc<DeltaCache>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Becomes `true` at shutdown, ending every stream so the server can stop.
     stop: watch::Receiver<bool>,
 }
@@ -86,8 +92,15 @@ impl ConfigWatchService {
             cluster,
             watchers,
             deltas: Arc::default(),
+            metrics: Arc::default(),
             stop,
         }
+    }
+
+    /// Counts what the streams send in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -168,9 +181,21 @@ impl ConfigWatch for ConfigWatchService {
             queue: Default::default(),
         };
         let guard = self.watchers.enter(&req.node_id);
-        let events = futures_util::stream::unfold((stream, guard), |(mut s, g)| async move {
-            let event = s.next().await?;
-            Some((Ok(event), (s, g)))
+        let metrics = self.metrics.clone();
+        let events = futures_util::stream::unfold((stream, guard), move |(mut s, g)| {
+            let metrics = metrics.clone();
+            async move {
+                let event = s.next().await?;
+                use outpost_proto::controlplane::v1::watch_event::Event;
+                let kind = match &event.event {
+                    Some(Event::Release(_)) => "release",
+                    Some(Event::Delta(_)) => "delta",
+                    Some(Event::Purge(_)) => "purge",
+                    None => "empty",
+                };
+                metrics.event_sent(kind, prost::Message::encoded_len(&event));
+                Some((Ok(event), (s, g)))
+            }
         });
         Ok(Response::new(Box::pin(events)))
     }

@@ -166,11 +166,13 @@ impl ControlPlane {
 
         let (stop, stop_rx) = watch::channel(false);
         let watchers = Arc::new(Watchers::default());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let router = api::router(AppState {
             store: store.clone(),
             cluster: cluster.clone(),
             edits: Default::default(),
             watchers: watchers.clone(),
+            metrics: metrics.clone(),
         });
         let mut api_stop = stop_rx.clone();
         let api_task = tokio::spawn(async move {
@@ -185,7 +187,8 @@ impl ControlPlane {
         });
 
         let service =
-            ConfigWatchService::new(store.clone(), cluster.clone(), watchers, stop_rx.clone());
+            ConfigWatchService::new(store.clone(), cluster.clone(), watchers, stop_rx.clone())
+                .with_metrics(metrics);
         let raft_service = RaftService::new(cluster.clone());
         let mut grpc_stop = stop_rx;
         let grpc_task = tokio::spawn(async move {

@@ -386,6 +386,25 @@ async fn purges_reach_every_watching_node_without_a_release() {
         listed["purges"][2]["request"]["url"],
         "http://site.example/a.css"
     );
+
+    // The node's metrics count what the streams sent and show where Raft and purges are.
+    let metrics = api.get("/metrics").await.text;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+    };
+    // a and b got purge 1, a got 2 and 3, b (back) got 2 and 3.
+    assert_eq!(value("outpost_cp_watch_events_total{kind=\"purge\"}"), 6.0);
+    assert_eq!(value("outpost_cp_last_purge_id"), 3.0);
+    assert_eq!(value("outpost_cp_raft_is_leader"), 1.0);
+    assert_eq!(value("outpost_cp_watch_streams"), 3.0);
+    assert!(
+        value(
+            "outpost_cp_api_requests_total{method=\"POST\",route=\"/api/v1/purges\",status=\"202\"}"
+        ) >= 3.0
+    );
     cp.shutdown().await;
 }
 
