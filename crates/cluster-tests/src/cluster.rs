@@ -122,6 +122,19 @@ impl Cluster {
         (l.local_addr().expect("bound"), l)
     }
 
+    /// A socket listening on `port` (all addresses) on edge `i`'s host only, in namespaces:
+    /// a release with a listener on that port cannot be applied by that edge alone. Keep the
+    /// socket alive as long as the port must stay taken.
+    pub fn occupy_on_edge(&self, i: usize, port: u16) -> std::net::TcpListener {
+        let host = &self.edges[i].host;
+        assert!(
+            host.netns.is_some(),
+            "occupy_on_edge is for namespaces; on loopback use taken_listen"
+        );
+        crate::netns::listen_in(host, SocketAddr::from(([0, 0, 0, 0], port)))
+            .unwrap_or_else(|e| panic!("taking port {port} on {}: {e}", host.name))
+    }
+
     /// Starts an origin answering with its `name` (see [`Origin`]); returns its address.
     pub async fn start_origin(&mut self, name: &str) -> SocketAddr {
         let ip = match self.test_ip {

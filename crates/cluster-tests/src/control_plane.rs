@@ -60,9 +60,17 @@ impl Cluster {
     /// Starts `n` control-plane nodes (ids 1..=n) and waits until all are voters that agree on
     /// a leader. Returns the leader's id.
     pub async fn start_control_plane(&mut self, n: u64) -> u64 {
+        let regions = vec![""; n as usize];
+        self.start_control_plane_in(&regions).await
+    }
+
+    /// As [`Cluster::start_control_plane`], one node per region given (regions matter in
+    /// namespaces, where links between regions can be delayed).
+    pub async fn start_control_plane_in(&mut self, regions: &[&str]) -> u64 {
         assert!(self.cps.is_empty(), "the control plane is started once");
+        let n = regions.len() as u64;
         assert!(n >= 1);
-        self.spawn_cp(1, None);
+        self.spawn_cp(1, regions[0], None);
         let token = self.read_token(1).await;
         let api = AdminApi::new(&token);
         self.api = Some(api.clone());
@@ -74,16 +82,17 @@ impl Cluster {
         .await;
         // Joins one at a time: each is a membership change of its own.
         for id in 2..=n {
-            self.spawn_cp(id, Some((first.clone(), token.clone())));
+            let region = regions[id as usize - 1];
+            self.spawn_cp(id, region, Some((first.clone(), token.clone())));
             self.wait_log(id, "joined the cluster", JOIN_LIMIT).await;
         }
         let all: Vec<u64> = (1..=n).collect();
         self.wait_leader(&all, None).await
     }
 
-    fn spawn_cp(&mut self, id: u64, join: Option<(String, String)>) {
+    fn spawn_cp(&mut self, id: u64, region: &str, join: Option<(String, String)>) {
         let name = format!("cp{id}");
-        let host = self.net.host(&name, "");
+        let host = self.net.host(&name, region);
         let api = SocketAddr::new(host.ip, self.net.tcp_port(&host, ports::CP_API));
         let grpc = SocketAddr::new(host.ip, self.net.tcp_port(&host, ports::CP_GRPC));
         let data = self.dir().join(&name);

@@ -15,7 +15,7 @@
 //! namespaces this test made: nothing touches the machine's own network. The tokio runtime must
 //! be built after that, so that its threads are in the private namespace too (a scenario using
 //! namespaces is a plain `#[test]` that builds its runtime itself). Node namespaces are named
-//! `op<pid>-<n>` and deleted when the [`Lab`] is dropped.
+//! `op<pid>l<lab>-<n>` and deleted when the [`Lab`] is dropped.
 //!
 //! Delay between regions: on the bridge side of each node's veth a `prio` qdisc sends packets
 //! coming from nodes of other regions through a `netem delay` band, so traffic between regions
@@ -26,10 +26,11 @@
 //! no delay, and the reason is printed).
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::OwnedFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::network::Host;
@@ -99,8 +100,10 @@ impl Lab {
             },
             None => None,
         };
+        static LABS: AtomicU32 = AtomicU32::new(0);
+        let lab = LABS.fetch_add(1, Ordering::Relaxed);
         Ok(Lab {
-            prefix: format!("op{}", std::process::id()),
+            prefix: format!("op{}l{lab}", std::process::id()),
             hosts: Vec::new(),
             delay,
         })
@@ -189,16 +192,41 @@ impl Lab {
     }
 }
 
-/// Checks that a netem qdisc can be made here, on a throwaway dummy link.
+/// Checks that what [`Lab::delay_between_regions`] uses (a `prio` qdisc, a `netem` child, a
+/// `u32` filter) can be made here, on the bridge, and removes it again.
 fn netem_works(d: Duration) -> Result<(), String> {
     run("tc", &["-V"]).map_err(|e| format!("tc is not installed: {e}"))?;
-    ip("link add obprobe type dummy")?;
-    let r = tc(&format!(
-        "qdisc add dev obprobe root netem delay {}ms",
-        d.as_millis()
-    ));
-    let _ = ip("link del obprobe");
-    r
+    let r = (|| {
+        tc(&format!(
+            "qdisc add dev {BRIDGE} root handle 1: prio bands 4 priomap 0 1 2 2 2 2 2 2 2 2 2 2 2 2 2 2"
+        ))?;
+        tc(&format!(
+            "qdisc add dev {BRIDGE} parent 1:4 handle 40: netem delay {}ms",
+            d.as_millis()
+        ))?;
+        tc(&format!(
+            "filter add dev {BRIDGE} parent 1: protocol ip prio 1 u32 match ip src 10.77.0.254/32 flowid 1:4"
+        ))
+    })();
+    let _ = tc(&format!("qdisc del dev {BRIDGE} root"));
+    r.map_err(|e| format!("this kernel cannot delay links ({e})"))
+}
+
+/// A listening socket on `addr` inside `host`'s namespace (made on a short-lived thread that
+/// enters it; a socket stays in the namespace it was made in).
+pub fn listen_in(host: &Host, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let Some(fd) = host.netns.clone() else {
+        return TcpListener::bind(addr);
+    };
+    std::thread::spawn(move || {
+        // SAFETY: setns moves only this new thread, which ends right after binding.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        TcpListener::bind(addr)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the thread binding in the namespace panicked"))?
 }
 
 impl Drop for Lab {
@@ -209,4 +237,29 @@ impl Drop for Lab {
             }
         }
     }
+}
+
+/// Runs `scenario` on a [`Cluster`](crate::Cluster) in namespaces, on a tokio runtime built
+/// after this thread entered its private namespace. Returns false, having printed why, when
+/// namespaces cannot be made here (not root, no `ip`): the caller's test then checks nothing.
+pub fn run_scenario<F, Fut>(delay: Option<Duration>, scenario: F) -> bool
+where
+    F: FnOnce(crate::Cluster) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let lab = match Lab::enter(delay) {
+        Ok(lab) => lab,
+        Err(reason) => {
+            eprintln!("skipped: the namespace variant cannot run here: {reason}");
+            return false;
+        }
+    };
+    // Built after unshare: the runtime's threads inherit the private namespace.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(scenario(crate::Cluster::in_namespaces(lab)));
+    true
 }
