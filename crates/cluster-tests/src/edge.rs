@@ -1,9 +1,8 @@
 //! Edge nodes fed by the control plane:
 //! `outpost edge --control-plane URLS --node-id NAME --region R --state-dir DIR`.
 //!
-//! The control-plane URLs are gRPC listeners. Today the edge takes one URL; they are passed
-//! joined with commas, so that when the edge accepts a list (and fails over between its
-//! members) a scenario can hand it several without changing the harness.
+//! The control-plane URLs are gRPC listeners, passed joined with commas: the edge tries them in
+//! the order given, going on to the next when a watch fails.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,7 +56,7 @@ impl EdgeNode {
 
 impl Cluster {
     /// Starts an edge called `name` in `region`, watching the control-plane nodes `cps` (by
-    /// id; their gRPC URLs are joined with commas: pass one until the edge takes a list).
+    /// id, tried in this order).
     /// Waits until its admin listener answers. Returns its index.
     pub async fn start_edge(&mut self, name: &str, region: &str, cps: &[u64]) -> usize {
         let urls: Vec<String> = cps.iter().map(|id| self.cp(*id).grpc_url()).collect();

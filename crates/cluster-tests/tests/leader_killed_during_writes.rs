@@ -1,7 +1,8 @@
 //! Scenario 2: the control-plane leader is killed with SIGKILL while a client keeps writing
 //! through the API (to every node in turn, going on to the next one after a failure). The
 //! edges keep serving, the two survivors elect a new leader, a release made after the failover
-//! reaches the edges, and every write that was acknowledged is read back from both survivors.
+//! reaches the edges (one of them was watching the dead leader and moves to a survivor), and
+//! every write that was acknowledged is read back from both survivors.
 
 use std::time::Duration;
 
@@ -27,9 +28,14 @@ async fn killing_the_leader_mid_writes_loses_no_acknowledged_write_and_edges_kee
     .await;
     api.release(&via, "v1").await;
 
-    // The edges watch nodes that stay up: the edge takes one control-plane URL today.
-    let eu = c.start_edge("edge-eu", "eu-west", &[survivors[0]]).await;
-    let us = c.start_edge("edge-us", "us-east", &[survivors[1]]).await;
+    // Each edge knows every control-plane node and tries them in turn; edge-eu watches the
+    // leader first, so it has to move to a survivor when the leader dies.
+    let eu = c
+        .start_edge("edge-eu", "eu-west", &[old, survivors[0], survivors[1]])
+        .await;
+    let us = c
+        .start_edge("edge-us", "us-east", &[survivors[1], old, survivors[0]])
+        .await;
     for e in [eu, us] {
         c.wait_edge_serves(e, "/", "v1", PROPAGATION).await;
     }

@@ -13,13 +13,6 @@ use outpost_cluster_tests::workload::{ApiLoad, Op};
 /// not a slow machine.
 const GENEROUS_GAP: Duration = Duration::from_secs(10);
 
-/// A node that got SIGTERM stops its Raft before its admin API stops taking requests, so a
-/// request arriving in between gets `500 {"error":"raft error"}` (its log: "raft stopped")
-/// instead of `503`. Tolerated and printed until the control plane answers 503 there.
-fn is_known_shutdown_error(unexpected: &str) -> bool {
-    unexpected.ends_with(r#": 500 {"error":"raft error"}"#)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_control_plane_node_keeps_reads_and_writes_going() {
     let mut c = Cluster::new();
@@ -71,20 +64,11 @@ async fn a_rolling_restart_of_every_control_plane_node_keeps_reads_and_writes_go
             "{what}: {} ok of {}, {} answered 503, {} unanswered; longest gap without a success {:?}",
             r.successes, r.requests, r.unavailable, r.unanswered, r.longest_gap
         );
-        let (known, other): (Vec<&String>, Vec<&String>) = r
-            .unexpected
-            .iter()
-            .partition(|u| is_known_shutdown_error(u));
-        if !known.is_empty() {
-            eprintln!(
-                "KNOWN ISSUE: {what}: {} answered 500 \"raft error\" by a node shutting down \
-                 (Raft stops before the API does; should be 503): {known:?}",
-                known.len()
-            );
-        }
+        // A node shutting down answers 503 too, never 500.
         assert!(
-            other.is_empty(),
-            "{what}: only 2xx, 503 or no answer: {other:?}"
+            r.unexpected.is_empty(),
+            "{what}: only 2xx, 503 or no answer: {:?}",
+            r.unexpected
         );
         assert!(
             r.longest_gap < GENEROUS_GAP,
