@@ -8,6 +8,7 @@
 mod cluster;
 mod error;
 mod objects;
+mod partitions;
 mod purges;
 mod releases;
 
@@ -73,6 +74,14 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(releases::promote),
         )
         .route("/api/v1/purges", get(purges::list).post(purges::create))
+        .route(
+            "/api/v1/partitions",
+            get(partitions::list).post(partitions::create),
+        )
+        .route(
+            "/api/v1/partitions/{name}",
+            axum::routing::delete(partitions::delete),
+        )
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/cluster", get(cluster::status))
@@ -125,13 +134,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
         watch_streams: state.watchers.count(),
         latest_release: state
             .store
-            .subscribe()
+            .subscribe(crate::store::DEFAULT_PARTITION)
             .borrow()
             .as_ref()
             .map_or(0, |r| r.version),
         general_release: state
             .store
-            .subscribe_general()
+            .subscribe_general(crate::store::DEFAULT_PARTITION)
             .borrow()
             .as_ref()
             .map_or(0, |r| r.version),

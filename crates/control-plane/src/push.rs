@@ -109,6 +109,15 @@ fn is_staging(labels: &[(String, String)]) -> bool {
     labels.iter().any(|(k, v)| k == "staging" && v != "false")
 }
 
+/// A node's partition: its `partition` label, or the default one.
+fn partition_of(labels: &[(String, String)]) -> String {
+    labels
+        .iter()
+        .find(|(k, _)| k == "partition")
+        .map_or(crate::store::DEFAULT_PARTITION, |(_, v)| v.as_str())
+        .to_string()
+}
+
 fn unavailable(e: ClusterError) -> Status {
     Status::unavailable(format!("control plane: {e}"))
 }
@@ -142,6 +151,7 @@ impl ConfigWatch for ConfigWatchService {
         let mut labels: Vec<(String, String)> = req.labels.into_iter().collect();
         labels.sort();
         let staging = is_staging(&labels);
+        let partition = partition_of(&labels);
         let hello = NodeHello {
             id: req.node_id.clone(),
             kind,
@@ -158,7 +168,7 @@ impl ConfigWatch for ConfigWatchService {
         if let Err(e) = self.cluster.write(seen).await {
             tracing::warn!(node = %req.node_id, error = %e, "could not record the node");
         }
-        tracing::info!(node = %req.node_id, have = req.have_version, have_purge = req.have_purge, staging, "watch opened");
+        tracing::info!(node = %req.node_id, have = req.have_version, have_purge = req.have_purge, staging, %partition, "watch opened");
 
         // A node new to purges starts from now: its cache holds nothing older.
         let purged = if req.have_purge == 0 {
@@ -169,10 +179,11 @@ impl ConfigWatch for ConfigWatchService {
         let stream = WatchStream {
             store: self.store.clone(),
             deltas: self.deltas.clone(),
+            partition: partition.clone(),
             target: if staging {
-                self.store.subscribe()
+                self.store.subscribe(&partition)
             } else {
-                self.store.subscribe_general()
+                self.store.subscribe_general(&partition)
             },
             purges: self.store.subscribe_purges(),
             stop: self.stop.clone(),

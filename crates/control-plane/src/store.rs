@@ -8,6 +8,7 @@
 //! Configs are stored as text in the proto3 JSON mapping (pbjson), the form the API shows; a
 //! release's sha256 is taken over exactly the stored text.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,7 +31,12 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored config is not valid JSON for the schema: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("partition {0:?} does not exist")]
+    NoSuchPartition(String),
 }
+
+/// The partition of nodes without a `partition` label, and of API calls that name none.
+pub const DEFAULT_PARTITION: &str = "default";
 
 /// One immutable version of the whole config.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,12 +141,30 @@ pub struct TokenInfo {
 /// [`crate::raft::state_machine`], which shares this pool.
 pub struct Store {
     pub(crate) pool: SqlitePool,
-    /// The newest release: what nodes labelled `staging` run.
-    latest: watch::Sender<Option<Arc<Release>>>,
-    /// The newest release that is not staged, or was promoted: what every other node runs.
-    general: watch::Sender<Option<Arc<Release>>>,
+    /// Per partition, what its nodes run (created on first use, so a watch can wait for a
+    /// partition that has no release yet).
+    targets: std::sync::Mutex<HashMap<String, Targets>>,
     /// The id of the newest purge (0: none yet).
     purges: watch::Sender<u64>,
+}
+
+type ReleaseTx = watch::Sender<Option<Arc<Release>>>;
+
+#[derive(Default)]
+struct Targets {
+    /// The newest release: what nodes labelled `staging` run.
+    latest: ReleaseTx,
+    /// The newest release that is not staged, or was promoted: what every other node runs.
+    general: ReleaseTx,
+}
+
+/// A partition as the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionInfo {
+    pub name: String,
+    pub created_at_ms: i64,
+    pub latest_version: Option<u64>,
 }
 
 /// The columns [`release_from_row`] reads.
@@ -177,6 +201,13 @@ fn migrator() -> Migrator {
             "staging and purges".into(),
             MigrationType::Simple,
             sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0003_staging_purges.sql")),
+            false,
+        ),
+        Migration::new(
+            5,
+            "partitions".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0005_partitions.sql")),
             false,
         ),
     ])
@@ -220,8 +251,7 @@ impl Store {
         migrator().run(&pool).await?;
         let store = Store {
             pool,
-            latest: watch::channel(None).0,
-            general: watch::channel(None).0,
+            targets: Default::default(),
             purges: watch::channel(0).0,
         };
         store.republish().await?;
@@ -233,14 +263,19 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// The latest release now and after every new one (staged ones included).
-    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Release>>> {
-        self.latest.subscribe()
+    fn with_targets<T>(&self, partition: &str, f: impl FnOnce(&Targets) -> T) -> T {
+        let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(partition.to_string()).or_default())
     }
 
-    /// The release nodes not labelled `staging` run, now and after every change.
-    pub fn subscribe_general(&self) -> watch::Receiver<Option<Arc<Release>>> {
-        self.general.subscribe()
+    /// A partition's latest release now and after every new one (staged ones included).
+    pub fn subscribe(&self, partition: &str) -> watch::Receiver<Option<Arc<Release>>> {
+        self.with_targets(partition, |t| t.latest.subscribe())
+    }
+
+    /// The release a partition's nodes not labelled `staging` run, now and after every change.
+    pub fn subscribe_general(&self, partition: &str) -> watch::Receiver<Option<Arc<Release>>> {
+        self.with_targets(partition, |t| t.general.subscribe())
     }
 
     /// The newest purge's id, now and after every new purge.
@@ -250,18 +285,50 @@ impl Store {
 
     // --- the working config ---
 
-    pub async fn working_config(&self) -> Result<Config, StoreError> {
-        Ok(self.working().await?.0)
+    pub async fn working_config(&self, partition: &str) -> Result<Config, StoreError> {
+        Ok(self.working(partition).await?.0)
     }
 
-    /// The working config and its revision (the number of edits applied to it).
-    pub async fn working(&self) -> Result<(Config, u64), StoreError> {
-        let row = sqlx::query("SELECT config_json, revision FROM working_config WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+    /// A partition's working config and its revision (the number of edits applied to it).
+    pub async fn working(&self, partition: &str) -> Result<(Config, u64), StoreError> {
+        let row =
+            sqlx::query("SELECT config_json, revision FROM working_config WHERE partition = ?")
+                .bind(partition)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NoSuchPartition(partition.to_string()))?;
         let text: String = row.try_get("config_json")?;
         let revision: i64 = row.try_get("revision")?;
         Ok((serde_json::from_str(&text)?, revision as u64))
+    }
+
+    // --- partitions ---
+
+    pub async fn partitions(&self) -> Result<Vec<PartitionInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.name, p.created_at_ms, MAX(r.version) AS latest
+             FROM partitions p LEFT JOIN releases r ON r.partition = p.name
+             GROUP BY p.name ORDER BY p.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PartitionInfo {
+                    name: r.try_get("name")?,
+                    created_at_ms: r.try_get("created_at_ms")?,
+                    latest_version: r.try_get::<Option<i64>, _>("latest")?.map(|v| v as u64),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn partition_exists(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM partitions WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
     }
 
     // --- releases ---
@@ -269,60 +336,90 @@ impl Store {
     /// Re-reads the release targets and the newest purge and tells watchers (after applied
     /// entries or a snapshot changed the tables). Unchanged values wake no one.
     pub(crate) async fn republish(&self) -> Result<(), StoreError> {
-        let latest = self.latest_release().await?;
-        let general = self.general_release().await?;
+        let mut names: Vec<String> = self
+            .partitions()
+            .await?
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        // Partitions deleted meanwhile: their watchers are told there is nothing to run.
+        names.extend(
+            self.targets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned(),
+        );
+        names.sort();
+        names.dedup();
+        for name in names {
+            let latest = self.latest_release(&name).await?;
+            let general = self.general_release(&name).await?;
+            let same = |a: &Option<Arc<Release>>, b: &Option<Release>| {
+                a.as_ref()
+                    .map(|r| (r.version, r.promoted_at_ms, r.sha256.clone()))
+                    == b.as_ref()
+                        .map(|r| (r.version, r.promoted_at_ms, r.sha256.clone()))
+            };
+            self.with_targets(&name, |t| {
+                if !same(&t.latest.borrow(), &latest) {
+                    t.latest.send_replace(latest.map(Arc::new));
+                }
+                if !same(&t.general.borrow(), &general) {
+                    t.general.send_replace(general.map(Arc::new));
+                }
+            });
+        }
         let purge = self.last_purge_id().await?;
-        let same = |a: &Option<Arc<Release>>, b: &Option<Release>| {
-            a.as_ref().map(|r| (r.version, r.promoted_at_ms))
-                == b.as_ref().map(|r| (r.version, r.promoted_at_ms))
-        };
-        if !same(&self.latest.borrow(), &latest) {
-            self.latest.send_replace(latest.map(Arc::new));
-        }
-        if !same(&self.general.borrow(), &general) {
-            self.general.send_replace(general.map(Arc::new));
-        }
         self.purges
             .send_if_modified(|id| std::mem::replace(id, purge) != purge);
         Ok(())
     }
 
-    pub async fn latest_release(&self) -> Result<Option<Release>, StoreError> {
-        self.release_where("1 = 1").await
+    pub async fn latest_release(&self, partition: &str) -> Result<Option<Release>, StoreError> {
+        self.release_where(partition, "1 = 1").await
     }
 
     /// The newest release that is not staged, or was promoted.
-    pub async fn general_release(&self) -> Result<Option<Release>, StoreError> {
-        self.release_where("staged = 0 OR promoted_at_ms IS NOT NULL")
+    pub async fn general_release(&self, partition: &str) -> Result<Option<Release>, StoreError> {
+        self.release_where(partition, "(staged = 0 OR promoted_at_ms IS NOT NULL)")
             .await
     }
 
-    async fn release_where(&self, condition: &str) -> Result<Option<Release>, StoreError> {
+    async fn release_where(
+        &self,
+        partition: &str,
+        condition: &str,
+    ) -> Result<Option<Release>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RELEASE_COLUMNS} FROM releases WHERE {condition}
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE partition = ? AND {condition}
              ORDER BY version DESC LIMIT 1"
         )))
+        .bind(partition)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| release_from_row(&r)).transpose()
     }
 
-    pub async fn release(&self, version: u64) -> Result<Option<Release>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RELEASE_COLUMNS} FROM releases WHERE version = ?"
-        )))
-        .bind(version as i64)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| release_from_row(&r)).transpose()
+    pub async fn release(
+        &self,
+        partition: &str,
+        version: u64,
+    ) -> Result<Option<Release>, StoreError> {
+        self.release_where(partition, &format!("version = {version}"))
+            .await
     }
 
-    /// Every release, newest first.
-    pub async fn releases(&self) -> Result<Vec<ReleaseSummary>, StoreError> {
+    /// A partition's releases, newest first.
+    pub async fn releases(&self, partition: &str) -> Result<Vec<ReleaseSummary>, StoreError> {
+        if !self.partition_exists(partition).await? {
+            return Err(StoreError::NoSuchPartition(partition.to_string()));
+        }
         let rows = sqlx::query(
             "SELECT version, note, created_at_ms, sha256, rollback_of, staged, promoted_at_ms
-             FROM releases ORDER BY version DESC",
+             FROM releases WHERE partition = ? ORDER BY version DESC",
         )
+        .bind(partition)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

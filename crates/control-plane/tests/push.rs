@@ -459,3 +459,114 @@ async fn a_staged_release_goes_to_staging_nodes_until_it_is_promoted() {
     assert_eq!(listed["releases"][0]["staged"], true);
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_partition_has_its_own_config_and_releases_and_its_nodes_get_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path()).await;
+    let api = Api::new(&cp, cp.bootstrap_token().unwrap());
+    api.put("/api/v1/config/upstreams/api", UPSTREAM_API).await;
+    api.post("/api/v1/releases", r#"{"note":"default one"}"#)
+        .await;
+
+    // Bad and unknown partitions.
+    let bad = api
+        .post("/api/v1/partitions", r#"{"name": "EU West"}"#)
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert!(bad.text.contains("partition"), "{}", bad.text);
+    let unknown = api.get("/api/v1/config?partition=nowhere").await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    let unknown = api
+        .post("/api/v1/releases?partition=nowhere", r#"{"note":"x"}"#)
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+
+    let made = api.post("/api/v1/partitions", r#"{"name": "eu"}"#).await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    assert_eq!(
+        api.post("/api/v1/partitions", r#"{"name": "eu"}"#)
+            .await
+            .status,
+        409
+    );
+    // Its own working config: empty, whatever the default partition holds.
+    let eu_config = api.get("/api/v1/config?partition=eu").await.json();
+    assert_eq!(eu_config, serde_json::json!({}));
+    let r = api
+        .put(
+            "/api/v1/config/shared_dicts/eu_only?partition=eu",
+            r#"{"capacityBytes": 8192}"#,
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.text);
+    assert!(
+        api.get("/api/v1/config/shared_dicts")
+            .await
+            .json()
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "the default partition does not see it"
+    );
+    let released = api
+        .post("/api/v1/releases?partition=eu", r#"{"note":"eu one"}"#)
+        .await;
+    assert_eq!(released.status, 201, "{}", released.text);
+    assert_eq!(
+        released.json()["version"],
+        1,
+        "versions count per partition"
+    );
+
+    let mut grpc = client(&cp).await;
+    let mut eu = grpc
+        .watch(WatchRequest {
+            labels: [("partition".to_string(), "eu".to_string())].into(),
+            ..hello("eu-edge", 0)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut default = grpc
+        .watch(hello("default-edge", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = next(&mut eu).await;
+    assert_eq!(got.note, "eu one");
+    assert_eq!(got.config.unwrap().shared_dicts[0].name, "eu_only");
+    let got = next(&mut default).await;
+    assert_eq!(got.note, "default one");
+
+    // A release in one partition reaches only its nodes.
+    api.put(
+        "/api/v1/config/shared_dicts/more?partition=eu",
+        r#"{"capacityBytes": 8192}"#,
+    )
+    .await;
+    api.post("/api/v1/releases?partition=eu", r#"{"note":"eu two"}"#)
+        .await;
+    assert_eq!(next_delta(&mut eu).await.version, 2);
+    quiet(&mut default).await;
+
+    let listed = api.get("/api/v1/partitions").await.json();
+    assert_eq!(listed["partitions"][0]["name"], "default");
+    assert_eq!(listed["partitions"][1]["name"], "eu");
+    assert_eq!(listed["partitions"][1]["latestVersion"], 2);
+    assert_eq!(api.delete("/api/v1/partitions/default").await.status, 409);
+    assert_eq!(api.delete("/api/v1/partitions/eu").await.status, 204);
+    assert_eq!(api.get("/api/v1/releases?partition=eu").await.status, 404);
+
+    // All of it survives a restart (and the migration from one config to partitions).
+    let token = cp.bootstrap_token().unwrap().to_string();
+    cp.shutdown().await;
+    let cp = start(dir.path()).await;
+    let api = Api::new(&cp, &token);
+    let listed = api.get("/api/v1/partitions").await.json();
+    assert_eq!(listed["partitions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        api.get("/api/v1/releases").await.json()["releases"][0]["note"],
+        "default one"
+    );
+    cp.shutdown().await;
+}

@@ -60,9 +60,10 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_)
-            | ApiError::Refused(Refusal::NoSuchRelease(_) | Refusal::NoSuchNode(_)) => {
-                StatusCode::NOT_FOUND
-            }
+            | ApiError::Store(StoreError::NoSuchPartition(_))
+            | ApiError::Refused(
+                Refusal::NoSuchRelease(_) | Refusal::NoSuchNode(_) | Refusal::NoSuchPartition(_),
+            ) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_)
             | ApiError::Refused(_)
             | ApiError::Cluster(ClusterError::Refused(_)) => StatusCode::CONFLICT,

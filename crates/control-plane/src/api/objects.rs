@@ -10,6 +10,7 @@ use outpost_proto::pb::{self, Config};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::partitions::Partition;
 use super::{ApiError, AppState, Caller, parse_body};
 use crate::auth::Role;
 use crate::raft::{Applied, Command, Refusal};
@@ -75,6 +76,7 @@ macro_rules! by_kind {
 /// through this node take turns, so only edits through other nodes can collide.
 async fn edit_working<R>(
     state: &AppState,
+    partition: &str,
     mut change: impl FnMut(&mut Config) -> Result<R, ApiError>,
 ) -> Result<R, ApiError> {
     let _turn = state.edits.lock().await;
@@ -85,7 +87,7 @@ async fn edit_working<R>(
             tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
         }
         state.cluster.read_barrier().await?;
-        let (mut config, revision) = state.store.working().await?;
+        let (mut config, revision) = state.store.working(partition).await?;
         let result = change(&mut config)?;
         outpost_proto::validate(&config).map_err(|e| ApiError::Invalid(e.0))?;
         let lua_errors = crate::lua_check::check(&config);
@@ -94,6 +96,7 @@ async fn edit_working<R>(
         }
         config.version = 0;
         let command = Command::SetWorking {
+            partition: partition.to_string(),
             base_revision: revision,
             config_json: config_to_json(&config)?,
             at_ms: now_ms(),
@@ -112,51 +115,60 @@ async fn edit_working<R>(
 pub async fn get_config(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
-    Ok(Json(state.store.working_config().await?).into_response())
+    Ok(Json(state.store.working_config(&partition).await?).into_response())
 }
 
 pub async fn put_config(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Editor)?;
     let config: Config = parse_body(&body)?;
-    edit_working(&state, |working| {
+    edit_working(&state, &partition, |working| {
         *working = config.clone();
         Ok(())
     })
     .await?;
-    Ok(Json(state.store.working_config().await?).into_response())
+    Ok(Json(state.store.working_config(&partition).await?).into_response())
 }
 
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     Path(kind): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
-    by_kind!(kind, list_of(&state))
+    by_kind!(kind, list_of(&state, &partition))
 }
 
-async fn list_of<T: Object>(state: &AppState) -> Result<Response, ApiError> {
-    let config = state.store.working_config().await?;
+async fn list_of<T: Object>(state: &AppState, partition: &str) -> Result<Response, ApiError> {
+    let config = state.store.working_config(partition).await?;
     Ok(Json(T::list(&config)).into_response())
 }
 
 pub async fn get_one(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
-    by_kind!(kind, get_of(&state, &kind, &name))
+    by_kind!(kind, get_of(&state, &partition, &kind, &name))
 }
 
-async fn get_of<T: Object>(state: &AppState, kind: &str, name: &str) -> Result<Response, ApiError> {
-    let config = state.store.working_config().await?;
+async fn get_of<T: Object>(
+    state: &AppState,
+    partition: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let config = state.store.working_config(partition).await?;
     match T::list(&config).iter().find(|o| o.name() == name) {
         Some(o) => Ok(Json(o).into_response()),
         None => Err(not_found(kind, name)),
@@ -171,20 +183,22 @@ fn not_found(kind: &str, name: &str) -> ApiError {
 pub async fn create(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     Path(kind): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Editor)?;
-    by_kind!(kind, create_of(&state, &kind, &body))
+    by_kind!(kind, create_of(&state, &partition, &kind, &body))
 }
 
 async fn create_of<T: Object>(
     state: &AppState,
+    partition: &str,
     kind: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let object: T = parse_body(body)?;
-    edit_working(state, |config| {
+    edit_working(state, partition, |config| {
         if T::list(config).iter().any(|o| o.name() == object.name()) {
             return Err(ApiError::Conflict(format!(
                 "{kind}/{} already exists: PUT it to replace it",
@@ -203,15 +217,17 @@ async fn create_of<T: Object>(
 pub async fn put_one(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     Path((kind, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Editor)?;
-    by_kind!(kind, put_of(&state, &name, &body))
+    by_kind!(kind, put_of(&state, &partition, &name, &body))
 }
 
 async fn put_of<T: Object>(
     state: &AppState,
+    partition: &str,
     name: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
@@ -224,7 +240,7 @@ async fn put_of<T: Object>(
             object.name()
         )));
     }
-    let status = edit_working(state, |config| {
+    let status = edit_working(state, partition, |config| {
         let list = T::list_mut(config);
         Ok(match list.iter_mut().find(|o| o.name() == name) {
             Some(existing) => {
@@ -245,18 +261,20 @@ async fn put_of<T: Object>(
 pub async fn delete_one(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Editor)?;
-    by_kind!(kind, delete_of(&state, &kind, &name))
+    by_kind!(kind, delete_of(&state, &partition, &kind, &name))
 }
 
 async fn delete_of<T: Object>(
     state: &AppState,
+    partition: &str,
     kind: &str,
     name: &str,
 ) -> Result<Response, ApiError> {
-    edit_working(state, |config| {
+    edit_working(state, partition, |config| {
         let list = T::list_mut(config);
         let before = list.len();
         list.retain(|o| o.name() != name);

@@ -9,6 +9,7 @@ use outpost_proto::pb::Config;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::partitions::Partition;
 use super::{ApiError, AppState, Caller, parse_body};
 use crate::auth::Role;
 use crate::diff;
@@ -24,11 +25,12 @@ pub struct ChangesQuery {
 pub async fn changes(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     Query(q): Query<ChangesQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
-    let working = state.store.working_config().await?;
-    let latest = state.store.latest_release().await?;
+    let working = state.store.working_config(&partition).await?;
+    let latest = state.store.latest_release(&partition).await?;
     let base = latest.as_ref().map(|r| &r.config);
     let empty = Config::default();
     let changes = diff::diff(base.unwrap_or(&empty), &working);
@@ -80,15 +82,17 @@ fn with_config(r: &Release) -> Result<serde_json::Value, ApiError> {
 pub async fn create(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Editor)?;
     let req: ReleaseBody = parse_body(&body)?;
     // Writes were validated, but the validator may have grown stricter since: check again.
     state.cluster.read_barrier().await?;
-    let working = state.store.working_config().await?;
+    let working = state.store.working_config(&partition).await?;
     outpost_proto::validate(&working).map_err(|e| ApiError::Invalid(e.0))?;
     let command = Command::Release {
+        partition: partition.clone(),
         note: req.note,
         staged: req.staged,
         at_ms: now_ms(),
@@ -102,18 +106,23 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(release)).into_response())
 }
 
-pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Partition(partition): Partition,
+) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
-    Ok(Json(json!({ "releases": state.store.releases().await? })).into_response())
+    Ok(Json(json!({ "releases": state.store.releases(&partition).await? })).into_response())
 }
 
 pub async fn get_one(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     Path(version): Path<u64>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
-    match state.store.release(version).await? {
+    match state.store.release(&partition, version).await? {
         Some(r) => Ok(Json(with_config(&r)?).into_response()),
         None => Err(ApiError::NotFound(format!(
             "release {version} does not exist"
@@ -125,6 +134,7 @@ pub async fn get_one(
 pub async fn rollback(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     Path(version): Path<u64>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -135,6 +145,7 @@ pub async fn rollback(
         parse_body(&body)?
     };
     let command = Command::Rollback {
+        partition: partition.clone(),
         of: version,
         note: req.note,
         at_ms: now_ms(),
@@ -152,10 +163,12 @@ pub async fn rollback(
 pub async fn promote(
     caller: Caller,
     State(state): State<AppState>,
+    Partition(partition): Partition,
     Path(version): Path<u64>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Editor)?;
     let command = Command::Promote {
+        partition: partition.clone(),
         version,
         at_ms: now_ms(),
     };

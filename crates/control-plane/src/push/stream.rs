@@ -21,11 +21,11 @@ use crate::store::{Release, Store};
 /// A delta and the sha256 of the release it applies to.
 type CachedDelta = Option<(Arc<cp::ConfigDelta>, String)>;
 
-/// Deltas already computed, by (base version, version): every node one release behind needs the
-/// same one. Small: cleared when full.
+/// Deltas already computed, by (partition, base version, version): every node one release
+/// behind needs the same one. Small: cleared when full.
 #[derive(Default)]
 pub struct DeltaCache {
-    map: Mutex<HashMap<(u64, u64), CachedDelta>>,
+    map: Mutex<HashMap<(String, u64, u64), CachedDelta>>,
 }
 
 const DELTAS_CACHED: usize = 256;
@@ -36,6 +36,7 @@ impl DeltaCache {
     async fn delta(
         &self,
         store: &Store,
+        partition: &str,
         base: u64,
         base_sha256: &str,
         release: &Release,
@@ -43,12 +44,12 @@ impl DeltaCache {
         if base == 0 || base_sha256.is_empty() {
             return None;
         }
-        let key = (base, release.version);
+        let key = (partition.to_string(), base, release.version);
         let cached = self.map.lock().ok()?.get(&key).cloned();
         let entry = match cached {
             Some(entry) => entry,
             None => {
-                let entry = Self::make(store, base, release).await;
+                let entry = Self::make(store, partition, base, release).await;
                 if let Ok(mut map) = self.map.lock() {
                     if map.len() >= DELTAS_CACHED {
                         map.clear();
@@ -63,8 +64,8 @@ impl DeltaCache {
             .map(|(delta, _)| delta)
     }
 
-    async fn make(store: &Store, base: u64, release: &Release) -> CachedDelta {
-        let base_release = store.release(base).await.ok()??;
+    async fn make(store: &Store, partition: &str, base: u64, release: &Release) -> CachedDelta {
+        let base_release = store.release(partition, base).await.ok()??;
         let mut d = outpost_proto::delta::make(&base_release.config, &release.config)?;
         d.version = release.version;
         d.note = release.note.clone();
@@ -94,6 +95,7 @@ fn full(r: &Release) -> cp::WatchEvent {
 pub struct WatchStream {
     pub store: Arc<Store>,
     pub deltas: Arc<DeltaCache>,
+    pub partition: String,
     /// The release this node should run (staging or general).
     pub target: watch::Receiver<Option<Arc<Release>>>,
     pub purges: watch::Receiver<u64>,
@@ -126,7 +128,13 @@ impl WatchStream {
             {
                 let event = match self
                     .deltas
-                    .delta(&self.store, self.held.0, &self.held.1, &release)
+                    .delta(
+                        &self.store,
+                        &self.partition,
+                        self.held.0,
+                        &self.held.1,
+                        &release,
+                    )
                     .await
                 {
                     Some(d) => cp::WatchEvent {

@@ -12,8 +12,10 @@ use crate::store::{NodeHello, ReleaseSummary};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// Replaces the working config, if it is still at `base_revision`.
+    /// Replaces a partition's working config, if it is still at `base_revision`.
     SetWorking {
+        #[serde(default = "default_partition")]
+        partition: String,
         base_revision: u64,
         /// The config in the proto3 JSON mapping, already validated.
         config_json: String,
@@ -22,18 +24,35 @@ pub enum Command {
     /// Makes the working config the next release; a staged one goes to nodes labelled
     /// `staging` only, until promoted.
     Release {
+        #[serde(default = "default_partition")]
+        partition: String,
         note: String,
         #[serde(default)]
         staged: bool,
         at_ms: i64,
     },
     /// A staged release goes to every node.
-    Promote { version: u64, at_ms: i64 },
+    Promote {
+        #[serde(default = "default_partition")]
+        partition: String,
+        version: u64,
+        at_ms: i64,
+    },
     /// Remove cached responses on every node (`request_json` as `POST /api/v1/purges` took it,
     /// already checked).
     Purge { request_json: String, at_ms: i64 },
     /// A new release with the content of release `of`, which also becomes the working config.
-    Rollback { of: u64, note: String, at_ms: i64 },
+    Rollback {
+        #[serde(default = "default_partition")]
+        partition: String,
+        of: u64,
+        note: String,
+        at_ms: i64,
+    },
+    /// A new partition with an empty working config.
+    CreatePartition { name: String, at_ms: i64 },
+    /// A partition and all its releases are deleted (not `default`).
+    DeletePartition { name: String },
     /// A new API token, known only by its hash.
     CreateToken {
         name: String,
@@ -94,4 +113,15 @@ pub enum Refusal {
     DuplicateToken,
     #[error("the config does not parse")]
     BadConfig,
+    #[error("partition {0:?} does not exist")]
+    NoSuchPartition(String),
+    #[error("partition {0:?} exists already")]
+    PartitionExists(String),
+    #[error("the default partition cannot be deleted")]
+    DefaultPartition,
+}
+
+/// Commands logged before partitions existed were all for the default one.
+fn default_partition() -> String {
+    crate::store::DEFAULT_PARTITION.to_string()
 }

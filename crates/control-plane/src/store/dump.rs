@@ -6,13 +6,23 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use super::StoreError;
+use super::{DEFAULT_PARTITION, StoreError};
+
+fn default_partition() -> String {
+    DEFAULT_PARTITION.to_string()
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateDump {
-    pub working_json: String,
-    pub working_revision: i64,
-    pub working_updated_at_ms: i64,
+    #[serde(default)]
+    pub partitions: Vec<PartitionRow>,
+    #[serde(default)]
+    pub working: Vec<WorkingRow>,
+    /// Snapshots made before partitions had one working config, for `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_json: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_revision: Option<i64>,
     pub releases: Vec<ReleaseRow>,
     pub tokens: Vec<TokenRow>,
     pub nodes: Vec<NodeRow>,
@@ -28,7 +38,23 @@ pub struct PurgeRow {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionRow {
+    pub name: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkingRow {
+    pub partition: String,
+    pub config_json: String,
+    pub revision: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseRow {
+    #[serde(default = "default_partition")]
+    pub partition: String,
     pub version: i64,
     pub note: String,
     pub created_at_ms: i64,
@@ -64,19 +90,44 @@ pub struct NodeRow {
 }
 
 pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> {
-    let w = sqlx::query("SELECT config_json, revision, updated_at_ms FROM working_config")
-        .fetch_one(&mut *conn)
-        .await?;
+    let partitions = sqlx::query("SELECT name, created_at_ms FROM partitions ORDER BY name")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PartitionRow {
+                name: r.try_get("name")?,
+                created_at_ms: r.try_get("created_at_ms")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    let working = sqlx::query(
+        "SELECT partition, config_json, revision, updated_at_ms FROM working_config
+         ORDER BY partition",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(WorkingRow {
+            partition: r.try_get("partition")?,
+            config_json: r.try_get("config_json")?,
+            revision: r.try_get("revision")?,
+            updated_at_ms: r.try_get("updated_at_ms")?,
+        })
+    })
+    .collect::<Result<_, sqlx::Error>>()?;
     let releases = sqlx::query(
-        "SELECT version, note, created_at_ms, config_json, sha256, rollback_of, staged,
-                promoted_at_ms
-         FROM releases ORDER BY version",
+        "SELECT partition, version, note, created_at_ms, config_json, sha256, rollback_of,
+                staged, promoted_at_ms
+         FROM releases ORDER BY partition, version",
     )
     .fetch_all(&mut *conn)
     .await?
     .iter()
     .map(|r| {
         Ok(ReleaseRow {
+            partition: r.try_get("partition")?,
             version: r.try_get("version")?,
             note: r.try_get("note")?,
             created_at_ms: r.try_get("created_at_ms")?,
@@ -138,9 +189,10 @@ pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> 
         })
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(StateDump {
-        working_json: w.try_get("config_json")?,
-        working_revision: w.try_get("revision")?,
-        working_updated_at_ms: w.try_get("updated_at_ms")?,
+        partitions,
+        working,
+        working_json: None,
+        working_revision: None,
         releases,
         tokens,
         nodes,
@@ -149,26 +201,60 @@ pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> 
 }
 
 pub async fn restore(conn: &mut SqliteConnection, state: &StateDump) -> Result<(), StoreError> {
-    for table in ["nodes", "api_tokens", "releases", "purges"] {
+    for table in [
+        "nodes",
+        "api_tokens",
+        "releases",
+        "purges",
+        "working_config",
+        "partitions",
+    ] {
         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(&mut *conn)
             .await?;
     }
-    sqlx::query(
-        "UPDATE working_config SET config_json = ?, revision = ?, updated_at_ms = ? WHERE id = 1",
-    )
-    .bind(&state.working_json)
-    .bind(state.working_revision)
-    .bind(state.working_updated_at_ms)
-    .execute(&mut *conn)
-    .await?;
+    let mut state = state.clone();
+    if state.partitions.is_empty() {
+        state.partitions.push(PartitionRow {
+            name: DEFAULT_PARTITION.into(),
+            created_at_ms: 0,
+        });
+    }
+    if state.working.is_empty() {
+        state.working.push(WorkingRow {
+            partition: DEFAULT_PARTITION.into(),
+            config_json: state.working_json.clone().unwrap_or_else(|| "{}".into()),
+            revision: state.working_revision.unwrap_or(0),
+            updated_at_ms: 0,
+        });
+    }
+    for p in &state.partitions {
+        sqlx::query("INSERT INTO partitions (name, created_at_ms) VALUES (?, ?)")
+            .bind(&p.name)
+            .bind(p.created_at_ms)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for w in &state.working {
+        sqlx::query(
+            "INSERT INTO working_config (partition, config_json, revision, updated_at_ms)
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(&w.partition)
+        .bind(&w.config_json)
+        .bind(w.revision)
+        .bind(w.updated_at_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
     // Oldest first: a rollback refers to an earlier version.
     for r in &state.releases {
         sqlx::query(
-            "INSERT INTO releases (version, note, created_at_ms, config_json, sha256, rollback_of,
-                                   staged, promoted_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO releases (partition, version, note, created_at_ms, config_json, sha256,
+                                   rollback_of, staged, promoted_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
+        .bind(&r.partition)
         .bind(r.version)
         .bind(&r.note)
         .bind(r.created_at_ms)

@@ -45,10 +45,11 @@ impl Machine {
     }
 
     async fn set_dicts(&mut self, dicts: Vec<pb::SharedDict>) {
-        let (mut config, revision) = self.store.working().await.unwrap();
+        let (mut config, revision) = self.store.working(DEFAULT_PARTITION).await.unwrap();
         config.shared_dicts = dicts;
         let applied = self
             .run(Command::SetWorking {
+                partition: DEFAULT_PARTITION.into(),
                 base_revision: revision,
                 config_json: config_to_json(&config).unwrap(),
                 at_ms: 1,
@@ -59,6 +60,7 @@ impl Machine {
 
     async fn release(&mut self, note: &str) -> Applied {
         self.run(Command::Release {
+            partition: DEFAULT_PARTITION.into(),
             note: note.into(),
             staged: false,
             at_ms: 2,
@@ -68,6 +70,7 @@ impl Machine {
 
     async fn rollback(&mut self, of: u64) -> Applied {
         self.run(Command::Rollback {
+            partition: DEFAULT_PARTITION.into(),
             of,
             note: String::new(),
             at_ms: 3,
@@ -101,11 +104,22 @@ fn version(applied: &Applied) -> u64 {
 async fn releases_are_numbered_from_one_and_refuse_an_empty_change() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Machine::open(&dir.path().join("cp.db")).await;
-    assert!(m.store.latest_release().await.unwrap().is_none());
+    assert!(
+        m.store
+            .latest_release(DEFAULT_PARTITION)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     m.set_dicts(vec![dict("a", 8192)]).await;
     assert_eq!(version(&m.release("first").await), 1);
-    let r1 = m.store.release(1).await.unwrap().unwrap();
+    let r1 = m
+        .store
+        .release(DEFAULT_PARTITION, 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r1.config.version, 1);
     assert_eq!(r1.created_at_ms, 2, "the time comes from the command");
     assert_eq!(r1.sha256, auth::sha256_hex(r1.config_json.as_bytes()));
@@ -116,7 +130,7 @@ async fn releases_are_numbered_from_one_and_refuse_an_empty_change() {
 
     m.set_dicts(vec![dict("a", 8192), dict("b", 16384)]).await;
     assert_eq!(version(&m.release("second").await), 2);
-    let list = m.store.releases().await.unwrap();
+    let list = m.store.releases(DEFAULT_PARTITION).await.unwrap();
     assert_eq!(
         list.iter().map(|r| r.version).collect::<Vec<_>>(),
         vec![2, 1]
@@ -130,6 +144,7 @@ async fn an_edit_from_a_stale_revision_is_refused() {
     m.set_dicts(vec![dict("a", 8192)]).await;
     let stale = m
         .run(Command::SetWorking {
+            partition: DEFAULT_PARTITION.into(),
             base_revision: 0,
             config_json: "{}".into(),
             at_ms: 1,
@@ -138,6 +153,7 @@ async fn an_edit_from_a_stale_revision_is_refused() {
     assert_eq!(stale, Applied::Refused(Refusal::Conflict { current: 1 }));
     let garbage = m
         .run(Command::SetWorking {
+            partition: DEFAULT_PARTITION.into(),
             base_revision: 1,
             config_json: "{not json".into(),
             at_ms: 1,
@@ -145,7 +161,12 @@ async fn an_edit_from_a_stale_revision_is_refused() {
         .await;
     assert_eq!(garbage, Applied::Refused(Refusal::BadConfig));
     assert_eq!(
-        m.store.working_config().await.unwrap().shared_dicts.len(),
+        m.store
+            .working_config(DEFAULT_PARTITION)
+            .await
+            .unwrap()
+            .shared_dicts
+            .len(),
         1
     );
 }
@@ -160,12 +181,21 @@ async fn rollback_is_a_new_release_with_old_content_and_resets_the_working_confi
     m.release("two").await;
 
     assert_eq!(version(&m.rollback(1).await), 3);
-    let r3 = m.store.release(3).await.unwrap().unwrap();
+    let r3 = m
+        .store
+        .release(DEFAULT_PARTITION, 3)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r3.rollback_of, Some(1));
     assert_eq!(r3.note, "rollback to version 1");
     assert_eq!(r3.config.shared_dicts, vec![dict("a", 8192)]);
     assert_eq!(
-        m.store.working_config().await.unwrap().shared_dicts,
+        m.store
+            .working_config(DEFAULT_PARTITION)
+            .await
+            .unwrap()
+            .shared_dicts,
         r3.config.shared_dicts
     );
     assert_eq!(
@@ -178,7 +208,7 @@ async fn rollback_is_a_new_release_with_old_content_and_resets_the_working_confi
 async fn subscribers_see_the_latest_release() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Machine::open(&dir.path().join("cp.db")).await;
-    let mut rx = m.store.subscribe();
+    let mut rx = m.store.subscribe(DEFAULT_PARTITION);
     assert!(rx.borrow_and_update().is_none());
     m.set_dicts(vec![dict("a", 8192)]).await;
     m.release("one").await;
@@ -288,9 +318,33 @@ async fn everything_survives_reopening_the_file_and_the_applied_index_too() {
         store.authenticate(&token).await.unwrap(),
         Some(Role::Editor)
     );
-    assert_eq!(store.latest_release().await.unwrap().unwrap().version, 1);
-    assert_eq!(store.subscribe().borrow().as_ref().unwrap().version, 1);
-    assert_eq!(store.working_config().await.unwrap().shared_dicts.len(), 2);
+    assert_eq!(
+        store
+            .latest_release(DEFAULT_PARTITION)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    assert_eq!(
+        store
+            .subscribe(DEFAULT_PARTITION)
+            .borrow()
+            .as_ref()
+            .unwrap()
+            .version,
+        1
+    );
+    assert_eq!(
+        store
+            .working_config(DEFAULT_PARTITION)
+            .await
+            .unwrap()
+            .shared_dicts
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -307,15 +361,20 @@ async fn a_snapshot_carries_the_whole_state_to_another_store() {
 
     let mut b = Machine::open(&dir.path().join("b.db")).await;
     b.set_dicts(vec![dict("other", 8192)]).await;
-    let mut rx = b.store.subscribe();
+    let mut rx = b.store.subscribe(DEFAULT_PARTITION);
     b.sm.install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await
         .unwrap();
     let (applied, _) = b.sm.applied_state().await.unwrap();
     assert_eq!(applied.map(|l| l.index), Some(4));
-    assert_eq!(b.store.releases().await.unwrap().len(), 2);
+    assert_eq!(b.store.releases(DEFAULT_PARTITION).await.unwrap().len(), 2);
     assert_eq!(
-        b.store.release(2).await.unwrap().unwrap().rollback_of,
+        b.store
+            .release(DEFAULT_PARTITION, 2)
+            .await
+            .unwrap()
+            .unwrap()
+            .rollback_of,
         Some(1)
     );
     assert_eq!(
@@ -323,7 +382,11 @@ async fn a_snapshot_carries_the_whole_state_to_another_store() {
         Some(Role::Admin)
     );
     assert_eq!(
-        b.store.working_config().await.unwrap().shared_dicts,
+        b.store
+            .working_config(DEFAULT_PARTITION)
+            .await
+            .unwrap()
+            .shared_dicts,
         vec![dict("a", 8192)]
     );
     assert_eq!(rx.borrow_and_update().as_ref().unwrap().version, 2);
