@@ -29,6 +29,9 @@ pub struct CtlArgs {
     /// How to print replies: for people, or the API's JSON as it came.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text, global = true)]
     output: Format,
+    /// The partition whose config and releases to work on (`default` when left out).
+    #[arg(long, env = "OUTPOST_PARTITION", global = true)]
+    partition: Option<String>,
     /// Give up on a request after this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECONDS", global = true)]
     timeout: u64,
@@ -145,7 +148,8 @@ async fn execute(args: CtlArgs) -> anyhow::Result<()> {
         &args.server,
         args.token,
         Duration::from_secs(args.timeout.max(1)),
-    )?;
+    )?
+    .with_partition(args.partition.clone());
     let json_out = args.output == Format::Json;
     let c = &client;
     match args.command {

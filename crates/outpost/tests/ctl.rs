@@ -375,6 +375,44 @@ async fn a_staged_release_goes_to_staging_then_is_promoted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_sends_config_and_release_calls_to_that_partition() {
+    let cp = control_plane().await;
+    let token = cp.cp.bootstrap_token().unwrap().to_string();
+    let made = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/partitions", cp.cp.api_addr()))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"name":"eu"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    cp.ctl(&[
+        "--partition",
+        "eu",
+        "apply",
+        "-f",
+        &cp.file("good.yaml", GOOD),
+    ])
+    .await
+    .ok();
+    let released = cp
+        .ctl(&["--partition", "eu", "release", "-m", "eu one"])
+        .await;
+    assert!(released.ok().stdout.starts_with("released version 1"));
+    // The default partition has none of it.
+    let releases = cp.ctl(&["releases", "-o", "json"]).await.ok().json();
+    assert_eq!(releases["releases"].as_array().map(Vec::len), Some(0));
+    let missing = cp.ctl(&["--partition", "nowhere", "diff"]).await;
+    assert!(
+        missing.failed().stderr.contains("404"),
+        "{}",
+        missing.stderr
+    );
+    cp.cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_lists_each_watching_node_with_its_version_and_last_error() {
     let cp = control_plane().await;
     let empty = cp.ctl(&["nodes"]).await;

@@ -20,7 +20,12 @@ pub struct Client {
     /// `http://host:port`, without a trailing slash or `/api/v1`.
     base: String,
     token: Option<String>,
+    /// Config and release calls go to this partition (the API's default when `None`).
+    partition: Option<String>,
 }
+
+/// Paths whose endpoints take `?partition=`.
+const PARTITIONED: [&str; 3] = ["/api/v1/config", "/api/v1/changes", "/api/v1/releases"];
 
 /// A reply that was not a success, as the API explained it.
 #[derive(Debug)]
@@ -74,7 +79,25 @@ impl Client {
             http,
             base,
             token: token.filter(|t| !t.trim().is_empty()),
+            partition: None,
         })
+    }
+
+    /// Config, changes and release calls go to `partition`.
+    pub fn with_partition(mut self, partition: Option<String>) -> Client {
+        self.partition = partition.filter(|p| !p.is_empty());
+        self
+    }
+
+    /// `path` with the partition added, for the endpoints that take one.
+    fn scoped(&self, path: &str) -> String {
+        match &self.partition {
+            Some(p) if PARTITIONED.iter().any(|pre| path.starts_with(pre)) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                format!("{path}{sep}partition={p}")
+            }
+            _ => path.to_string(),
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -102,7 +125,7 @@ impl Client {
         path: &str,
         body: Option<String>,
     ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
+        let url = format!("{}{}", self.base, self.scoped(path));
         let mut request = self.http.request(method.clone(), &url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.trim());
