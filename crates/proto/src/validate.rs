@@ -128,6 +128,9 @@ fn check_shared_dicts(config: &Config, root: &FieldPath, report: &mut Report) {
 
 fn check_global_lua_modules(config: &Config, root: &FieldPath, report: &mut Report) {
     syntax::check_lua_modules(&config.lua_modules, root, report);
+    if let Some(code) = &config.lua_init_worker {
+        rule::check_lua_code(code, &root.field("lua_init_worker"), report);
+    }
 }
 
 fn check_server(server: &crate::pb::ServerSettings, path: &FieldPath, report: &mut Report) {

@@ -283,4 +283,31 @@ pub(crate) fn check_lua_phases(l: &LuaPhases, path: &FieldPath, report: &mut Rep
             }
         }
     }
+    if l.init_worker.is_some() {
+        report.error(
+            &path.field("init_worker"),
+            "init_worker runs once per worker, not per request: set it in the config's \
+             lua_init_worker (nginx's init_worker_by_lua is in the http block)",
+        );
+    }
+    if l.balancer.is_some() {
+        report.error(
+            &path.field("balancer"),
+            "the balancer runs where a peer is picked: set it in the upstream's lua_balancer \
+             (nginx's balancer_by_lua is in an upstream block)",
+        );
+    }
+}
+
+/// A `LuaCode` outside `LuaPhases` (`lua_init_worker`, `lua_balancer`): code or a module name.
+pub(crate) fn check_lua_code(code: &LuaCode, path: &FieldPath, report: &mut Report) {
+    let empty = match &code.source {
+        None => true,
+        Some(lua_code::Source::Inline(s)) | Some(lua_code::Source::Module(s)) => {
+            s.trim().is_empty()
+        }
+    };
+    if empty {
+        report.error(path, "needs inline code or a module name");
+    }
 }

@@ -198,3 +198,48 @@ fn cache_storage_sizes_are_checked() {
         ]
     );
 }
+
+#[test]
+fn lua_phases_that_are_not_per_request_are_refused_where_nginx_would_refuse_them() {
+    let yaml = GOOD.replace(
+        "    upstream: web\n    rules:",
+        "    upstream: web\n    lua: {init_worker: {inline: 'x = 1'}, balancer: {inline: 'x = 1'}, body_filter: {inline: 'x = 1'}}\n    rules:",
+    );
+    let errs = errors(&yaml);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("applications[0].lua.init_worker: "),
+        "{errs:?}"
+    );
+    assert!(errs[0].contains("lua_init_worker"), "{errs:?}");
+    assert!(
+        errs[1].starts_with("applications[0].lua.balancer: "),
+        "{errs:?}"
+    );
+    assert!(errs[1].contains("lua_balancer"), "{errs:?}");
+}
+
+#[test]
+fn init_worker_is_set_on_the_config_and_the_balancer_on_an_upstream() {
+    let good = format!(
+        "lua_init_worker: {{inline: 'ngx.timer.every(1, function() end)'}}\n{}",
+        GOOD.replace(
+            "    peers: [{address: \"127.0.0.1:8000\"}]",
+            "    peers: []\n    lua_balancer: {module: lb}",
+        )
+    );
+    assert_eq!(errors(&good), Vec::<String>::new());
+    let empty = good
+        .replace(
+            "{inline: 'ngx.timer.every(1, function() end)'}",
+            "{inline: ' '}",
+        )
+        .replace("{module: lb}", "{}");
+    assert_eq!(
+        errors(&empty),
+        vec![
+            "upstreams[0].lua_balancer: needs inline code or a module name",
+            "lua_init_worker: needs inline code or a module name",
+        ]
+    );
+}

@@ -15,8 +15,15 @@ pub(crate) fn check_all(upstreams: &[Upstream], root: &FieldPath, report: &mut R
 }
 
 fn check_one(u: &Upstream, path: &FieldPath, report: &mut Report) {
-    if u.peers.is_empty() && u.discovery.is_none() {
-        report.error(&path.field("peers"), "an upstream needs peers or discovery");
+    // With lua_balancer, the script may choose every peer itself (`set_current_peer`).
+    if u.peers.is_empty() && u.discovery.is_none() && u.lua_balancer.is_none() {
+        report.error(
+            &path.field("peers"),
+            "an upstream needs peers, discovery or lua_balancer",
+        );
+    }
+    if let Some(code) = &u.lua_balancer {
+        super::rule::check_lua_code(code, &path.field("lua_balancer"), report);
     }
     if !u.peers.is_empty() && u.peers.iter().all(|p| p.backup) {
         report.error(
