@@ -6,6 +6,9 @@
 //!   logging, timers, `ngx.shared`).
 //! - [`SharedDicts`]: `ngx.shared.DICT`, shared by all workers. [`cjson`]: lua-cjson.
 //! - [`check_syntax`]: a compile check that runs nothing, for validating configs.
+//! - Phases that are not a request's own step: [`LuaVm::init_worker`] (once per VM),
+//!   [`LuaVm::body_filter`] (once per response body chunk, with `ngx.arg`), and the
+//!   balancer's `require "ngx.balancer"` (`api/balancer.rs`, state in [`BalancerState`]).
 
 mod api;
 pub mod cjson;
@@ -15,10 +18,16 @@ pub mod response;
 pub mod shared_dict;
 mod vm;
 
-pub use request::{RequestState, SharedRequest};
+pub use request::{BalancerState, RequestState, SharedRequest};
 pub use response::{LuaResponse, content_response, error_page, status_response};
 pub use shared_dict::{SharedDict, SharedDicts};
 pub use vm::{LuaVm, Outcome, SYSTEM_PATH};
+
+/// `ngx.exit` codes with a meaning in the balancer phase (nginx's `NGX_ERROR`, `NGX_BUSY`,
+/// `NGX_DECLINED`).
+pub const NGX_ERROR: i64 = -1;
+pub const NGX_BUSY: i64 = -3;
+pub const NGX_DECLINED: i64 = -5;
 
 /// The request phases, named as `ngx.get_phase()` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +58,41 @@ impl Phase {
             Phase::Log => "log",
             Phase::Timer => "timer",
         }
+    }
+
+    /// The name lua-nginx-module gives the phase in "API disabled in the context of ..."
+    /// errors (`ngx_http_lua_context_name`).
+    pub fn context_name(self) -> &'static str {
+        match self {
+            Phase::Init => "init_by_lua*",
+            Phase::InitWorker => "init_worker_by_lua*",
+            Phase::Rewrite => "rewrite_by_lua*",
+            Phase::Access => "access_by_lua*",
+            Phase::Content => "content_by_lua*",
+            Phase::Balancer => "balancer_by_lua*",
+            Phase::HeaderFilter => "header_filter_by_lua*",
+            Phase::BodyFilter => "body_filter_by_lua*",
+            Phase::Log => "log_by_lua*",
+            Phase::Timer => "ngx.timer",
+        }
+    }
+
+    /// Phases whose code may wait (`ngx.sleep`, cosockets, light threads): OpenResty's
+    /// `NGX_HTTP_LUA_CONTEXT_YIELDABLE`.
+    pub fn yieldable(self) -> bool {
+        matches!(
+            self,
+            Phase::Rewrite | Phase::Access | Phase::Content | Phase::Timer
+        )
+    }
+
+    /// OpenResty's error for an API this phase does not allow.
+    pub fn disabled(self) -> mlua::Error {
+        mlua::Error::runtime(self.disabled_message())
+    }
+
+    pub fn disabled_message(self) -> String {
+        format!("API disabled in the context of {}", self.context_name())
     }
 }
 

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -60,6 +60,42 @@ pub struct RequestState {
     pub cache_skip_store: bool,
     /// `ngx.arg` in body_filter: the chunk and whether it is the last one.
     pub body_chunk: Option<(Bytes, bool)>,
+    /// `require "ngx.balancer"`'s state once the request goes to an upstream; `None` before
+    /// (its functions then answer "no upstream found", as OpenResty's do).
+    pub balancer: Option<BalancerState>,
+}
+
+/// What the balancer phase reads and writes for one try at an upstream peer.
+#[derive(Debug, Clone, Default)]
+pub struct BalancerState {
+    /// `set_current_peer`: where this try goes. Unset: the upstream's own peers.
+    pub peer: Option<SocketAddr>,
+    /// `set_more_tries`: tries added after this one, if it fails.
+    pub more_tries: u32,
+    /// Tries planned so far, this one included (nginx's `total_tries + peer.tries - 1`).
+    pub planned: u32,
+    /// The most tries the upstream allows (`proxy_next_upstream_tries`).
+    pub limit: u32,
+    /// How the previous try ended (`"failed"` or `"next"`, and the status it gave); `None`
+    /// on the first try.
+    pub last_failure: Option<(&'static str, u16)>,
+    /// `set_timeouts`, for this try; `None` keeps the upstream's own.
+    pub connect_timeout: Option<Duration>,
+    pub send_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+}
+
+impl BalancerState {
+    /// Ready for the next try's balancer run: what the previous run chose is forgotten.
+    pub fn begin_try(&mut self, planned: u32, last_failure: Option<(&'static str, u16)>) {
+        self.peer = None;
+        self.more_tries = 0;
+        self.planned = planned;
+        self.last_failure = last_failure;
+        self.connect_timeout = None;
+        self.send_timeout = None;
+        self.read_timeout = None;
+    }
 }
 
 impl RequestState {
@@ -96,6 +132,7 @@ impl RequestState {
             cache_skip_lookup: false,
             cache_skip_store: false,
             body_chunk: None,
+            balancer: None,
         }
     }
 }
@@ -111,13 +148,45 @@ pub fn current() -> Option<SharedRequest> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-/// Runs `f` with the current request, or fails as OpenResty does outside a request.
+/// Runs `f` with the current request, or fails as OpenResty does outside a request (and in
+/// `init_worker`, whose request is a stand-in with nothing to read).
 pub fn with<R>(f: impl FnOnce(&mut RequestState) -> mlua::Result<R>) -> mlua::Result<R> {
     let r = current().ok_or_else(|| mlua::Error::runtime("no request found"))?;
     let mut guard = r
         .try_borrow_mut()
         .map_err(|_| mlua::Error::runtime("request state busy"))?;
+    if guard.phase == Phase::InitWorker {
+        return Err(mlua::Error::runtime("API disabled in the current context"));
+    }
     f(&mut guard)
+}
+
+/// The phase running now: the current request's, or `timer` outside any request.
+pub fn phase_now() -> Phase {
+    current()
+        .and_then(|r| r.try_borrow().ok().map(|r| r.phase))
+        .unwrap_or(Phase::Timer)
+}
+
+/// Fails with OpenResty's "API disabled in the context of ..." unless the running phase is
+/// one of `allowed`.
+pub fn allow_in(allowed: &[Phase]) -> mlua::Result<()> {
+    let p = phase_now();
+    if allowed.contains(&p) {
+        Ok(())
+    } else {
+        Err(p.disabled())
+    }
+}
+
+/// For APIs that wait (sleep, cosockets, light threads): only where OpenResty can yield.
+pub fn allow_yield() -> mlua::Result<()> {
+    let p = phase_now();
+    if p.yieldable() {
+        Ok(())
+    } else {
+        Err(p.disabled())
+    }
 }
 
 /// A request's Lua future: it is the current request whenever it is polled.

@@ -73,9 +73,11 @@ impl LuaVm {
             crate::api::re::install(&lua, &ngx)?;
             crate::api::socket::install(&lua, &ngx)?;
             crate::api::thread::install(&lua, &ngx, alive.clone())?;
+            crate::api::arg::install(&lua, &ngx)?;
             globals.set("ngx", ngx)?;
             let package: Table = globals.get("package")?;
             package.set("path", SYSTEM_PATH)?;
+            crate::api::balancer::install(&lua)?;
             let preload: Table = package.get("preload")?;
             preload.set(
                 "cjson",
@@ -269,6 +271,39 @@ impl LuaVm {
                 None => Err(LuaError::Runtime(e.to_string())),
             },
         }
+    }
+}
+
+impl LuaVm {
+    /// Runs `init_worker` code once for this VM, on a stand-in request as OpenResty does:
+    /// `ngx.get_phase()` is `init_worker`, `ngx.ctx`, shared dicts, timers and `ngx.log` work,
+    /// request APIs and everything that waits are disabled.
+    pub async fn init_worker(&self, name: &str, code: &str) -> Result<(), LuaError> {
+        let state = std::rc::Rc::new(RefCell::new(crate::RequestState::new(
+            http::Method::GET,
+            "/".to_string(),
+            None,
+            http::HeaderMap::new(),
+        )));
+        self.run(name, code, Phase::InitWorker, &state).await?;
+        Ok(())
+    }
+
+    /// Runs body_filter `handlers` (chunk name, code) in order over one piece of the response
+    /// body: `ngx.arg[1]` is `data` and `ngx.arg[2]` is `eof`. Returns what the scripts left
+    /// there: the bytes to send and whether the body ends with them.
+    pub async fn body_filter(
+        &self,
+        handlers: &[(&str, &str)],
+        request: &SharedRequest,
+        data: bytes::Bytes,
+        eof: bool,
+    ) -> Result<(bytes::Bytes, bool), LuaError> {
+        request.borrow_mut().body_chunk = Some((data, eof));
+        for (name, code) in handlers {
+            self.run(name, code, Phase::BodyFilter, request).await?;
+        }
+        Ok(request.borrow_mut().body_chunk.take().unwrap_or_default())
     }
 }
 

@@ -214,7 +214,7 @@ fn udp_sockets_are_refused_where_the_request_cannot_yield() {
     ));
     assert_eq!(
         r.headers.get("x-udp").unwrap(),
-        "API disabled in the context of header_filter"
+        "API disabled in the context of header_filter_by_lua*"
     );
 }
 

@@ -220,15 +220,7 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
     ngx.set(
         "sleep",
         lua.create_async_function(|_, secs: f64| async move {
-            let phase = request::current().map(|r| r.borrow().phase);
-            if let Some(p) = phase
-                && matches!(p, Phase::HeaderFilter | Phase::BodyFilter | Phase::Log)
-            {
-                return Err(mlua::Error::runtime(format!(
-                    "API disabled in the context of {}",
-                    p.name()
-                )));
-            }
+            request::allow_yield()?;
             tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
             Ok(())
         })?,

@@ -1,5 +1,7 @@
 //! The `ngx` table, built once per VM.
 
+pub mod arg;
+pub mod balancer;
 pub mod codec;
 pub mod misc;
 pub mod output;

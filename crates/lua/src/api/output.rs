@@ -70,14 +70,12 @@ pub fn render(v: &Value, out: &mut Vec<u8>, _fname: &str, arg: usize) -> mlua::R
     Ok(())
 }
 
+/// Where lua-nginx-module lets a script write the response or read the request body.
+const OUTPUT_PHASES: &[Phase] = &[Phase::Rewrite, Phase::Access, Phase::Content];
+
 fn output(args: MultiValue, newline: bool, fname: &'static str) -> mlua::Result<Value> {
+    request::allow_in(OUTPUT_PHASES)?;
     request::with(|r| {
-        if !matches!(r.phase, Phase::Rewrite | Phase::Access | Phase::Content) {
-            return Err(mlua::Error::runtime(format!(
-                "API disabled in the context of {}",
-                r.phase.name()
-            )));
-        }
         if r.eof {
             return Ok(Value::Integer(1));
         }
@@ -108,16 +106,15 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     ngx.set(
         "exit",
         lua.create_function(|_, code: i64| -> mlua::Result<()> {
+            // ngx.exit in header_filter is refused here (OpenResty allows it there).
+            let p = request::phase_now();
+            if matches!(
+                p,
+                Phase::HeaderFilter | Phase::BodyFilter | Phase::Log | Phase::InitWorker
+            ) {
+                return Err(p.disabled());
+            }
             request::with(|r| {
-                if matches!(
-                    r.phase,
-                    Phase::HeaderFilter | Phase::BodyFilter | Phase::Log
-                ) {
-                    return Err(mlua::Error::runtime(format!(
-                        "API disabled in the context of {}",
-                        r.phase.name()
-                    )));
-                }
                 r.exit = Some(code);
                 Ok(())
             })?;
@@ -133,6 +130,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                     "only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed",
                 ));
             }
+            request::allow_in(OUTPUT_PHASES)?;
             request::with(|r| {
                 if r.headers_sent {
                     return Err(mlua::Error::runtime(
@@ -148,7 +146,13 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             Err(mlua::Error::external(ExitSignal(status)))
         })?,
     )?;
-    ngx.set("flush", lua.create_function(|_, _: MultiValue| Ok(1))?)?;
+    ngx.set(
+        "flush",
+        lua.create_function(|_, _: MultiValue| {
+            request::allow_in(OUTPUT_PHASES)?;
+            Ok(1)
+        })?,
+    )?;
     ngx.set(
         "eof",
         lua.create_function(|_, ()| {
@@ -162,6 +166,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     ngx.set(
         "send_headers",
         lua.create_function(|_, ()| {
+            request::allow_in(OUTPUT_PHASES)?;
             request::with(|r| {
                 r.headers_sent = true;
                 Ok(1)

@@ -122,6 +122,11 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     req.set(
         "read_body",
         lua.create_function(|_, ()| {
+            request::allow_in(&[
+                crate::Phase::Rewrite,
+                crate::Phase::Access,
+                crate::Phase::Content,
+            ])?;
             request::with(|r| {
                 r.body_read = true;
                 Ok(())

@@ -497,7 +497,13 @@ impl UserData for TcpSock {
 
 pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     let socket = lua.create_table()?;
-    socket.set("tcp", lua.create_function(|_, ()| Ok(TcpSock::default()))?)?;
+    socket.set(
+        "tcp",
+        lua.create_function(|_, ()| {
+            crate::request::allow_yield()?;
+            Ok(TcpSock::default())
+        })?,
+    )?;
     socket.set("udp", lua.create_function(udp::new_socket)?)?;
     ngx.set("socket", socket)?;
     // `ngx.socket.connect(host, port)`: a new socket, connected.

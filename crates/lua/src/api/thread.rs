@@ -20,6 +20,7 @@ pub struct LightThread {
 impl UserData for LightThread {}
 
 fn spawn(lua: &Lua, f: Function, args: MultiValue) -> mlua::Result<LightThread> {
+    request::allow_yield()?;
     let thread = lua.create_thread(f)?;
     let fut = thread.into_async::<MultiValue>(args)?;
     let run = async move {
@@ -172,8 +173,15 @@ impl UserData for Semaphore {
         m.add_async_method("wait", |lua, s, timeout: Option<f64>| async move {
             let sem = s.0.clone();
             let limit = Duration::from_secs_f64(timeout.unwrap_or(0.0).max(0.0));
-            let got = if limit.is_zero() {
+            let got = if limit.is_zero() || sem.available_permits() > 0 {
                 sem.try_acquire().ok().map(|p| p.forget()).is_some()
+            } else if !request::phase_now().yieldable() {
+                // As lua-resty-core: a wait that would block is an error where nothing may.
+                let e = request::phase_now().disabled_message();
+                return Ok(MultiValue::from_iter([
+                    Value::Nil,
+                    Value::String(lua.create_string(e)?),
+                ]));
             } else {
                 match tokio::time::timeout(limit, sem.acquire()).await {
                     Ok(Ok(p)) => {

@@ -296,18 +296,7 @@ pub fn new_socket(_: &Lua, args: MultiValue) -> mlua::Result<UdpSock> {
             args.len()
         )));
     }
-    if let Some(r) = request::current() {
-        let phase = r.borrow().phase;
-        if matches!(
-            phase,
-            crate::Phase::HeaderFilter | crate::Phase::BodyFilter | crate::Phase::Log
-        ) {
-            return Err(mlua::Error::runtime(format!(
-                "API disabled in the context of {}",
-                phase.name()
-            )));
-        }
-    }
+    request::allow_yield()?;
     Ok(UdpSock::default())
 }
 
