@@ -125,10 +125,9 @@ async fn main() -> anyhow::Result<()> {
     );
     for i in 0..200 {
         let body = format!(
-            r#"{{"domains": ["app{i}.example", "www.app{i}.example"], "upstream": "api",
-                "listeners": [{{"address": "127.0.0.1:8080"}}],
-                "rules": [{{"conditions": [{{"pathPrefix": "/static/"}}],
-                            "actions": [{{"setResponseHeader": {{"name": "cache-control", "value": "max-age=3600"}}}}]}}]}}"#
+            r#"{{"domains": ["app{i}.example", "www.app{i}.example", "static.app{i}.example"],
+                "upstream": "api", "listeners": [{{"address": "127.0.0.1:8080"}}],
+                "variables": [{{"name": "tenant", "defaultValue": "tenant-{i}"}}]}}"#
         );
         let r = http
             .put(format!(

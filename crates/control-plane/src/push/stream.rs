@@ -14,19 +14,23 @@ use outpost_proto::controlplane::v1 as cp;
 use outpost_proto::controlplane::v1::purge::Selector;
 use outpost_proto::controlplane::v1::watch_event::Event;
 use prost::Message;
-use tokio::sync::watch;
+use tokio::sync::{OnceCell, watch};
 
 use crate::store::{Release, Store};
 
 /// A delta and the sha256 of the release it applies to.
 type CachedDelta = Option<(Arc<cp::ConfigDelta>, String)>;
 
-/// Deltas already computed, by (partition, base version, version): every node one release
-/// behind needs the same one. Small: cleared when full.
+/// Deltas by (partition, base version, version): every node one release behind needs the same
+/// one, and it is computed once while the others wait for it (a release reaches every stream
+/// at the same moment). Small: cleared when full.
 #[derive(Default)]
 pub struct DeltaCache {
-    map: Mutex<HashMap<(String, u64, u64), CachedDelta>>,
+    map: Mutex<HashMap<DeltaKey, Arc<OnceCell<CachedDelta>>>>,
 }
+
+/// (partition, base version, version).
+type DeltaKey = (String, u64, u64);
 
 const DELTAS_CACHED: usize = 256;
 
@@ -45,23 +49,20 @@ impl DeltaCache {
             return None;
         }
         let key = (partition.to_string(), base, release.version);
-        let cached = self.map.lock().ok()?.get(&key).cloned();
-        let entry = match cached {
-            Some(entry) => entry,
-            None => {
-                let entry = Self::make(store, partition, base, release).await;
-                if let Ok(mut map) = self.map.lock() {
-                    if map.len() >= DELTAS_CACHED {
-                        map.clear();
-                    }
-                    map.insert(key, entry.clone());
-                }
-                entry
+        let cell = {
+            let mut map = self.map.lock().ok()?;
+            if map.len() >= DELTAS_CACHED && !map.contains_key(&key) {
+                map.clear();
             }
+            map.entry(key).or_default().clone()
         };
+        let entry = cell
+            .get_or_init(|| Self::make(store, partition, base, release))
+            .await;
         entry
+            .as_ref()
             .filter(|(_, sha)| sha == base_sha256)
-            .map(|(delta, _)| delta)
+            .map(|(delta, _)| delta.clone())
     }
 
     async fn make(store: &Store, partition: &str, base: u64, release: &Release) -> CachedDelta {
