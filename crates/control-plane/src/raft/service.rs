@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use super::forward::ForwardRequest;
+use crate::pki::NodeRole;
+use crate::pki::peer::authorize;
 use crate::cluster::Cluster;
 
 pub struct RaftService {
@@ -22,7 +24,9 @@ impl RaftService {
     }
 }
 
+/// Only control-plane nodes (by their client certificate) may speak Raft or forward requests.
 fn decode<T: DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Status> {
+    authorize(&request, &[NodeRole::ControlPlane])?;
     serde_json::from_slice(&request.into_inner().payload)
         .map_err(|e| Status::invalid_argument(format!("payload: {e}")))
 }
