@@ -165,7 +165,10 @@ async fn main() -> anyhow::Result<()> {
         for w in 0..watchers {
             let addr = nodes[w % 3].grpc_addr();
             // Node 1's own control-plane certificate may watch as any node.
-            let channel = identity.endpoint(&format!("https://{addr}"))?.connect().await?;
+            let channel = identity
+                .endpoint(&format!("https://{addr}"))?
+                .connect()
+                .await?;
             let mut client = ConfigWatchClient::new(channel);
             let req = cp::WatchRequest {
                 node_id: format!("watch-{watchers}-{w}"),

@@ -92,9 +92,8 @@ impl ClusterJoin for JoinService {
     ) -> Result<Response<cp::JoinReply>, Status> {
         let req = request.into_inner();
         let token = JoinToken::parse(&req.token).map_err(refused)?;
-        let role = NodeRole::parse(&req.role).ok_or_else(|| {
-            Status::invalid_argument("role: must be control-plane, edge or gslb")
-        })?;
+        let role = NodeRole::parse(&req.role)
+            .ok_or_else(|| Status::invalid_argument("role: must be control-plane, edge or gslb"))?;
         let ca = self.ca().await?;
         if pki::pin(&ca.cert_pem).map_err(bad_request)? != token.pin {
             return Err(refused(JoinRefusal::WrongCluster));
@@ -104,15 +103,8 @@ impl ClusterJoin for JoinService {
             tracing::warn!(node = %req.node_name, %role, reason = %why, "join refused");
             return Err(refused(why));
         }
-        let cert_pem = pki::issue(
-            &ca,
-            &req.csr_pem,
-            &req.node_name,
-            role,
-            &req.sans,
-            now_ms(),
-        )
-        .map_err(bad_request)?;
+        let cert_pem = pki::issue(&ca, &req.csr_pem, &req.node_name, role, &req.sans, now_ms())
+            .map_err(bad_request)?;
         tracing::info!(node = %req.node_name, %role, sans = ?req.sans, "join: certificate issued");
         Ok(Response::new(cp::JoinReply {
             cert_pem,
@@ -127,11 +119,15 @@ impl ClusterJoin for JoinService {
         let peer = authorize(&request, &[NodeRole::ControlPlane])?;
         let req = request.into_inner();
         if req.node_id == 0 {
-            return Err(Status::invalid_argument("node_id: must be a positive integer"));
+            return Err(Status::invalid_argument(
+                "node_id: must be a positive integer",
+            ));
         }
         for (field, value) in [("grpc_addr", &req.grpc_addr), ("api_addr", &req.api_addr)] {
             if !crate::api::is_host_port(value) {
-                return Err(Status::invalid_argument(format!("{field}: must be host:port")));
+                return Err(Status::invalid_argument(format!(
+                    "{field}: must be host:port"
+                )));
             }
         }
         let node = ClusterNode {

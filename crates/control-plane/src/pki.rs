@@ -23,8 +23,7 @@ use std::net::IpAddr;
 use rand::RngCore;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -249,7 +248,9 @@ pub fn first_cert_der(pem: &str, what: &'static str) -> Result<CertificateDer<'s
 
 /// The pin of a CA certificate: hex sha256 of its DER.
 pub fn pin(ca_pem: &str) -> Result<String, PkiError> {
-    Ok(sha256_hex(first_cert_der(ca_pem, "CA certificate")?.as_ref()))
+    Ok(sha256_hex(
+        first_cert_der(ca_pem, "CA certificate")?.as_ref(),
+    ))
 }
 
 /// Checks the names a certificate is asked for: IP addresses or DNS names, at most 16.
@@ -360,7 +361,12 @@ pub fn subject_of(der: &[u8]) -> Option<(NodeRole, String)> {
         .as_str()
         .ok()
         .and_then(NodeRole::parse)?;
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     Some((role, name))
 }
 

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_proto::controlplane::v1::config_watch_server::ConfigWatchServer;
 use outpost_proto::controlplane::v1::AddVoterRequest;
 use outpost_proto::controlplane::v1::cluster_join_server::ClusterJoinServer;
+use outpost_proto::controlplane::v1::config_watch_server::ConfigWatchServer;
 use outpost_proto::controlplane::v1::raft_server::RaftServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
@@ -440,11 +440,13 @@ async fn node_identity(
             ca
         }
         None => {
-            let ticket = settings.join.as_ref().ok_or_else(|| JoinError::NoIdentity {
-                dir: tls_dir.to_path_buf(),
-            })?;
-            let id =
-                pki::join::join(ticket, NodeRole::ControlPlane, &name, &sans, local).await?;
+            let ticket = settings
+                .join
+                .as_ref()
+                .ok_or_else(|| JoinError::NoIdentity {
+                    dir: tls_dir.to_path_buf(),
+                })?;
+            let id = pki::join::join(ticket, NodeRole::ControlPlane, &name, &sans, local).await?;
             id.save(tls_dir)?;
             return Ok(id);
         }
@@ -490,8 +492,8 @@ async fn publish_pending_ca(
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(());
     };
-    let pending: PendingCa =
-        serde_json::from_str(&text).map_err(|e| StartError::Tls(format!("{}: {e}", path.display())))?;
+    let pending: PendingCa = serde_json::from_str(&text)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", path.display())))?;
     if store.cluster_ca().await?.is_none() {
         cluster
             .raft()

@@ -43,11 +43,7 @@ async fn anonymous(cp: &ControlPlane, ca_pem: &str) -> Channel {
 }
 
 async fn channel(id: &TlsIdentity, cp: &ControlPlane) -> Channel {
-    id.endpoint(&grpc_url(cp))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    id.endpoint(&grpc_url(cp)).unwrap().connect().await.unwrap()
 }
 
 fn ticket(cp: &ControlPlane, token: &str) -> JoinTicket {
@@ -79,7 +75,9 @@ async fn raft_and_watch_calls_without_a_cluster_certificate_are_refused() {
     // TLS without a client certificate: the handshake succeeds, the services refuse.
     let anon = anonymous(&cp, &edge.ca_pem).await;
     let raft = RaftClient::new(anon.clone())
-        .vote(RaftPayload { payload: b"{}".to_vec() })
+        .vote(RaftPayload {
+            payload: b"{}".to_vec(),
+        })
         .await
         .unwrap_err();
     assert_eq!(raft.code(), tonic::Code::Unauthenticated, "{raft:?}");
@@ -93,7 +91,9 @@ async fn raft_and_watch_calls_without_a_cluster_certificate_are_refused() {
     // An edge certificate may watch as its own node only, and may not speak Raft.
     let ch = channel(&edge, &cp).await;
     let raft = RaftClient::new(ch.clone())
-        .append_entries(RaftPayload { payload: b"{}".to_vec() })
+        .append_entries(RaftPayload {
+            payload: b"{}".to_vec(),
+        })
         .await
         .unwrap_err();
     assert_eq!(raft.code(), tonic::Code::PermissionDenied, "{raft:?}");
@@ -126,8 +126,7 @@ async fn raft_and_watch_calls_without_a_cluster_certificate_are_refused() {
 }
 
 #[tokio::test]
-async fn joins_with_a_wrong_secret_an_expired_token_or_another_role_are_refused_with_the_reason()
-{
+async fn joins_with_a_wrong_secret_an_expired_token_or_another_role_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cp = start(dir.path()).await;
     let api = Api::new(&cp, cp.bootstrap_token().unwrap());
@@ -191,10 +190,17 @@ async fn joins_with_a_wrong_secret_an_expired_token_or_another_role_are_refused_
         .post("/api/v1/join-tokens", r#"{"role":"edge","ttlSeconds":0}"#)
         .await;
     assert_eq!(zero.status, 422, "{}", zero.text);
-    let role = api
-        .post("/api/v1/join-tokens", r#"{"role":"admin"}"#)
-        .await;
+    let role = api.post("/api/v1/join-tokens", r#"{"role":"admin"}"#).await;
     assert_eq!(role.status, 400, "{}", role.text);
+    // Only admins make join tokens.
+    let editor = api
+        .post("/api/v1/tokens", r#"{"name":"ed","role":"editor"}"#)
+        .await
+        .json();
+    let as_editor = Api::new(&cp, editor["token"].as_str().unwrap())
+        .post("/api/v1/join-tokens", r#"{"role":"edge"}"#)
+        .await;
+    assert_eq!(as_editor.status, 403, "{}", as_editor.text);
     cp.shutdown().await;
 }
 
@@ -216,7 +222,14 @@ async fn a_join_token_pinning_another_ca_is_refused_before_the_token_is_sent() {
     let token_a = join_token(&Api::new(&a, a.bootstrap_token().unwrap()), "edge", 600).await;
     let mut parts: Vec<String> = token_a.split('.').map(String::from).collect();
     parts[1] = "0".repeat(64);
-    let result = join::join(&ticket(&a, &parts.join(".")), NodeRole::Edge, "e1", &[], None).await;
+    let result = join::join(
+        &ticket(&a, &parts.join(".")),
+        NodeRole::Edge,
+        "e1",
+        &[],
+        None,
+    )
+    .await;
     assert!(
         matches!(result, Err(JoinError::PinMismatch { .. })),
         "{result:?}"
@@ -312,7 +325,10 @@ async fn a_restarted_control_plane_node_keeps_its_certificate_and_rejoins() {
     c.stop(3).await;
     let w = c
         .api(1)
-        .put("/api/v1/config/shared_dicts/while_away", r#"{"capacityBytes":8192}"#)
+        .put(
+            "/api/v1/config/shared_dicts/while_away",
+            r#"{"capacityBytes":8192}"#,
+        )
         .await;
     assert_eq!(w.status, 201, "{}", w.text);
     // Restarted with no join token: its certificate is on disk, its log says it is a member.
@@ -324,7 +340,10 @@ async fn a_restarted_control_plane_node_keeps_its_certificate_and_rejoins() {
     // Writes through it are forwarded to the leader over mutual TLS.
     let w = c
         .api(3)
-        .put("/api/v1/config/shared_dicts/through_3", r#"{"capacityBytes":8192}"#)
+        .put(
+            "/api/v1/config/shared_dicts/through_3",
+            r#"{"capacityBytes":8192}"#,
+        )
         .await;
     assert_eq!(w.status, 201, "{}", w.text);
 
@@ -333,7 +352,10 @@ async fn a_restarted_control_plane_node_keeps_its_certificate_and_rejoins() {
     let id = join::join(&ticket(c.node(3), &token), NodeRole::Edge, "e1", &[], None)
         .await
         .expect("node 3 signs a join");
-    let ca_1 = TlsIdentity::load(&c.dir(1).join("tls")).unwrap().unwrap().ca_pem;
+    let ca_1 = TlsIdentity::load(&c.dir(1).join("tls"))
+        .unwrap()
+        .unwrap()
+        .ca_pem;
     assert_eq!(id.ca_pem, ca_1);
     c.shutdown().await;
 }

@@ -259,7 +259,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  control plane   http://{}/api/v1   admin token: {token}",
         cp.api_addr()
     );
-    println!("  config watch    {grpc_url} (gRPC over mutual TLS, cluster CA in the control plane's data dir)");
+    println!(
+        "  config watch    {grpc_url} (gRPC over mutual TLS, cluster CA in the control plane's data dir)"
+    );
     println!("  demo origin     http://{origin}/");
     println!(
         "  edge (HTTP)     http://{edge}/   (config version {})",

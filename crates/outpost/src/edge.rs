@@ -28,7 +28,12 @@ pub struct EdgeArgs {
     labels: Vec<(String, String)>,
     /// A join token with role edge (`POST /api/v1/join-tokens`): on the first start the edge
     /// gets its certificate with it and keeps it in --state-dir/tls; later starts need none.
-    #[arg(long, env = "OUTPOST_JOIN_TOKEN", hide_env_values = true, requires = "control_plane")]
+    #[arg(
+        long,
+        env = "OUTPOST_JOIN_TOKEN",
+        hide_env_values = true,
+        requires = "control_plane"
+    )]
     join_token: Option<String>,
     /// This node's name for the control plane (default: the host name).
     #[arg(long)]

@@ -124,12 +124,19 @@ fn base(url: &str, local: Option<IpAddr>) -> Result<Endpoint, JoinError> {
         .local_address(local))
 }
 
-async fn connect(url: &str, endpoint: Result<Endpoint, tonic::transport::Error>) -> Result<Channel, JoinError> {
+async fn connect(
+    url: &str,
+    endpoint: Result<Endpoint, tonic::transport::Error>,
+) -> Result<Channel, JoinError> {
     let connect_error = |e: tonic::transport::Error| JoinError::Connect {
         url: url.to_string(),
         message: error_chain(&e),
     };
-    endpoint.map_err(connect_error)?.connect().await.map_err(connect_error)
+    endpoint
+        .map_err(connect_error)?
+        .connect()
+        .await
+        .map_err(connect_error)
 }
 
 /// tonic's transport errors say little at the top ("transport error"): the causes matter.

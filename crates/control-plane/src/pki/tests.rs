@@ -26,7 +26,11 @@ fn malformed_join_tokens_are_refused() {
         format!("OPJ1.{pin}.{}.extra", "0".repeat(64)),
         format!("OPJ1.{pin}.{}", "z".repeat(64)),
     ] {
-        assert_eq!(JoinToken::parse(&bad), Err(JoinRefusal::Malformed), "{bad:?}");
+        assert_eq!(
+            JoinToken::parse(&bad),
+            Err(JoinRefusal::Malformed),
+            "{bad:?}"
+        );
     }
 }
 
@@ -77,7 +81,10 @@ fn a_certificate_issued_from_a_csr_names_role_and_node_and_chains_to_the_ca() {
     cert.verify_signature(Some(ca_cert.public_key())).unwrap();
     // The certificate is for the key the joiner kept.
     let key = KeyPair::from_pem(&key_pem).unwrap();
-    assert_eq!(cert.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
+    assert_eq!(
+        cert.public_key().subject_public_key.data.as_ref(),
+        key.public_key_raw()
+    );
     let days = |a: i64, b: i64| (b - a) / 86_400;
     let v = cert.validity();
     assert_eq!(
@@ -111,6 +118,9 @@ fn the_pin_is_the_sha256_of_the_ca_certificate_der() {
     let ca = new_ca(NOW).unwrap();
     let der = first_cert_der(&ca.cert_pem, "ca").unwrap();
     assert_eq!(pin(&ca.cert_pem).unwrap(), sha256_hex(der.as_ref()));
-    assert_ne!(pin(&ca.cert_pem).unwrap(), pin(&new_ca(NOW).unwrap().cert_pem).unwrap());
+    assert_ne!(
+        pin(&ca.cert_pem).unwrap(),
+        pin(&new_ca(NOW).unwrap().cert_pem).unwrap()
+    );
     assert!(pin("garbage").is_err());
 }

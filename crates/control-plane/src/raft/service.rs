@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use super::forward::ForwardRequest;
+use crate::cluster::Cluster;
 use crate::pki::NodeRole;
 use crate::pki::peer::authorize;
-use crate::cluster::Cluster;
 
 pub struct RaftService {
     cluster: Arc<Cluster>,

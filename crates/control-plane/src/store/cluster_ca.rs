@@ -141,7 +141,10 @@ pub(crate) async fn dump(conn: &mut SqliteConnection) -> Result<PkiDump, StoreEr
     Ok(PkiDump { ca, join_tokens })
 }
 
-pub(crate) async fn restore(conn: &mut SqliteConnection, state: &PkiDump) -> Result<(), StoreError> {
+pub(crate) async fn restore(
+    conn: &mut SqliteConnection,
+    state: &PkiDump,
+) -> Result<(), StoreError> {
     for table in ["cluster_ca", "join_tokens"] {
         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(&mut *conn)

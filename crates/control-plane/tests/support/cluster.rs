@@ -134,7 +134,16 @@ impl Cluster {
     /// Restarts a stopped node on its old addresses and data directory.
     pub async fn restart(&mut self, id: u64) {
         let m = &self.members[id as usize - 1];
-        let cp = start_node(&m.dir, id, ClusterInit::Join, m.api, m.grpc, self.raft, None).await;
+        let cp = start_node(
+            &m.dir,
+            id,
+            ClusterInit::Join,
+            m.api,
+            m.grpc,
+            self.raft,
+            None,
+        )
+        .await;
         self.members[id as usize - 1].cp = Some(cp);
     }
 

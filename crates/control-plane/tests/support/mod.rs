@@ -11,8 +11,8 @@ use outpost_control_plane::pki::identity::TlsIdentity;
 use outpost_control_plane::pki::join::{self, JoinTicket};
 use outpost_control_plane::{ClusterInit, ControlPlane, RaftTuning, Settings};
 use outpost_proto::controlplane::v1::config_watch_client::ConfigWatchClient;
-use tonic::transport::Channel;
 use serde_json::Value;
+use tonic::transport::Channel;
 
 /// Raft timings for tests on loopback: quick elections, snapshots after `snapshot_after_logs`.
 pub fn fast_raft(snapshot_after_logs: u64) -> RaftTuning {
