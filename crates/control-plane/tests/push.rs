@@ -4,13 +4,13 @@ mod support;
 
 use std::time::Duration;
 
+use outpost_control_plane::pki::{self, NodeRole, join::JoinTicket};
 use outpost_proto::controlplane::v1::config_watch_client::ConfigWatchClient;
 use outpost_proto::controlplane::v1::watch_event::Event;
 use outpost_proto::controlplane::v1::{
     ApplyReport, ConfigDelta, NodeKind, Purge, Release, WatchEvent, WatchRequest,
 };
 use prost::Message;
-use outpost_control_plane::pki::{self, NodeRole, join::JoinTicket};
 use support::{Api, UPSTREAM_API, grpc_url, join_token, start, watch_client};
 use tonic::Streaming;
 

@@ -13,7 +13,8 @@ use outpost_control_plane::pki::{JoinRefusal, NodeRole};
 use outpost_control_plane::{ClusterInit, ControlPlane, Settings, StartError};
 use outpost_proto::controlplane::v1::config_watch_client::ConfigWatchClient;
 use outpost_proto::controlplane::v1::raft_client::RaftClient;
-use outpost_proto::controlplane::v1::{NodeKind, RaftPayload, WatchRequest};
+use outpost_proto::controlplane::v1::watch_event::Event;
+use outpost_proto::controlplane::v1::{NodeKind, RaftPayload, WatchEvent, WatchRequest};
 use support::cluster::Cluster;
 use support::{Api, UPSTREAM_API, edge_identity, fast_raft, grpc_url, join_token, start};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -28,6 +29,22 @@ fn hello(node_id: &str) -> WatchRequest {
         labels: Default::default(),
         have_version: 0,
         addresses: vec![],
+        ..Default::default()
+    }
+}
+
+/// The version the next message brings, a full release or a delta.
+async fn next_version(stream: &mut tonic::Streaming<WatchEvent>) -> u64 {
+    let event = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("a message within the bounded wait")
+        .expect("stream healthy")
+        .expect("stream open")
+        .event;
+    match event {
+        Some(Event::Release(r)) => r.version,
+        Some(Event::Delta(d)) => d.version,
+        other => panic!("expected a release, got {other:?}"),
     }
 }
 
@@ -270,24 +287,14 @@ async fn an_edge_that_joined_with_a_token_receives_releases_over_mutual_tls() {
 
     let mut client = ConfigWatchClient::new(channel(&again, &cp).await);
     let mut stream = client.watch(hello("edge-x")).await.unwrap().into_inner();
-    let first = tokio::time::timeout(WAIT, stream.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(first.version, 1);
+    assert_eq!(next_version(&mut stream).await, 1);
     api.put(
         "/api/v1/config/shared_dicts/d",
         r#"{"capacityBytes": 8192}"#,
     )
     .await;
     api.post("/api/v1/releases", r#"{"note":"two"}"#).await;
-    let second = tokio::time::timeout(WAIT, stream.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(second.version, 2);
+    assert_eq!(next_version(&mut stream).await, 2);
     drop(stream);
     cp.shutdown().await;
 }

@@ -169,7 +169,9 @@ async fn run_fed(args: EdgeArgs, control_plane: String) -> anyhow::Result<()> {
         .collect();
     anyhow::ensure!(!control_planes.is_empty(), "--control-plane: no URL given");
     if let Some(plain) = control_planes.iter().find(|u| !u.starts_with("https://")) {
-        anyhow::bail!("--control-plane {plain}: the control plane's gRPC is TLS: use https://HOST:PORT");
+        anyhow::bail!(
+            "--control-plane {plain}: the control plane's gRPC is TLS: use https://HOST:PORT"
+        );
     }
     let identity = edge_identity(&args, &node_id, &control_planes)
         .await
