@@ -537,7 +537,7 @@ async fn each_partition_has_its_own_config_and_releases_and_its_nodes_get_them()
         "versions count per partition"
     );
 
-    let mut grpc = client(&cp).await;
+    let mut grpc = any_node_client(&cp).await;
     let mut eu = grpc
         .watch(WatchRequest {
             labels: [("partition".to_string(), "eu".to_string())].into(),
