@@ -131,6 +131,19 @@ impl AdminApi {
         }
     }
 
+    /// Makes a join token for `role` (`control-plane`, `edge`, `gslb`); panics unless made.
+    pub async fn join_token(&self, base: &str, role: &str) -> String {
+        let body = serde_json::json!({ "role": role, "ttlSeconds": 3600 });
+        match self.post(base, "/join-tokens", &body).await {
+            Ok(r) if r.ok() => r.json()["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("join token without a token: {}", r.text))
+                .to_string(),
+            Ok(r) => panic!("POST /join-tokens: {} {}", r.status, r.text),
+            Err(e) => panic!("POST /join-tokens: {e}"),
+        }
+    }
+
     /// `GET /api/v1/nodes`: the edge and GSLB nodes as the control plane last heard them.
     pub async fn nodes(&self, base: &str) -> Option<Vec<Value>> {
         let r = self.get(base, "/nodes").await.ok()?;

@@ -2,10 +2,10 @@
 //!
 //! Node 1 starts alone (`--node-id 1`), forms the cluster and prints the first admin token on
 //! stderr once; the harness reads it from the log. Every further node starts with
-//! `--node-id N --join http://NODE-1-API` and the token in `OUTPOST_TOKEN`: it asks node 1 to
-//! add it (`POST /api/v1/cluster/nodes`), which waits until it has caught up and makes it a
-//! voter. A restarted node is started with exactly the same arguments and data dir: it is a
-//! member already, so it just rejoins.
+//! `--node-id N --join https://NODE-1-GRPC` and a join token (made through node 1's API) in
+//! `OUTPOST_JOIN_TOKEN`: it gets its certificate, then asks node 1 to add it, which waits until
+//! it has caught up and makes it a voter. A restarted node is started with exactly the same
+//! arguments and data dir: it has its certificate and is a member already, so it just rejoins.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,9 +46,9 @@ impl ControlPlaneNode {
         format!("http://{}", self.api)
     }
 
-    /// `http://ip:port` of its gRPC listener (Raft and config watches).
+    /// `https://ip:port` of its gRPC listener (Raft, config watches and joins; TLS).
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
+        format!("https://{}", self.grpc)
     }
 
     pub fn is_running(&self) -> bool {
@@ -75,6 +75,7 @@ impl Cluster {
         let api = AdminApi::new(&token);
         self.api = Some(api.clone());
         let first = self.cp(1).api_url();
+        let first_grpc = self.cp(1).grpc_url();
         wait_until("node 1 leads its one-node cluster", JOIN_LIMIT, || {
             let (api, base) = (api.clone(), first.clone());
             async move { (api.cluster_status(&base).await?["leader"] == 1).then_some(()) }
@@ -83,7 +84,8 @@ impl Cluster {
         // Joins one at a time: each is a membership change of its own.
         for id in 2..=n {
             let region = regions[id as usize - 1];
-            self.spawn_cp(id, region, Some((first.clone(), token.clone())));
+            let join_token = api.join_token(&first, "control-plane").await;
+            self.spawn_cp(id, region, Some((first_grpc.clone(), join_token)));
             self.wait_log(id, "joined the cluster", JOIN_LIMIT).await;
         }
         let all: Vec<u64> = (1..=n).collect();
@@ -110,7 +112,7 @@ impl Cluster {
         let mut env = Vec::new();
         if let Some((url, token)) = join {
             args.extend(["--join".into(), url]);
-            env.push(("OUTPOST_TOKEN".to_string(), token));
+            env.push(("OUTPOST_JOIN_TOKEN".to_string(), token));
         }
         let launch = Launch {
             program: outpost_binary().to_path_buf(),

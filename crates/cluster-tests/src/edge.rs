@@ -60,6 +60,9 @@ impl Cluster {
     /// Waits until its admin listener answers. Returns its index.
     pub async fn start_edge(&mut self, name: &str, region: &str, cps: &[u64]) -> usize {
         let urls: Vec<String> = cps.iter().map(|id| self.cp(*id).grpc_url()).collect();
+        // A join token gets the edge its certificate on its first start (a restart reuses it).
+        let first_api = self.cp(cps[0]).api_url();
+        let join_token = self.api().join_token(&first_api, "edge").await;
         let host = self.net.host(name, region);
         let admin = SocketAddr::new(host.ip, self.net.tcp_port(&host, ports::EDGE_ADMIN));
         let state_dir = self.dir().join(name);
@@ -83,7 +86,7 @@ impl Cluster {
         let launch = Launch {
             program: outpost_binary().to_path_buf(),
             args,
-            env: Vec::new(),
+            env: vec![("OUTPOST_JOIN_TOKEN".to_string(), join_token)],
             netns: host.netns.clone(),
         };
         let proc = NodeProcess::start(name, launch, self.log_path(name));

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use outpost_control_plane::pki::identity::TlsIdentity;
+use outpost_control_plane::pki::join::JoinTicket;
 use outpost_control_plane::raft::Command;
 use outpost_control_plane::store::{NodeHello, NodeKind};
 use outpost_control_plane::{ClusterInit, ControlPlane, RaftTuning, Settings};
@@ -153,13 +155,20 @@ async fn main() -> anyhow::Result<()> {
         "first release: {}",
         first.status()
     );
+    let identity = TlsIdentity::load(&root.path().join("cp1/tls"))?
+        .ok_or_else(|| anyhow::anyhow!("node 1 has no TLS identity"))?;
     for watchers in [1usize, 10, 100] {
         let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant, usize)>();
         let mut streams = Vec::new();
         let mut full_bytes = 0;
         for w in 0..watchers {
             let addr = nodes[w % 3].grpc_addr();
-            let mut client = ConfigWatchClient::connect(format!("http://{addr}")).await?;
+            // Node 1's own control-plane certificate may watch as any node.
+            let channel = identity
+                .endpoint(&format!("https://{addr}"))?
+                .connect()
+                .await?;
+            let mut client = ConfigWatchClient::new(channel);
             let req = cp::WatchRequest {
                 node_id: format!("watch-{watchers}-{w}"),
                 kind: cp::NodeKind::Edge as i32,
@@ -248,6 +257,25 @@ async fn start_cluster(root: &std::path::Path) -> anyhow::Result<Vec<ControlPlan
     let any: SocketAddr = "127.0.0.1:0".parse()?;
     let mut nodes: Vec<ControlPlane> = Vec::new();
     for id in 1..=3u64 {
+        // Nodes 2 and 3 join with a join token made through node 1's API.
+        let join = match nodes.first() {
+            None => None,
+            Some(first) => {
+                let r = reqwest::Client::new()
+                    .post(format!("http://{}/api/v1/join-tokens", first.api_addr()))
+                    .bearer_auth(first.bootstrap_token().unwrap_or_default())
+                    .header("content-type", "application/json")
+                    .body(r#"{"role":"control-plane"}"#)
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().is_success(), "join token: {}", r.status());
+                let v: serde_json::Value = r.json().await?;
+                Some(JoinTicket {
+                    url: format!("https://{}", first.grpc_addr()),
+                    token: v["token"].as_str().unwrap_or_default().to_string(),
+                })
+            }
+        };
         let cp = ControlPlane::start(Settings {
             data_dir: root.join(format!("cp{id}")),
             api_listen: any,
@@ -259,23 +287,10 @@ async fn start_cluster(root: &std::path::Path) -> anyhow::Result<Vec<ControlPlan
                 ClusterInit::Join
             },
             raft: RaftTuning::default(),
+            tls_sans: Vec::new(),
+            join,
         })
         .await?;
-        if id > 1 {
-            let leader = &nodes[0];
-            let body = serde_json::json!({
-                "id": id, "grpcAddr": cp.grpc_addr().to_string(),
-                "apiAddr": cp.api_addr().to_string(), "voter": true,
-            });
-            let r = reqwest::Client::new()
-                .post(format!("http://{}/api/v1/cluster/nodes", leader.api_addr()))
-                .bearer_auth(leader.bootstrap_token().unwrap_or_default())
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await?;
-            anyhow::ensure!(r.status().is_success(), "join {id}: {}", r.status());
-        }
         nodes.push(cp);
     }
     Ok(nodes)

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod error;
+mod join_tokens;
 mod objects;
 mod partitions;
 mod purges;
@@ -22,6 +23,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
+pub(crate) use cluster::is_host_port;
 pub use error::ApiError;
 
 use crate::auth::{self, Role};
@@ -84,6 +86,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route(
+            "/api/v1/join-tokens",
+            axum::routing::post(join_tokens::create),
+        )
         .route("/api/v1/cluster", get(cluster::status))
         .route(
             "/api/v1/cluster/nodes",

@@ -17,7 +17,7 @@ use outpost_proto::controlplane::v1::RaftPayload;
 use outpost_proto::controlplane::v1::raft_client::RaftClient;
 use serde::Serialize;
 use tokio::time::Instant;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::raft::forward::{ForwardError, ForwardReply, ForwardRequest};
 use crate::raft::network::channel;
@@ -52,6 +52,8 @@ pub struct Cluster {
     raft: Raft,
     /// The source address of forwarded requests (as for Raft RPCs).
     local: Option<IpAddr>,
+    /// Mutual TLS to peers: this node's certificate, trusting only the cluster CA.
+    tls: ClientTlsConfig,
     peers: Mutex<HashMap<String, RaftClient<Channel>>>,
 }
 
@@ -85,11 +87,12 @@ pub struct Member {
 }
 
 impl Cluster {
-    pub fn new(id: NodeId, raft: Raft, local: Option<IpAddr>) -> Cluster {
+    pub fn new(id: NodeId, raft: Raft, local: Option<IpAddr>, tls: ClientTlsConfig) -> Cluster {
         Cluster {
             id,
             raft,
             local,
+            tls,
             peers: Mutex::new(HashMap::new()),
         }
     }
@@ -129,6 +132,14 @@ impl Cluster {
         self.run(ForwardRequest::AddLearner { id, node })
             .await
             .map(drop)
+    }
+
+    /// Adds a learner, waits until it has caught up, then makes it a voter too.
+    pub async fn add_voter(&self, id: NodeId, node: ClusterNode) -> Result<(), ClusterError> {
+        self.add_learner(id, node).await?;
+        let mut voters: BTreeSet<NodeId> = self.status().voters.into_iter().collect();
+        voters.insert(id);
+        self.set_voters(voters).await
     }
 
     pub async fn set_voters(&self, voters: BTreeSet<NodeId>) -> Result<(), ClusterError> {
@@ -248,7 +259,7 @@ impl Cluster {
             match peers.get(&node.grpc_addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let ch = channel(&node.grpc_addr, self.local)
+                    let ch = channel(&node.grpc_addr, self.local, &self.tls)
                         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
                     let c = RaftClient::new(ch);
                     peers.insert(node.grpc_addr.clone(), c.clone());

@@ -19,12 +19,17 @@
 //! - [`diff`]: what changed between two configs, as a pure function.
 //! - [`auth`]: roles and tokens.
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`).
+//! - [`pki`]: the cluster CA, node certificates and join tokens; every gRPC listener is TLS and
+//!   services know their caller from its client certificate. [`join`] is the `ClusterJoin`
+//!   service that signs a new node's certificate for a valid join token.
 pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod diff;
+pub mod join;
 pub mod lua_check;
 pub mod metrics;
+pub mod pki;
 pub mod push;
 pub mod raft;
 pub mod server;

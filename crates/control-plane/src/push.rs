@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{Cluster, ClusterError};
+use crate::pki::NodeRole;
+use crate::pki::peer::{Peer, authorize};
 use crate::raft::{Applied, Command, Refusal};
 use crate::store::{NodeHello, NodeKind, Store, now_ms};
 
@@ -131,6 +133,15 @@ fn check_node_id(id: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Watching and reporting need a certificate of the cluster: an edge's or GSLB server's (for
+/// its own node id only), or a control-plane node's.
+fn authorize_node<T>(request: &Request<T>) -> Result<Peer, Status> {
+    authorize(
+        request,
+        &[NodeRole::Edge, NodeRole::Gslb, NodeRole::ControlPlane],
+    )
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<cp::WatchEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -141,8 +152,10 @@ impl ConfigWatch for ConfigWatchService {
         &self,
         request: Request<cp::WatchRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let peer = authorize_node(&request)?;
         let req = request.into_inner();
         check_node_id(&req.node_id)?;
+        peer.may_act_as(&req.node_id)?;
         let kind = match cp::NodeKind::try_from(req.kind) {
             Ok(cp::NodeKind::Edge) => NodeKind::Edge,
             Ok(cp::NodeKind::Gslb) => NodeKind::Gslb,
@@ -215,8 +228,10 @@ impl ConfigWatch for ConfigWatchService {
         &self,
         request: Request<cp::ApplyReport>,
     ) -> Result<Response<cp::ReportAck>, Status> {
+        let peer = authorize_node(&request)?;
         let r = request.into_inner();
         check_node_id(&r.node_id)?;
+        peer.may_act_as(&r.node_id)?;
         if !r.ok && r.error.is_empty() {
             return Err(Status::invalid_argument("error: required when ok is false"));
         }

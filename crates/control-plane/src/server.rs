@@ -2,11 +2,13 @@
 //! gRPC listener (Raft between nodes, config watches from edges and GSLB servers).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use outpost_proto::controlplane::v1::AddVoterRequest;
+use outpost_proto::controlplane::v1::cluster_join_server::ClusterJoinServer;
 use outpost_proto::controlplane::v1::config_watch_server::ConfigWatchServer;
 use outpost_proto::controlplane::v1::raft_server::RaftServer;
 use tokio::net::TcpListener;
@@ -16,6 +18,10 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::auth;
 use crate::cluster::Cluster;
+use crate::join::JoinService;
+use crate::pki::identity::{IdentityError, TlsIdentity, create_private_dir};
+use crate::pki::join::{JoinError, JoinTicket};
+use crate::pki::{self, NodeRole, PkiError};
 use crate::push::{ConfigWatchService, Watchers};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
@@ -37,6 +43,13 @@ pub struct Settings {
     pub node_id: NodeId,
     pub init: ClusterInit,
     pub raft: RaftTuning,
+    /// Names for this node's certificate besides its gRPC listen address (DNS names or IPs
+    /// that peers and edges use to reach it).
+    pub tls_sans: Vec<String>,
+    /// For a [`ClusterInit::Join`] node: where to join and the join token. On its first start
+    /// the node gets its certificate with it, then asks to be added as a voter (again on each
+    /// start until it is a member). A node that is a member needs none.
+    pub join: Option<JoinTicket>,
 }
 
 impl Settings {
@@ -49,6 +62,8 @@ impl Settings {
             node_id: 1,
             init: ClusterInit::Single,
             raft: RaftTuning::default(),
+            tls_sans: Vec::new(),
+            join: None,
         }
     }
 }
@@ -56,10 +71,11 @@ impl Settings {
 /// What a node does on its first start, when its log is empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterInit {
-    /// Forms a one-voter cluster of itself and creates the first admin token. Later voters are
-    /// added through the API.
+    /// Forms a one-voter cluster of itself, makes the cluster CA and creates the first admin
+    /// token. Later voters join with a join token (or are added through the API).
     Single,
-    /// Waits to be added by the leader (`POST /api/v1/cluster/nodes`).
+    /// Waits to be added: with [`Settings::join`] it asks for that itself; otherwise the leader
+    /// adds it (`POST /api/v1/cluster/nodes`).
     Join,
 }
 
@@ -101,6 +117,14 @@ pub enum StartError {
     },
     #[error("raft: {0}")]
     Raft(String),
+    #[error("this node's TLS identity: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("the cluster CA: {0}")]
+    Pki(#[from] PkiError),
+    #[error("joining the cluster: {0}")]
+    Join(#[from] JoinError),
+    #[error("TLS on the gRPC listener: {0}")]
+    Tls(String),
 }
 
 /// A running control plane.
@@ -139,6 +163,8 @@ impl ControlPlane {
         };
 
         let local = Some(grpc_addr.ip()).filter(|ip| !ip.is_unspecified());
+        let tls_dir = settings.data_dir.join("tls");
+        let identity = node_identity(&settings, &store, &tls_dir, grpc_addr, local).await?;
         let writes = Arc::new(Mutex::new(()));
         let tuning = settings.raft;
         let config = openraft::Config {
@@ -156,13 +182,21 @@ impl ControlPlane {
         let raft = openraft::Raft::new(
             settings.node_id,
             Arc::new(config),
-            NetworkFactory { local },
+            NetworkFactory {
+                local,
+                tls: identity.client_tls(),
+            },
             LogStore::new(store.pool.clone(), writes.clone()),
             StateMachine::new(store.clone(), writes),
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let cluster = Arc::new(Cluster::new(settings.node_id, raft, local));
+        let cluster = Arc::new(Cluster::new(
+            settings.node_id,
+            raft,
+            local,
+            identity.client_tls(),
+        ));
 
         let (stop, stop_rx) = watch::channel(false);
         let watchers = Arc::new(Watchers::default());
@@ -190,11 +224,16 @@ impl ControlPlane {
             ConfigWatchService::new(store.clone(), cluster.clone(), watchers, stop_rx.clone())
                 .with_metrics(metrics);
         let raft_service = RaftService::new(cluster.clone());
+        let join_service = JoinService::new(store.clone(), cluster.clone());
         let mut grpc_stop = stop_rx;
+        let mut server = tonic::transport::Server::builder()
+            .tls_config(identity.server_tls())
+            .map_err(|e| StartError::Tls(e.to_string()))?;
         let grpc_task = tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = server
                 .add_service(ConfigWatchServer::new(service))
                 .add_service(RaftServer::new(raft_service))
+                .add_service(ClusterJoinServer::new(join_service))
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc_listener),
                     async move {
@@ -225,7 +264,7 @@ impl ControlPlane {
             node = settings.node_id, api = %api_addr, grpc = %grpc_addr, initialized,
             "control plane listening"
         );
-        Ok(ControlPlane {
+        let cp = ControlPlane {
             api_addr,
             grpc_addr,
             bootstrap_token,
@@ -233,7 +272,41 @@ impl ControlPlane {
             cluster,
             stop,
             tasks: vec![api_task, grpc_task],
-        })
+        };
+        let joined = async {
+            publish_pending_ca(&cp.cluster, &cp.store, &tls_dir).await?;
+            if let (ClusterInit::Join, Some(ticket)) = (settings.init, &settings.join) {
+                cp.join_as_voter(&identity, ticket, local).await?;
+            }
+            Ok(())
+        };
+        if let Err(e) = joined.await {
+            cp.shutdown().await;
+            return Err(e);
+        }
+        Ok(cp)
+    }
+
+    /// Asks the cluster at `ticket.url` to add this node as a voter, unless it is a member
+    /// already (its log says so: a restart).
+    async fn join_as_voter(
+        &self,
+        identity: &TlsIdentity,
+        ticket: &JoinTicket,
+        local: Option<IpAddr>,
+    ) -> Result<(), StartError> {
+        let id = self.node_id();
+        if self.cluster.status().members.iter().any(|m| m.id == id) {
+            return Ok(());
+        }
+        let request = AddVoterRequest {
+            node_id: id,
+            grpc_addr: self.grpc_addr.to_string(),
+            api_addr: self.api_addr.to_string(),
+        };
+        pki::join::add_voter(identity, &ticket.url, request, local).await?;
+        tracing::info!(node = id, via = %ticket.url, "joined the cluster as a voter");
+        Ok(())
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -302,4 +375,142 @@ async fn bootstrap_admin_token(
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     Ok(matches!(applied, Applied::Token(_)).then_some(token))
+}
+
+/// Where a bootstrapping node keeps the CA it made until the CA is in the replicated state: a
+/// crash in between must not lose the key that signed this node's certificate.
+const PENDING_CA: &str = "pending-ca.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingCa {
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// The names in a control-plane certificate: the gRPC listen address (loopback names when it
+/// listens on every address) and the extra names asked for.
+fn cert_sans(grpc: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut sans: Vec<String> = if grpc.ip().is_unspecified() {
+        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+    } else {
+        vec![grpc.ip().to_string()]
+    };
+    for name in extra {
+        if !sans.contains(name) {
+            sans.push(name.clone());
+        }
+    }
+    sans
+}
+
+/// This node's key and certificate: kept in `tls_dir` from an earlier start; or signed here
+/// with the CA of the replicated state, or with a new CA when this node forms the cluster; or
+/// got from the cluster with the join token.
+async fn node_identity(
+    settings: &Settings,
+    store: &Store,
+    tls_dir: &Path,
+    grpc_addr: SocketAddr,
+    local: Option<IpAddr>,
+) -> Result<TlsIdentity, StartError> {
+    if let Some(id) = TlsIdentity::load(tls_dir)? {
+        if id.subject().map(|(role, _)| role) != Some(NodeRole::ControlPlane) {
+            return Err(StartError::Tls(format!(
+                "{}: the certificate there is not a control-plane certificate",
+                tls_dir.display()
+            )));
+        }
+        return Ok(id);
+    }
+    let name = format!("cp-{}", settings.node_id);
+    let sans = cert_sans(grpc_addr, &settings.tls_sans);
+    let now = crate::store::now_ms();
+    let ca = match store.cluster_ca().await? {
+        Some(ca) => ca,
+        None if settings.init == ClusterInit::Single => {
+            let ca = pki::new_ca(now)?;
+            create_private_dir(tls_dir)?;
+            let pending = serde_json::to_string(&PendingCa {
+                cert_pem: ca.cert_pem.clone(),
+                key_pem: ca.key_pem.clone(),
+            })
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+            write_private(&tls_dir.join(PENDING_CA), &pending)?;
+            tracing::info!("made the cluster CA");
+            ca
+        }
+        None => {
+            let ticket = settings
+                .join
+                .as_ref()
+                .ok_or_else(|| JoinError::NoIdentity {
+                    dir: tls_dir.to_path_buf(),
+                })?;
+            let id = pki::join::join(ticket, NodeRole::ControlPlane, &name, &sans, local).await?;
+            id.save(tls_dir)?;
+            return Ok(id);
+        }
+    };
+    let (key_pem, csr_pem) = pki::new_key_and_csr(&name)?;
+    let cert_pem = pki::issue(&ca, &csr_pem, &name, NodeRole::ControlPlane, &sans, now)?;
+    let id = TlsIdentity {
+        key_pem,
+        cert_pem,
+        ca_pem: ca.cert_pem,
+    };
+    id.save(tls_dir)?;
+    Ok(id)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(())
+}
+
+/// Writes the CA this node made into the replicated state, once this node leads its new
+/// cluster, then forgets its local copy.
+async fn publish_pending_ca(
+    cluster: &Cluster,
+    store: &Store,
+    tls_dir: &Path,
+) -> Result<(), StartError> {
+    let path = tls_dir.join(PENDING_CA);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let pending: PendingCa = serde_json::from_str(&text)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", path.display())))?;
+    if store.cluster_ca().await?.is_none() {
+        cluster
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(cluster.id(), "electing itself")
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let applied = cluster
+            .write(Command::SetClusterCa {
+                cert_pem: pending.cert_pem,
+                key_pem: pending.key_pem,
+                at_ms: crate::store::now_ms(),
+            })
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        tracing::info!(?applied, "cluster CA written to the replicated state");
+    }
+    std::fs::remove_file(&path).map_err(|source| IdentityError::Io { path, source })?;
+    Ok(())
 }

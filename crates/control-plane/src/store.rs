@@ -204,6 +204,13 @@ fn migrator() -> Migrator {
             false,
         ),
         Migration::new(
+            4,
+            "cluster_ca".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0004_cluster_ca.sql")),
+            false,
+        ),
+        Migration::new(
             5,
             "partitions".into(),
             MigrationType::Simple,
@@ -584,6 +591,7 @@ pub(crate) fn release_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Release, S
 }
 
 pub(crate) mod apply;
+pub(crate) mod cluster_ca;
 pub(crate) mod dump;
 
 #[cfg(test)]

@@ -4,23 +4,41 @@ mod support;
 
 use std::time::Duration;
 
+use outpost_control_plane::pki::{self, NodeRole, join::JoinTicket};
 use outpost_proto::controlplane::v1::config_watch_client::ConfigWatchClient;
 use outpost_proto::controlplane::v1::watch_event::Event;
 use outpost_proto::controlplane::v1::{
     ApplyReport, ConfigDelta, NodeKind, Purge, Release, WatchEvent, WatchRequest,
 };
 use prost::Message;
-use support::{Api, UPSTREAM_API, start};
+use support::{Api, UPSTREAM_API, grpc_url, join_token, start, watch_client};
 use tonic::Streaming;
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// A watch client with an edge certificate for `node_id`, as an edge gets one.
 async fn client(
     cp: &outpost_control_plane::ControlPlane,
+    node_id: &str,
 ) -> ConfigWatchClient<tonic::transport::Channel> {
-    ConfigWatchClient::connect(format!("http://{}", cp.grpc_addr()))
+    watch_client(cp, cp.bootstrap_token().unwrap(), node_id).await
+}
+
+/// One client watching as several nodes: a control-plane certificate may speak for any node
+/// (an edge's only for itself).
+async fn any_node_client(
+    cp: &outpost_control_plane::ControlPlane,
+) -> ConfigWatchClient<tonic::transport::Channel> {
+    let token = cp.bootstrap_token().unwrap();
+    let join = join_token(&Api::new(cp, token), "control-plane", 600).await;
+    let ticket = JoinTicket {
+        url: grpc_url(cp),
+        token: join,
+    };
+    let id = pki::join::join(&ticket, NodeRole::ControlPlane, "test-watcher", &[], None)
         .await
-        .expect("gRPC connects")
+        .expect("joins");
+    ConfigWatchClient::new(id.endpoint(&grpc_url(cp)).unwrap().connect().await.unwrap())
 }
 
 fn hello(node_id: &str, have_version: u64) -> WatchRequest {
@@ -86,7 +104,7 @@ async fn a_watching_node_gets_the_latest_release_then_each_new_one() {
         201
     );
 
-    let mut grpc = client(&cp).await;
+    let mut grpc = client(&cp, "edge-1").await;
     let mut stream = grpc.watch(hello("edge-1", 0)).await.unwrap().into_inner();
     let first = next(&mut stream).await;
     assert_eq!(first.version, 1);
@@ -134,7 +152,7 @@ async fn a_node_that_is_up_to_date_is_sent_nothing_until_the_next_release() {
     api.put("/api/v1/config/upstreams/api", UPSTREAM_API).await;
     api.post("/api/v1/releases", r#"{"note":"one"}"#).await;
 
-    let mut grpc = client(&cp).await;
+    let mut grpc = client(&cp, "edge-2").await;
     let mut stream = grpc.watch(hello("edge-2", 1)).await.unwrap().into_inner();
     // Nothing is sent to a node holding the latest version.
     quiet(&mut stream).await;
@@ -159,9 +177,10 @@ async fn reports_are_recorded_per_node_and_shown_in_the_nodes_api() {
     api.put("/api/v1/config/upstreams/api", UPSTREAM_API).await;
     api.post("/api/v1/releases", r#"{"note":"one"}"#).await;
 
-    let mut grpc = client(&cp).await;
+    let mut grpc = client(&cp, "edge-3").await;
     // A node must introduce itself with a watch before it reports.
-    let unknown = grpc
+    let unknown = client(&cp, "ghost")
+        .await
         .report(ApplyReport {
             node_id: "ghost".into(),
             version: 1,
@@ -232,7 +251,7 @@ async fn reports_are_recorded_per_node_and_shown_in_the_nodes_api() {
 async fn shutdown_ends_open_watch_streams() {
     let dir = tempfile::tempdir().unwrap();
     let cp = start(dir.path()).await;
-    let mut grpc = client(&cp).await;
+    let mut grpc = client(&cp, "edge-4").await;
     let mut stream = grpc.watch(hello("edge-4", 0)).await.unwrap().into_inner();
     tokio::time::timeout(WAIT, cp.shutdown())
         .await
@@ -269,7 +288,7 @@ async fn a_node_close_behind_gets_a_delta_sized_to_the_change_and_any_other_the_
     }
     api.post("/api/v1/releases", r#"{"note":"one"}"#).await;
 
-    let mut grpc = client(&cp).await;
+    let mut grpc = any_node_client(&cp).await;
     let mut close = grpc.watch(hello("close", 0)).await.unwrap().into_inner();
     let one = next(&mut close).await;
     let full_bytes = one.encoded_len();
@@ -324,7 +343,7 @@ async fn purges_reach_every_watching_node_without_a_release() {
     let dir = tempfile::tempdir().unwrap();
     let cp = start(dir.path()).await;
     let api = Api::new(&cp, cp.bootstrap_token().unwrap());
-    let mut grpc = client(&cp).await;
+    let mut grpc = any_node_client(&cp).await;
     let mut a = grpc.watch(hello("a", 0)).await.unwrap().into_inner();
     let mut b = grpc.watch(hello("b", 0)).await.unwrap().into_inner();
 
@@ -416,7 +435,7 @@ async fn a_staged_release_goes_to_staging_nodes_until_it_is_promoted() {
     api.put("/api/v1/config/upstreams/api", UPSTREAM_API).await;
     api.post("/api/v1/releases", r#"{"note":"one"}"#).await;
 
-    let mut grpc = client(&cp).await;
+    let mut grpc = any_node_client(&cp).await;
     let mut staging = grpc
         .watch(WatchRequest {
             labels: [("staging".to_string(), "true".to_string())].into(),
@@ -518,7 +537,7 @@ async fn each_partition_has_its_own_config_and_releases_and_its_nodes_get_them()
         "versions count per partition"
     );
 
-    let mut grpc = client(&cp).await;
+    let mut grpc = any_node_client(&cp).await;
     let mut eu = grpc
         .watch(WatchRequest {
             labels: [("partition".to_string(), "eu".to_string())].into(),

@@ -1,39 +1,48 @@
-//! `outpost control-plane --data DIR`: one control-plane node (admin API, gRPC for Raft and for
-//! config watches).
+//! `outpost control-plane --data DIR`: one control-plane node (admin API, gRPC for Raft, config
+//! watches and joins, all gRPC over TLS).
 //!
-//! The first node of a cluster forms it alone on first start and prints the first admin token.
-//! Each further node starts with `--node-id N --join http://MEMBER-API --token ADMIN-TOKEN`: it
-//! asks the cluster to add it, which waits until it has caught up, then makes it a voter.
+//! The first node of a cluster forms it alone on first start: it makes the cluster CA, its own
+//! certificate, and prints the first admin token. Each further node starts with
+//! `--node-id N --join https://MEMBER:GRPC-PORT --join-token OPJ1...` (a token made with
+//! `POST /api/v1/join-tokens {"role":"control-plane"}`): it gets its certificate, then asks the
+//! cluster to add it, which waits until it has caught up and makes it a voter. Later starts
+//! need neither: the certificate is in `DATA/tls`, the membership in the log.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
+use outpost_control_plane::pki::join::JoinTicket;
 use outpost_control_plane::{ClusterInit, ControlPlane, RaftTuning, Settings};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]
 pub struct ControlPlaneArgs {
-    /// Directory for the database (created if missing).
+    /// Directory for the database and this node's TLS key and certificates (created if
+    /// missing).
     #[arg(long)]
     data: PathBuf,
     /// Admin REST API listener.
     #[arg(long, default_value = "127.0.0.1:9400")]
     listen: SocketAddr,
-    /// gRPC listener: Raft between control-plane nodes, and config watches from nodes.
+    /// gRPC listener (TLS): Raft between control-plane nodes, config watches from nodes, joins.
     #[arg(long, default_value = "127.0.0.1:9401")]
     grpc_listen: SocketAddr,
     /// This node's Raft id, unique in the cluster (a positive integer).
     #[arg(long, default_value_t = 1)]
     node_id: u64,
-    /// Join the cluster that the admin API at this URL belongs to (any member), instead of
-    /// forming a new one. Only on the node's first start; later starts just rejoin.
-    #[arg(long)]
+    /// Join the cluster that this gRPC URL belongs to (any member, `https://HOST:PORT`),
+    /// instead of forming a new one.
+    #[arg(long, requires = "join_token")]
     join: Option<String>,
-    /// An admin token of the cluster to join.
-    #[arg(long, env = "OUTPOST_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// A join token with role control-plane (`POST /api/v1/join-tokens`); needed on the first
+    /// start only.
+    #[arg(long, env = "OUTPOST_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Another name (DNS or IP) for this node's certificate, besides the --grpc-listen address:
+    /// the one peers and edges use to reach it. Repeatable; read on the first start only.
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
     /// Build a Raft snapshot (and compact the log) after this many entries.
     #[arg(long, default_value_t = RaftTuning::default().snapshot_after_logs)]
     snapshot_after_logs: u64,
@@ -41,11 +50,17 @@ pub struct ControlPlaneArgs {
 
 pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.node_id > 0, "--node-id must be a positive integer");
-    let init = if args.join.is_some() {
+    let join = match (args.join, args.join_token) {
+        (Some(url), Some(token)) => Some(JoinTicket { url, token }),
+        (Some(_), None) => anyhow::bail!("--join needs --join-token (or OUTPOST_JOIN_TOKEN)"),
+        (None, _) => None,
+    };
+    let init = if join.is_some() {
         ClusterInit::Join
     } else {
         ClusterInit::Single
     };
+    let joining = join.as_ref().map(|j| j.url.clone());
     let cp = ControlPlane::start(Settings {
         data_dir: args.data,
         api_listen: args.listen,
@@ -56,24 +71,22 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
             snapshot_after_logs: args.snapshot_after_logs,
             ..RaftTuning::default()
         },
+        tls_sans: args.tls_sans,
+        join,
     })
-    .await?;
+    .await
+    .context("starting the control plane")?;
     if let Some(token) = cp.bootstrap_token() {
         eprintln!("first admin token (shown once, keep it): {token}");
     }
     eprintln!(
-        "control-plane node {}: admin API http://{}/api/v1, gRPC {}",
+        "control-plane node {}: admin API http://{}/api/v1, gRPC https://{}",
         cp.node_id(),
         cp.api_addr(),
         cp.grpc_addr()
     );
-    if let Some(url) = &args.join {
-        let token = args
-            .token
-            .as_deref()
-            .context("--join needs an admin token (--token or OUTPOST_TOKEN)")?;
-        join(&cp, url, token).await?;
-        eprintln!("joined the cluster through {url} as a voter");
+    if let Some(url) = joining {
+        eprintln!("member of the cluster at {url}");
     }
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
@@ -82,45 +95,5 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     cp.shutdown().await;
-    Ok(())
-}
-
-/// Asks the cluster to add this node as a voter, unless it is a member already (a restart).
-async fn join(cp: &ControlPlane, url: &str, token: &str) -> anyhow::Result<()> {
-    if cp
-        .cluster()
-        .status()
-        .members
-        .iter()
-        .any(|m| m.id == cp.node_id())
-    {
-        return Ok(());
-    }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let body = serde_json::json!({
-        "id": cp.node_id(),
-        "grpcAddr": cp.grpc_addr().to_string(),
-        "apiAddr": cp.api_addr().to_string(),
-        "voter": true,
-    });
-    let reply = http
-        .post(format!(
-            "{}/api/v1/cluster/nodes",
-            url.trim_end_matches('/')
-        ))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .with_context(|| format!("asking {url} to add this node"))?;
-    let status = reply.status();
-    let text = reply.text().await.unwrap_or_default();
-    anyhow::ensure!(
-        status.is_success(),
-        "{url} refused to add this node: {status} {text}"
-    );
     Ok(())
 }

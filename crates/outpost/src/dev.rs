@@ -6,6 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use outpost_control_plane::pki::NodeRole;
+use outpost_control_plane::pki::identity::TlsIdentity;
+use outpost_control_plane::pki::join::{self, JoinTicket};
 use outpost_edge_node::{EdgeNode, EdgeSettings, demo_origin};
 use outpost_proto::{SourceFormat, parse_config};
 
@@ -162,8 +165,48 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .or_else(|| latest[0]["version"].as_u64())
         .unwrap_or(1);
 
-    // The edge, fed by the control plane like any other.
+    // The edge, fed by the control plane like any other: over mutual TLS, with a certificate
+    // it got with a join token on the first run (kept in its state directory).
     let state_dir = args.data.join("edge");
+    let grpc = cp.grpc_addr();
+    let grpc_host = if grpc.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        grpc.ip()
+    };
+    let grpc_url = format!("https://{}", SocketAddr::new(grpc_host, grpc.port()));
+    let tls_dir = state_dir.join("tls");
+    let ticket = match TlsIdentity::load(&tls_dir)? {
+        Some(_) => None,
+        None => {
+            let made = http
+                .post(format!("{api}/join-tokens"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(r#"{"role":"edge","ttlSeconds":600}"#)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                made.status().is_success(),
+                "making a join token: {}",
+                made.text().await?
+            );
+            let made: serde_json::Value = serde_json::from_str(&made.text().await?)?;
+            Some(JoinTicket {
+                url: grpc_url.clone(),
+                token: made["token"].as_str().unwrap_or_default().to_string(),
+            })
+        }
+    };
+    let identity = join::load_or_join(
+        &tls_dir,
+        ticket.as_ref(),
+        NodeRole::Edge,
+        "dev-edge",
+        &[],
+        None,
+    )
+    .await?;
     let initial = crate::watch::persisted(&state_dir)?.unwrap_or_default();
     let node = EdgeNode::start(
         EdgeSettings {
@@ -177,7 +220,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let watch = tokio::spawn(crate::watch::run(
         node.clone(),
         crate::watch::WatchSettings {
-            control_planes: vec![format!("http://{}", cp.grpc_addr())],
+            control_planes: vec![grpc_url.clone()],
+            tls: identity.client_tls(),
             node_id: "dev-edge".into(),
             region: "local".into(),
             labels: Default::default(),
@@ -215,7 +259,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  control plane   http://{}/api/v1   admin token: {token}",
         cp.api_addr()
     );
-    println!("  config watch    {} (gRPC)", cp.grpc_addr());
+    println!(
+        "  config watch    {grpc_url} (gRPC over mutual TLS, cluster CA in the control plane's data dir)"
+    );
     println!("  demo origin     http://{origin}/");
     println!(
         "  edge (HTTP)     http://{edge}/   (config version {})",

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use outpost_control_plane::pki::NodeRole;
+use outpost_control_plane::pki::identity::TlsIdentity;
+use outpost_control_plane::pki::join::{self, JoinError, JoinTicket};
 use outpost_edge_node::{EdgeNode, EdgeSettings};
 use outpost_proto::{SourceFormat, parse_config, pb};
 use tokio::signal::unix::{SignalKind, signal};
@@ -14,8 +17,8 @@ pub struct EdgeArgs {
     /// Config file, YAML or JSON (by extension).
     #[arg(long, short, required_unless_present = "control_plane")]
     config: Option<PathBuf>,
-    /// Take the config from the control plane instead: the gRPC addresses of its nodes, comma
-    /// separated, tried in turn (e.g. `http://10.0.0.5:7001,http://10.0.0.6:7001`). The last
+    /// Take the config from the control plane instead: the gRPC URLs of its nodes, comma
+    /// separated, tried in turn (e.g. `https://10.0.0.5:9401,https://10.0.0.6:9401`). The last
     /// applied config is kept in --state-dir.
     #[arg(long, conflicts_with = "config")]
     control_plane: Option<String>,
@@ -23,13 +26,22 @@ pub struct EdgeArgs {
     /// releases.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// A join token with role edge (`POST /api/v1/join-tokens`): on the first start the edge
+    /// gets its certificate with it and keeps it in --state-dir/tls; later starts need none.
+    #[arg(
+        long,
+        env = "OUTPOST_JOIN_TOKEN",
+        hide_env_values = true,
+        requires = "control_plane"
+    )]
+    join_token: Option<String>,
     /// This node's name for the control plane (default: the host name).
     #[arg(long)]
     node_id: Option<String>,
     /// This node's region, reported to the control plane.
     #[arg(long, default_value = "")]
     region: String,
-    /// Where a control-plane-fed edge keeps its last applied config.
+    /// Where a control-plane-fed edge keeps its last applied config and its TLS identity.
     #[arg(long, default_value = "./outpost-edge-state")]
     state_dir: PathBuf,
     /// Worker threads; 0 = one per core.
@@ -109,9 +121,61 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The certificate kept in --state-dir/tls; on the first start, one got with --join-token from
+/// the first control-plane node that answers.
+async fn edge_identity(
+    args: &EdgeArgs,
+    node_id: &str,
+    control_planes: &[String],
+) -> anyhow::Result<TlsIdentity> {
+    let dir = args.state_dir.join("tls");
+    if let Some(id) = TlsIdentity::load(&dir)? {
+        return Ok(id);
+    }
+    let Some(token) = &args.join_token else {
+        anyhow::bail!(
+            "{}: no certificate yet: the first start needs --join-token (a token with role edge)",
+            dir.display()
+        );
+    };
+    let mut unreachable = Vec::new();
+    for url in control_planes {
+        let ticket = JoinTicket {
+            url: url.clone(),
+            token: token.clone(),
+        };
+        match join::load_or_join(&dir, Some(&ticket), NodeRole::Edge, node_id, &[], None).await {
+            Ok(id) => return Ok(id),
+            Err(e @ JoinError::Connect { .. }) => unreachable.push(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("no control plane answered: {}", unreachable.join("; "))
+}
+
 /// An edge whose config comes from the control plane: it starts from the config it persisted
 /// last time (so it serves while the control plane is unreachable), or from an empty one.
+/// It watches over mutual TLS with the certificate it got with its join token.
 async fn run_fed(args: EdgeArgs, control_plane: String) -> anyhow::Result<()> {
+    let node_id = args.node_id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "edge".into())
+    });
+    let control_planes: Vec<String> = control_plane
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    anyhow::ensure!(!control_planes.is_empty(), "--control-plane: no URL given");
+    if let Some(plain) = control_planes.iter().find(|u| !u.starts_with("https://")) {
+        anyhow::bail!(
+            "--control-plane {plain}: the control plane's gRPC is TLS: use https://HOST:PORT"
+        );
+    }
+    let identity = edge_identity(&args, &node_id, &control_planes)
+        .await
+        .context("getting this edge's certificate")?;
     let config = match crate::watch::persisted(&args.state_dir)? {
         Some(c) => {
             tracing::info!(
@@ -128,19 +192,11 @@ async fn run_fed(args: EdgeArgs, control_plane: String) -> anyhow::Result<()> {
         access_log: (args.access_log != "off").then(|| PathBuf::from(&args.access_log)),
     };
     let node = EdgeNode::start(settings, config).await?;
-    let node_id = args.node_id.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "edge".into())
-    });
     let watch = tokio::spawn(crate::watch::run(
         node.clone(),
         crate::watch::WatchSettings {
-            control_planes: control_plane
-                .split(',')
-                .map(|u| u.trim().to_string())
-                .filter(|u| !u.is_empty())
-                .collect(),
+            control_planes,
+            tls: identity.client_tls(),
             node_id,
             region: args.region.clone(),
             labels: args.labels.iter().cloned().collect(),

@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone)]
 pub struct WatchSettings {
-    /// `http://host:port` of control-plane nodes' gRPC listeners, tried in turn.
+    /// `https://host:port` of control-plane nodes' gRPC listeners, tried in turn.
     pub control_planes: Vec<String>,
+    /// Mutual TLS: this node's certificate, trusting only the cluster CA.
+    pub tls: tonic::transport::ClientTlsConfig,
     pub node_id: String,
     pub region: String,
     /// `staging` (any value but `false`) gets staged releases.
@@ -136,6 +138,7 @@ impl Watcher {
     async fn watch_once(&mut self, url: &str) -> anyhow::Result<()> {
         self.streamed = false;
         let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .tls_config(self.s.tls.clone())?
             .connect_timeout(Duration::from_secs(3))
             .tcp_keepalive(Some(Duration::from_secs(30)))
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -5,6 +5,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use outpost_control_plane::pki::NodeRole;
+use outpost_control_plane::pki::join::{self, JoinTicket};
 use outpost_control_plane::{ControlPlane, Settings};
 use outpost_proto::controlplane::v1::config_watch_client::ConfigWatchClient;
 use outpost_proto::controlplane::v1::{ApplyReport, NodeKind, WatchRequest};
@@ -423,11 +425,32 @@ async fn nodes_lists_each_watching_node_with_its_version_and_last_error() {
         .ok();
     cp.ctl(&["release", "-m", "one"]).await.ok();
 
-    // A node as an edge is one: it opens a watch, gets release 1 and reports it applied; then
-    // it refuses a version 2.
-    let mut grpc = ConfigWatchClient::connect(format!("http://{}", cp.cp.grpc_addr()))
+    // A node as an edge is one: it joins with a join token, opens a watch over mutual TLS,
+    // gets release 1 and reports it applied; then it refuses a version 2.
+    let made = reqwest::Client::new()
+        .post(format!("{}/api/v1/join-tokens", cp.server))
+        .bearer_auth(&cp.token)
+        .header("content-type", "application/json")
+        .body(r#"{"role":"edge"}"#)
+        .send()
         .await
-        .expect("gRPC connects");
+        .expect("join token made");
+    let made: Value = serde_json::from_str(&made.text().await.unwrap()).unwrap();
+    let grpc_url = format!("https://{}", cp.cp.grpc_addr());
+    let ticket = JoinTicket {
+        url: grpc_url.clone(),
+        token: made["token"].as_str().unwrap().to_string(),
+    };
+    let identity = join::join(&ticket, NodeRole::Edge, "edge-1", &[], None)
+        .await
+        .expect("the edge joins");
+    let channel = identity
+        .endpoint(&grpc_url)
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connects over mTLS");
+    let mut grpc = ConfigWatchClient::new(channel);
     let mut stream = grpc
         .watch(WatchRequest {
             node_id: "edge-1".into(),

@@ -79,6 +79,8 @@ async fn outpost_dev_serves_what_it_prints() {
         format!("curl -ki https://127.0.0.1:{https}/hello"),
         format!("dig @127.0.0.1 -p {dns} www.demo.outpost.test"),
         "admin token: opt_".to_string(),
+        // The edge watches the control plane over mutual TLS.
+        format!("config watch    https://127.0.0.1:{grpc}"),
     ] {
         assert!(
             banner.contains(&expected),

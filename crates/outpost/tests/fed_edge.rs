@@ -1,7 +1,8 @@
 //! An edge fed by a real control plane (two `outpost` processes): a release reaches the edge
 //! and changes what clients see; the edge reports what it applied; a release it cannot apply is
 //! refused, reported, and the previous config keeps serving; with the control plane gone, a
-//! restarted edge serves its persisted config.
+//! restarted edge serves its persisted config. The edge joins with a join token and watches over
+//! mutual TLS.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -121,12 +122,22 @@ async fn releases_reach_the_edge_failures_are_reported_and_the_edge_outlives_the
     .unwrap();
     assert!(r.status().is_success());
 
-    // The edge, fed by the control plane.
+    // The edge, fed by the control plane over mutual TLS: a join token gets it a certificate.
+    let made = call(
+        reqwest::Method::POST,
+        "/join-tokens",
+        Some(r#"{"role":"edge","ttlSeconds":600}"#.into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(made.status().as_u16(), 201);
+    let made: serde_json::Value = serde_json::from_str(&made.text().await.unwrap()).unwrap();
+    let join_token = made["token"].as_str().unwrap().to_string();
     let state = dir.path().join("edge-state");
     let edge_args = [
         "edge",
         "--control-plane",
-        &format!("http://127.0.0.1:{grpc}"),
+        &format!("https://127.0.0.1:{grpc}"),
         "--node-id",
         "edge-1",
         "--state-dir",
@@ -149,7 +160,9 @@ async fn releases_reach_the_edge_failures_are_reported_and_the_edge_outlives_the
                 .unwrap(),
         )
     };
-    let edge = spawn_edge(&args);
+    let mut first_args = args.clone();
+    first_args.extend(["--join-token".into(), join_token]);
+    let edge = spawn_edge(&first_args);
     let site_url = format!("http://127.0.0.1:{site}/");
     let body_is = |want: &'static str| {
         let (c, url) = (c.clone(), site_url.clone());
@@ -241,8 +254,9 @@ async fn releases_reach_the_edge_failures_are_reported_and_the_edge_outlives_the
     );
     assert!(body_is("v2")().await, "the previous config keeps serving");
 
-    // The control plane goes away; the edge keeps serving, and a restarted edge serves its
-    // persisted config without it.
+    // The control plane goes away; the edge keeps serving, and a restarted edge (with the
+    // certificate it kept, no join token) serves its persisted config without it.
+    assert!(state.join("tls/node.crt").exists());
     drop(cp);
     assert!(body_is("v2")().await);
     drop(edge);

@@ -31,12 +31,17 @@ struct NewMember {
 }
 
 fn check_addr(field: &str, value: &str) -> Result<(), ApiError> {
-    match value.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
-            Ok(())
-        }
-        _ => Err(ApiError::invalid(field, "must be host:port")),
+    if is_host_port(value) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(field, "must be host:port"))
     }
+}
+
+/// `host:port` with a non-empty host and a port from 1 to 65535.
+pub(crate) fn is_host_port(value: &str) -> bool {
+    matches!(value.rsplit_once(':'),
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 /// `POST /api/v1/cluster/nodes {"id", "grpcAddr", "apiAddr", "voter"}`: adds a learner, waits
@@ -57,11 +62,10 @@ pub async fn add_node(
         grpc_addr: req.grpc_addr,
         api_addr: req.api_addr,
     };
-    state.cluster.add_learner(req.id, node).await?;
     if req.voter {
-        let mut voters: BTreeSet<NodeId> = state.cluster.status().voters.into_iter().collect();
-        voters.insert(req.id);
-        state.cluster.set_voters(voters).await?;
+        state.cluster.add_voter(req.id, node).await?;
+    } else {
+        state.cluster.add_learner(req.id, node).await?;
     }
     tracing::info!(id = req.id, voter = req.voter, "cluster member added");
     Ok((StatusCode::CREATED, Json(state.cluster.status())).into_response())

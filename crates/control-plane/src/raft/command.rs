@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
+use crate::pki::NodeRole;
 use crate::store::{NodeHello, ReleaseSummary};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +73,19 @@ pub enum Command {
         error: String,
         at_ms: i64,
     },
+    /// The cluster CA, written once by the node that bootstraps the cluster.
+    SetClusterCa {
+        cert_pem: String,
+        key_pem: String,
+        at_ms: i64,
+    },
+    /// A join token, known only by the sha256 of its secret.
+    CreateJoinToken {
+        sha256: String,
+        role: NodeRole,
+        expires_at_ms: i64,
+        at_ms: i64,
+    },
 }
 
 /// What applying one log entry answered.
@@ -119,6 +133,8 @@ pub enum Refusal {
     PartitionExists(String),
     #[error("the default partition cannot be deleted")]
     DefaultPartition,
+    #[error("the cluster has a CA already")]
+    CaExists,
 }
 
 /// Commands logged before partitions existed were all for the default one.

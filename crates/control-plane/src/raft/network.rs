@@ -16,7 +16,7 @@ use outpost_proto::controlplane::v1::RaftPayload;
 use outpost_proto::controlplane::v1::raft_client::RaftClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::types::{ClusterNode, NodeId, TypeConfig};
 
@@ -24,9 +24,15 @@ use super::types::{ClusterNode, NodeId, TypeConfig};
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A lazily connected channel to a peer's gRPC listener, from `local` when given: a node
-/// listening on one address talks to its peers from that address too.
-pub fn channel(grpc_addr: &str, local: Option<IpAddr>) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{grpc_addr}"))?
+/// listening on one address talks to its peers from that address too. Mutual TLS: `tls`
+/// presents this node's certificate and trusts only the cluster CA.
+pub fn channel(
+    grpc_addr: &str,
+    local: Option<IpAddr>,
+    tls: &ClientTlsConfig,
+) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("https://{grpc_addr}"))?
+        .tls_config(tls.clone())?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .local_address(local)
@@ -36,6 +42,7 @@ pub fn channel(grpc_addr: &str, local: Option<IpAddr>) -> Result<Channel, tonic:
 pub struct NetworkFactory {
     /// The source address of connections to peers (`None`: the kernel's choice).
     pub local: Option<IpAddr>,
+    pub tls: ClientTlsConfig,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -44,7 +51,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerClient {
         PeerClient {
             target,
-            client: channel(&node.grpc_addr, self.local)
+            client: channel(&node.grpc_addr, self.local, &self.tls)
                 .ok()
                 .map(RaftClient::new),
             addr: node.grpc_addr.clone(),

@@ -11,6 +11,8 @@ use tonic::{Request, Response, Status};
 
 use super::forward::ForwardRequest;
 use crate::cluster::Cluster;
+use crate::pki::NodeRole;
+use crate::pki::peer::authorize;
 
 pub struct RaftService {
     cluster: Arc<Cluster>,
@@ -22,7 +24,9 @@ impl RaftService {
     }
 }
 
+/// Only control-plane nodes (by their client certificate) may speak Raft or forward requests.
 fn decode<T: DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Status> {
+    authorize(&request, &[NodeRole::ControlPlane])?;
     serde_json::from_slice(&request.into_inner().payload)
         .map_err(|e| Status::invalid_argument(format!("payload: {e}")))
 }

@@ -6,7 +6,7 @@
 
 use sqlx::{Row, SqliteConnection};
 
-use super::StoreError;
+use super::{StoreError, cluster_ca};
 use crate::auth;
 use crate::raft::{Applied, Command, Refusal};
 
@@ -158,6 +158,17 @@ pub async fn apply(conn: &mut SqliteConnection, command: Command) -> Result<Outc
             }
             Ok(Applied::Done.into())
         }
+        Command::SetClusterCa {
+            cert_pem,
+            key_pem,
+            at_ms,
+        } => cluster_ca::set_ca(conn, &cert_pem, &key_pem, at_ms).await,
+        Command::CreateJoinToken {
+            sha256,
+            role,
+            expires_at_ms,
+            at_ms,
+        } => cluster_ca::insert_join_token(conn, &sha256, role, expires_at_ms, at_ms).await,
     }
 }
 

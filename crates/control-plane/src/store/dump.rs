@@ -28,6 +28,9 @@ pub struct StateDump {
     pub nodes: Vec<NodeRow>,
     #[serde(default)]
     pub purges: Vec<PurgeRow>,
+    /// The cluster CA and join tokens (absent from snapshots made before they existed).
+    #[serde(default)]
+    pub pki: super::cluster_ca::PkiDump,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +200,7 @@ pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> 
         tokens,
         nodes,
         purges,
+        pki: super::cluster_ca::dump(conn).await?,
     })
 }
 
@@ -304,5 +308,5 @@ pub async fn restore(conn: &mut SqliteConnection, state: &StateDump) -> Result<(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(())
+    super::cluster_ca::restore(conn, &state.pki).await
 }

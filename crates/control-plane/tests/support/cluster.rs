@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use outpost_control_plane::{ClusterInit, ControlPlane, RaftTuning};
 
-use super::{Api, start_node};
+use outpost_control_plane::pki::join::JoinTicket;
+
+use super::{Api, grpc_url, join_token, start_node};
 
 pub struct Member {
     dir: PathBuf,
@@ -25,7 +27,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Node 1 forms the cluster; nodes 2..=n join through its API as voters. All on 127.0.0.1.
+    /// Node 1 forms the cluster; nodes 2..=n join it with a join token, as voters. All on
+    /// 127.0.0.1.
     pub async fn start(n: u64, raft: RaftTuning) -> Cluster {
         let ips = vec![IpAddr::from([127, 0, 0, 1]); n as usize];
         Cluster::start_on(&ips, raft, None).await
@@ -46,23 +49,23 @@ impl Cluster {
             } else {
                 ClusterInit::Join
             };
-            let cp = start_node(&dir, id, init, any, any, raft).await;
+            let ticket = match members.first() {
+                None => None,
+                Some(first) => {
+                    let first = first.cp.as_ref().unwrap();
+                    let api = Api::from(first, &token, client_ip);
+                    Some(JoinTicket {
+                        url: grpc_url(first),
+                        token: join_token(&api, "control-plane", 600).await,
+                    })
+                }
+            };
+            let cp = start_node(&dir, id, init, any, any, raft, ticket).await;
             if id == 1 {
                 token = cp
                     .bootstrap_token()
                     .expect("first node makes a token")
                     .into();
-            } else {
-                let body = serde_json::json!({
-                    "id": id,
-                    "grpcAddr": cp.grpc_addr().to_string(),
-                    "apiAddr": cp.api_addr().to_string(),
-                    "voter": true,
-                });
-                let reply = Api::from(members[0].cp.as_ref().unwrap(), &token, client_ip)
-                    .post("/api/v1/cluster/nodes", &body.to_string())
-                    .await;
-                assert_eq!(reply.status, 201, "{}", reply.text);
             }
             members.push(Member {
                 dir,
@@ -93,6 +96,11 @@ impl Cluster {
             .cp
             .as_ref()
             .expect("node is running")
+    }
+
+    /// Node `id`'s data directory (its TLS identity is in `tls/`).
+    pub fn dir(&self, id: u64) -> &std::path::Path {
+        &self.members[id as usize - 1].dir
     }
 
     pub fn running(&self) -> impl Iterator<Item = &ControlPlane> {
@@ -126,7 +134,16 @@ impl Cluster {
     /// Restarts a stopped node on its old addresses and data directory.
     pub async fn restart(&mut self, id: u64) {
         let m = &self.members[id as usize - 1];
-        let cp = start_node(&m.dir, id, ClusterInit::Join, m.api, m.grpc, self.raft).await;
+        let cp = start_node(
+            &m.dir,
+            id,
+            ClusterInit::Join,
+            m.api,
+            m.grpc,
+            self.raft,
+            None,
+        )
+        .await;
         self.members[id as usize - 1].cp = Some(cp);
     }
 

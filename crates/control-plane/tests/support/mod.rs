@@ -6,8 +6,13 @@ pub mod cluster;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
+use outpost_control_plane::pki::NodeRole;
+use outpost_control_plane::pki::identity::TlsIdentity;
+use outpost_control_plane::pki::join::{self, JoinTicket};
 use outpost_control_plane::{ClusterInit, ControlPlane, RaftTuning, Settings};
+use outpost_proto::controlplane::v1::config_watch_client::ConfigWatchClient;
 use serde_json::Value;
+use tonic::transport::Channel;
 
 /// Raft timings for tests on loopback: quick elections, snapshots after `snapshot_after_logs`.
 pub fn fast_raft(snapshot_after_logs: u64) -> RaftTuning {
@@ -19,7 +24,8 @@ pub fn fast_raft(snapshot_after_logs: u64) -> RaftTuning {
     }
 }
 
-/// One control-plane node of a test cluster, on the addresses given (port 0 picks one).
+/// One control-plane node of a test cluster, on the addresses given (port 0 picks one); a
+/// joining node gets its certificate and membership with `join`.
 pub async fn start_node(
     dir: &Path,
     node_id: u64,
@@ -27,6 +33,7 @@ pub async fn start_node(
     api: SocketAddr,
     grpc: SocketAddr,
     raft: RaftTuning,
+    join: Option<JoinTicket>,
 ) -> ControlPlane {
     // A node restarted on its old ports may find one taken for a moment (by its own listener
     // still closing, or by another test's connection on a busy machine): retry, bounded.
@@ -38,6 +45,8 @@ pub async fn start_node(
             node_id,
             init,
             raft,
+            tls_sans: Vec::new(),
+            join: join.clone(),
         })
         .await;
         match started {
@@ -51,6 +60,47 @@ pub async fn start_node(
         }
     }
     panic!("control-plane node starts: its ports stayed taken for 5 s")
+}
+
+/// The gRPC URL of a node.
+pub fn grpc_url(cp: &ControlPlane) -> String {
+    format!("https://{}", cp.grpc_addr())
+}
+
+/// A join token for `role`, made through the admin API with an admin token.
+pub async fn join_token(api: &Api, role: &str, ttl_seconds: u64) -> String {
+    let body = serde_json::json!({ "role": role, "ttlSeconds": ttl_seconds });
+    let reply = api.post("/api/v1/join-tokens", &body.to_string()).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    reply.json()["token"].as_str().unwrap().to_string()
+}
+
+/// An edge's identity, got as an edge gets it: a join token, then `ClusterJoin`.
+pub async fn edge_identity(cp: &ControlPlane, admin_token: &str, node_id: &str) -> TlsIdentity {
+    let token = join_token(&Api::new(cp, admin_token), "edge", 600).await;
+    let ticket = JoinTicket {
+        url: grpc_url(cp),
+        token,
+    };
+    join::join(&ticket, NodeRole::Edge, node_id, &[], None)
+        .await
+        .expect("the edge joins")
+}
+
+/// A `ConfigWatch` client over mutual TLS with an edge certificate for `node_id`.
+pub async fn watch_client(
+    cp: &ControlPlane,
+    admin_token: &str,
+    node_id: &str,
+) -> ConfigWatchClient<Channel> {
+    let id = edge_identity(cp, admin_token, node_id).await;
+    let channel = id
+        .endpoint(&grpc_url(cp))
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connects over mTLS");
+    ConfigWatchClient::new(channel)
 }
 
 pub async fn start(dir: &Path) -> ControlPlane {
