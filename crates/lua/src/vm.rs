@@ -264,7 +264,11 @@ impl LuaVm {
             inner: Box::pin(handler.call_async::<()>(())),
         };
         match fut.await {
-            Ok(()) => Ok(Outcome::Continue),
+            Ok(()) => match request.borrow().exit {
+                // ngx.exit in the balancer returns to the script (see `api/output.rs`).
+                Some(code) if phase == Phase::Balancer && code != 0 => Ok(Outcome::Exit(code)),
+                _ => Ok(Outcome::Continue),
+            },
             Err(e) => match exit_of(&e) {
                 Some(0) => Ok(Outcome::Continue),
                 Some(code) => Ok(Outcome::Exit(code)),

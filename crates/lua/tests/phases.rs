@@ -2,8 +2,8 @@
 //! init_worker and the balancer's `ngx.balancer` API outside its phase.
 //!
 //! Every expected value here was checked against Debian's nginx 1.22.1 with
-//! libnginx-mod-http-lua 0.10.23 and lua-resty-core 0.1.25 (the config used is described in
-//! docs/lua.md, "Checked against nginx"); positions (`chunk:line:`) are left out, as they name
+//! libnginx-mod-http-lua 0.10.23 and lua-resty-core 0.1.25, with the config in
+//! `reference/phases.nginx.conf`; positions (`chunk:line:`) are left out, as they name
 //! nginx.conf there.
 
 mod support;

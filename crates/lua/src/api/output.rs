@@ -114,6 +114,14 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             ) {
                 return Err(p.disabled());
             }
+            if p == Phase::Balancer {
+                // As lua-resty-core where nothing can yield: the code is kept and the script
+                // runs on; the phase's result is decided when it ends.
+                return request::with(|r| {
+                    r.exit = Some(code);
+                    Ok(())
+                });
+            }
             request::with(|r| {
                 r.exit = Some(code);
                 Ok(())
