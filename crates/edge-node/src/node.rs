@@ -199,6 +199,9 @@ impl EdgeNode {
         // Past this point nothing can fail.
         if previous.is_some() {
             self.shared.snapshot.store(next.clone());
+            for tx in &self.workers {
+                let _ = tx.send(WorkerCommand::ConfigChanged);
+            }
         }
         for (key, addr, socks) in new_sockets {
             for (tx, listener) in self.workers.iter().zip(socks) {

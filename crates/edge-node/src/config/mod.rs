@@ -94,6 +94,9 @@ pub struct Snapshot {
     /// a generation that changes with them: workers rebuild their Lua VM when it does.
     pub lua_modules: Arc<Vec<(String, String)>>,
     pub lua_generation: u64,
+    /// Run once in each worker VM as it starts (`lua_init_worker`); part of the generation,
+    /// so changing it starts new VMs.
+    pub init_worker: Option<Arc<crate::rules::LuaChunk>>,
     /// How long a request waits for another one filling the same cache key.
     pub cache_lock_timeout: Duration,
 }
@@ -261,15 +264,23 @@ impl Snapshot {
                 lua_modules.push((m.name.clone(), m.code.clone()));
             }
         }
+        let init_worker = crate::rules::LuaChunk::compile(
+            cfg.lua_init_worker.as_ref(),
+            "init_worker",
+            "init_worker",
+        )
+        .map_err(|(f, m)| err(format!("lua_{f}"), m))?;
         let lua_generation = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             lua_modules.hash(&mut h);
+            init_worker.as_ref().map(|c| &c.code).hash(&mut h);
             h.finish()
         };
         Ok(Snapshot {
             lua_modules: Arc::new(lua_modules),
             lua_generation,
+            init_worker,
             cache,
             cache_lock_timeout: cache_storage::lock_timeout(&storage),
             version: cfg.version,

@@ -16,6 +16,7 @@ use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 
+use super::body_filter::BodyFilter;
 use crate::upstream::pool::{ConnPool, PoolKey};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,6 +31,8 @@ pub enum BodyError {
     Hyper(#[from] hyper::Error),
     #[error("cached body: {0}")]
     Cache(std::io::Error),
+    #[error("body_filter: {0}")]
+    Lua(String),
 }
 
 /// Re-arms an idle timer only when a poll would wait: a body that is always ready never
@@ -91,6 +94,15 @@ impl UpstreamRequestBody {
             received,
             idle: IdleTimer::new(send_timeout),
         }))
+    }
+}
+
+impl UpstreamRequestBody {
+    /// The longest wait between request body chunks, for the next try (`set_timeouts`).
+    pub fn set_send_timeout(&mut self, limit: Duration) {
+        if let UpstreamRequestBody::Stream(s) = self {
+            s.idle = IdleTimer::new(limit);
+        }
     }
 }
 
@@ -169,9 +181,12 @@ pub struct ResponseBody {
     peer_guard: Option<crate::upstream::peer::ActiveGuard>,
     sent: u64,
     complete: bool,
-    finish: Option<OnFinish>,
+    /// Run in order when the body is done or dropped.
+    finish: Vec<OnFinish>,
     /// A storable response being filled into the cache as it streams to the client.
     tee: Option<Box<Tee>>,
+    /// Lua body_filter, between the cache's copy and the client.
+    filter: Option<Box<BodyFilter>>,
 }
 
 /// The leader's copy of a body into the cache: chunks go in as they go out; at the end the
@@ -217,8 +232,9 @@ impl ResponseBody {
             peer_guard: None,
             sent: 0,
             complete: false,
-            finish: None,
+            finish: Vec::new(),
             tee: None,
+            filter: None,
         }
     }
 
@@ -228,14 +244,15 @@ impl ResponseBody {
             peer_guard: None,
             sent: 0,
             complete: false,
-            finish: None,
+            finish: Vec::new(),
             tee: None,
+            filter: None,
         }
     }
 
     /// Copies this (upstream) body into the cache while it streams.
     pub fn tee_into(&mut self, tee: Tee) {
-        if self.is_end_stream() {
+        if self.inner_at_end() {
             tee.finish();
         } else {
             self.tee = Some(Box::new(tee));
@@ -252,8 +269,9 @@ impl ResponseBody {
             peer_guard: None,
             sent: 0,
             complete: false,
-            finish: None,
+            finish: Vec::new(),
             tee: None,
+            filter: None,
         };
         r.release_if_done();
         r
@@ -263,8 +281,14 @@ impl ResponseBody {
         self.peer_guard = Some(guard);
     }
 
+    /// Adds `f` to what runs when the body is done or dropped (after those added before).
     pub fn on_finish(&mut self, f: OnFinish) {
-        self.finish = Some(f);
+        self.finish.push(f);
+    }
+
+    /// Runs Lua body_filter over every chunk from here on (the cache's copy is taken before).
+    pub fn filter_with(&mut self, filter: BodyFilter) {
+        self.filter = Some(Box::new(filter));
     }
 
     /// An upstream body already at its end (HEAD, 204, 304, empty) frees the connection now:
@@ -279,15 +303,13 @@ impl ResponseBody {
     }
 }
 
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
+impl ResponseBody {
+    /// The body as it came (upstream, cache or full), copied into the cache if it is filling.
+    fn poll_inner(
+        &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
+        let this = self;
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Cached(c) => c
@@ -316,18 +338,17 @@ impl Body for ResponseBody {
         let out = ready!(polled);
         match &out {
             Some(Ok(frame)) => {
-                if let Some(d) = frame.data_ref() {
-                    this.sent += d.len() as u64;
-                    if let Some(t) = &mut this.tee {
-                        t.push(d);
-                    }
+                if let Some(d) = frame.data_ref()
+                    && let Some(t) = &mut this.tee
+                {
+                    t.push(d);
                 }
             }
             None => this.complete = true,
             // A broken body is never stored: dropping the tee fails the fill.
             Some(Err(_)) => this.tee = None,
         }
-        if (out.is_none() || this.is_end_stream())
+        if (out.is_none() || this.inner_at_end())
             && let Some(t) = this.tee.take()
         {
             t.finish();
@@ -335,7 +356,7 @@ impl Body for ResponseBody {
         Poll::Ready(out)
     }
 
-    fn is_end_stream(&self) -> bool {
+    fn inner_at_end(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
             Inner::Cached(c) => c.is_end_stream(),
@@ -343,7 +364,129 @@ impl Body for ResponseBody {
         }
     }
 
+    /// The body through the Lua filter: each inner chunk is one call, the end of the inner
+    /// body one more (`ngx.arg[2]`); empty outputs are not sent as frames.
+    fn poll_filtered(
+        &mut self,
+        f: &mut BodyFilter,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            if f.is_running() {
+                match ready!(f.poll_run(cx)) {
+                    // The inner body has nothing more: the last call runs before this chunk is
+                    // sent, since hyper stops at a Content-Length's last byte and would never
+                    // ask for the end.
+                    Ok(data) if !f.is_closing() && self.inner_at_end() => {
+                        f.held = Some(data);
+                        f.start(Bytes::new(), true);
+                        continue;
+                    }
+                    Ok(data) => {
+                        let data = match f.held.take() {
+                            Some(first) if !first.is_empty() => {
+                                let mut both = bytes::BytesMut::from(&first[..]);
+                                both.extend_from_slice(&data);
+                                both.freeze()
+                            }
+                            _ => data,
+                        };
+                        if data.is_empty() {
+                            continue;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Err(e) => {
+                        // As nginx: the response is cut where it is.
+                        self.tee = None;
+                        return Poll::Ready(Some(Err(BodyError::Lua(e))));
+                    }
+                }
+            }
+            if f.has_ended() {
+                self.complete = true;
+                self.finish_inner_in_background();
+                return Poll::Ready(None);
+            }
+            match ready!(self.poll_inner(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => f.start(data, false),
+                    // Trailers pass as they are.
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => f.start(Bytes::new(), true),
+            }
+        }
+    }
+
+    /// A script ended the body early while the cache is still filling from the origin: the
+    /// rest of the origin's body is read into the cache in the background, as nginx's upstream
+    /// module keeps reading after the filters are done.
+    fn finish_inner_in_background(&mut self) {
+        if self.tee.is_none() || self.inner_at_end() {
+            return;
+        }
+        let rest = ResponseBody {
+            inner: std::mem::replace(&mut self.inner, Inner::Full(None)),
+            peer_guard: self.peer_guard.take(),
+            sent: 0,
+            complete: false,
+            finish: Vec::new(),
+            tee: self.tee.take(),
+            filter: None,
+        };
+        tokio::task::spawn_local(async move {
+            use http_body_util::BodyExt;
+            let mut rest = rest;
+            while let Some(frame) = rest.frame().await {
+                if frame.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let out = match this.filter.take() {
+            None => this.poll_inner(cx),
+            Some(mut f) => {
+                let out = this.poll_filtered(&mut f, cx);
+                this.filter = Some(f);
+                out
+            }
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &out
+            && let Some(d) = frame.data_ref()
+        {
+            this.sent += d.len() as u64;
+        }
+        out
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.filter {
+            // The last call may still add to an empty body.
+            Some(f) => f.has_ended(),
+            None => self.inner_at_end(),
+        }
+    }
+
     fn size_hint(&self) -> SizeHint {
+        if self.filter.is_some() {
+            // A script may change the length. (An origin's Content-Length header is kept, as
+            // nginx keeps it: a script that changes the length clears it in header_filter.)
+            return SizeHint::default();
+        }
         match &self.inner {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
@@ -360,7 +503,7 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         let done = self.complete || self.is_end_stream();
         self.release_if_done();
-        if let Some(f) = self.finish.take() {
+        for f in std::mem::take(&mut self.finish) {
             f(self.sent, done);
         }
     }

@@ -19,6 +19,7 @@ use outpost_cache::{CachedBody, FillRole, KeyHash, ObjectMeta, Stored};
 use super::body::{ResponseBody, Tee, UpstreamRequestBody};
 use super::error::ProxyError;
 use super::forward;
+use super::lua_balancer::BalancerLua;
 use super::upstream_call::{self, Proxied, UpstreamHead, UpstreamInfo};
 use crate::config::Snapshot;
 use crate::rules::CacheRule;
@@ -73,6 +74,8 @@ pub struct CacheRequest {
     /// without storing what comes back.
     pub skip_lookup: bool,
     pub skip_store: bool,
+    /// The upstream's `lua_balancer` with this request's Lua state, when it has one.
+    pub balancer: Option<BalancerLua>,
 }
 
 /// What the forwarding headers need, owned: they are built only when a request goes upstream
@@ -249,7 +252,7 @@ async fn miss(
             let mut head = upstream_head(&cr);
             strip_conditionals(&mut head.headers);
             head.method = Method::GET;
-            let fetched = fetch(w, up, head, cr.hash, info).await;
+            let fetched = fetch(w, up, head, cr.hash, cr.balancer.as_ref(), info).await;
             let response_time = SystemTime::now();
             match fetched {
                 Err(e) => {
@@ -404,7 +407,7 @@ async fn revalidate(
             head.headers.insert(k, v);
         }
     }
-    let fetched = fetch(w, up, head, cr.hash, info).await;
+    let fetched = fetch(w, up, head, cr.hash, cr.balancer.as_ref(), info).await;
     let response_time = SystemTime::now();
     match fetched {
         Ok(p) if p.head.status == StatusCode::NOT_MODIFIED => {
@@ -527,12 +530,21 @@ fn revalidate_in_background(
         skip_lookup: false,
         skip_store: false,
         hash: cr.hash,
+        balancer: cr.balancer.clone(),
     };
     let key = *key;
     tokio::task::spawn_local(async move {
         let mut info = UpstreamInfo::default();
         let request_time = SystemTime::now();
-        let fetched = fetch(&w, &up, head, shadow.hash, &mut info).await;
+        let fetched = fetch(
+            &w,
+            &up,
+            head,
+            shadow.hash,
+            shadow.balancer.as_ref(),
+            &mut info,
+        )
+        .await;
         let response_time = SystemTime::now();
         match fetched {
             Ok(p) if p.head.status == StatusCode::NOT_MODIFIED => {
@@ -743,6 +755,7 @@ async fn fetch(
     up: &Arc<Upstream>,
     head: UpstreamHead,
     hash: u64,
+    lua: Option<&BalancerLua>,
     info: &mut UpstreamInfo,
 ) -> Result<Proxied, ProxyError> {
     let over_limit = Rc::new(Cell::new(false));
@@ -751,7 +764,7 @@ async fn fetch(
         up,
         head,
         UpstreamRequestBody::Empty,
-        hash,
+        upstream_call::PeerChoice { hash, lua },
         &over_limit,
         info,
     )
@@ -766,7 +779,16 @@ async fn pass(
     info: &mut UpstreamInfo,
     detail: &str,
 ) -> Response<ResponseBody> {
-    match fetch(w, up, upstream_head(&cr), cr.hash, info).await {
+    match fetch(
+        w,
+        up,
+        upstream_head(&cr),
+        cr.hash,
+        cr.balancer.as_ref(),
+        info,
+    )
+    .await
+    {
         Ok(p) => {
             let mut resp = Response::from_parts(p.head, p.body);
             forward::strip_hop_by_hop(resp.headers_mut());

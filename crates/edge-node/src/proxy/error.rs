@@ -21,6 +21,10 @@ pub enum ProxyError {
     NoLivePeers,
     #[error("request body larger than the limit")]
     BodyTooLarge,
+    /// The upstream's `lua_balancer` failed (a Lua error, or `ngx.exit(ngx.ERROR)`): 500, as
+    /// nginx answers when `balancer_by_lua` fails.
+    #[error("balancer_by_lua failed: {0}")]
+    Balancer(String),
 }
 
 impl ProxyError {
@@ -29,6 +33,7 @@ impl ProxyError {
         match self {
             ProxyError::ConnectTimeout | ProxyError::ReadTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Balancer(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -44,6 +49,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => "upstream",
             ProxyError::NoLivePeers => "no_live_peers",
             ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::Balancer(_) => "balancer",
         }
     }
 
@@ -65,6 +71,9 @@ impl ProxyError {
 
     /// Whether this counts against the peer's passive health.
     pub fn blames_peer(&self) -> bool {
-        !matches!(self, ProxyError::BodyTooLarge | ProxyError::NoLivePeers)
+        !matches!(
+            self,
+            ProxyError::BodyTooLarge | ProxyError::NoLivePeers | ProxyError::Balancer(_)
+        )
     }
 }

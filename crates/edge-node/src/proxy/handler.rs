@@ -22,6 +22,7 @@ use super::access_log::{LogRecord, format_line};
 use super::body::{ResponseBody, UpstreamRequestBody};
 use super::cache_phase;
 use super::forward::{self, Forwarded, X_REQUEST_ID};
+use super::lua_balancer::BalancerLua;
 use super::lua_phase;
 use super::upstream_call::{self, UpstreamHead, UpstreamInfo};
 use crate::clock;
@@ -144,15 +145,24 @@ pub async fn handle(
         l.extend(&fx.lua);
         l
     };
-    let lua_state = (!lua.is_empty() && fx.respond.is_none()).then(|| {
-        lua_phase::request_state(
-            &parts,
-            &conn,
-            &host,
-            request_id.to_str().unwrap_or(""),
-            &app,
-        )
-    });
+    let balancer_code = upstream.as_ref().and_then(|u| u.lua_balancer.clone());
+    let lua_state =
+        ((!lua.is_empty() || balancer_code.is_some()) && fx.respond.is_none()).then(|| {
+            lua_phase::request_state(
+                &parts,
+                &conn,
+                &host,
+                request_id.to_str().unwrap_or(""),
+                &app,
+            )
+        });
+    let balancer = balancer_code
+        .zip(lua_state.clone())
+        .map(|(chunk, state)| BalancerLua {
+            snapshot: snapshot.clone(),
+            state,
+            chunk,
+        });
     let mut body = body;
     if let Some(state) = &lua_state {
         let early = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
@@ -190,7 +200,8 @@ pub async fn handle(
         };
         if let Some(mut resp) = early {
             forward::apply(resp.headers_mut(), &fx.response_headers);
-            lua_phase::after_response(&w, &snapshot, &app, &lua, state, &mut resp).await;
+            lua_phase::after_response(&w, &snapshot, &app, &lua, state, &parts.method, &mut resp)
+                .await;
             return Ok(finish(
                 resp,
                 &snapshot,
@@ -273,6 +284,7 @@ pub async fn handle(
                             },
                             skip_lookup,
                             skip_store,
+                            balancer: balancer.clone(),
                             forward: cache_phase::Forwarding {
                                 client_ip: conn.client.ip(),
                                 scheme: conn.scheme,
@@ -308,7 +320,10 @@ pub async fn handle(
                             &up,
                             head,
                             upstream_body,
-                            hash,
+                            upstream_call::PeerChoice {
+                                hash,
+                                lua: balancer.as_ref(),
+                            },
                             &over_limit,
                             &mut info,
                         )
@@ -372,7 +387,7 @@ pub async fn handle(
     };
     let mut resp = resp;
     if let Some(state) = &lua_state {
-        lua_phase::after_response(&w, &snapshot, &app, &lua, state, &mut resp).await;
+        lua_phase::after_response(&w, &snapshot, &app, &lua, state, &parts.method, &mut resp).await;
     }
     Ok(finish(
         resp,

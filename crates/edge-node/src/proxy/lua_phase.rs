@@ -1,5 +1,7 @@
 //! Lua in the request pipeline: rewrite and access before the upstream (or the cache), content
-//! instead of it, header_filter on every response head, log after the response is sent.
+//! instead of it, header_filter on every response head, body_filter on every chunk of its body
+//! (`proxy/body_filter.rs`), log after the response is sent. The balancer runs in the attempt
+//! loop (`proxy/lua_balancer.rs`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,6 +13,7 @@ use http::{Response, StatusCode};
 use outpost_lua::{LuaResponse, LuaVm, Outcome, Phase, RequestState, SharedRequest};
 
 use super::body::ResponseBody;
+use super::body_filter::BodyFilter;
 use crate::config::{Application, Snapshot};
 use crate::rules::{LuaChunk, LuaHandlers};
 use crate::server::worker::{ConnInfo, WorkerCtx};
@@ -179,27 +182,64 @@ pub async fn header_filter(
     s.headers_sent = true;
 }
 
-/// The phases every response goes through: header_filter now, log once it is sent.
+/// The phases every response goes through: header_filter now, body_filter on each chunk of
+/// the body (not for HEAD, 1xx, 204 and 304, which have none: nginx skips them too), log once
+/// the body is done.
 pub async fn after_response(
     w: &Rc<WorkerCtx>,
     snapshot: &Arc<Snapshot>,
     app: &Arc<Application>,
     lua: &LuaHandlers,
     state: &SharedRequest,
+    method: &http::Method,
     resp: &mut Response<ResponseBody>,
 ) {
     header_filter(w, snapshot, app, lua, state, resp).await;
-    log(
-        w.clone(),
-        snapshot.clone(),
-        app.clone(),
-        lua.clone(),
-        state.clone(),
-        resp.status().as_u16(),
-    );
+    let status = resp.status();
+    let header_only = *method == http::Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if !lua.body_filter.is_empty() && !header_only {
+        {
+            // What body_filter reads of the response (`ngx.status`, `ngx.header`): its head,
+            // already sent.
+            let mut s = state.borrow_mut();
+            s.status = Some(status.as_u16());
+            s.resp_headers = resp.headers().clone();
+            s.headers_sent = true;
+        }
+        match w.lua_vm(snapshot) {
+            Ok(vm) => resp.body_mut().filter_with(BodyFilter::new(
+                vm,
+                lua.body_filter.clone(),
+                state.clone(),
+                &app.name,
+            )),
+            Err(e) => {
+                tracing::error!(application = %app.name, error = %e, "no Lua VM for body_filter")
+            }
+        }
+    }
+    if !lua.log.is_empty() {
+        let (sent, done) = tokio::sync::oneshot::channel::<()>();
+        resp.body_mut().on_finish(Box::new(move |_, _| {
+            let _ = sent.send(());
+        }));
+        log(
+            w.clone(),
+            snapshot.clone(),
+            app.clone(),
+            lua.clone(),
+            state.clone(),
+            status.as_u16(),
+            done,
+        );
+    }
 }
 
-/// log: after the response is sent, on the worker, never delaying the client.
+/// log: after the response body is done (sent, or abandoned by the client), on the worker,
+/// never delaying the client.
 pub fn log(
     w: Rc<WorkerCtx>,
     snapshot: Arc<Snapshot>,
@@ -207,11 +247,14 @@ pub fn log(
     lua: LuaHandlers,
     state: SharedRequest,
     status: u16,
+    body_done: tokio::sync::oneshot::Receiver<()>,
 ) {
     if lua.log.is_empty() {
         return;
     }
     tokio::task::spawn_local(async move {
+        // Dropped without a send when the body is dropped: the log phase runs all the same.
+        let _ = body_done.await;
         let Ok(vm) = w.lua_vm(&snapshot) else {
             return;
         };

@@ -3,10 +3,12 @@
 
 pub mod access_log;
 pub mod body;
+pub mod body_filter;
 pub mod cache_phase;
 pub mod error;
 pub mod forward;
 pub mod handler;
+pub mod lua_balancer;
 pub mod lua_phase;
 pub mod upgrade;
 pub mod upstream_call;

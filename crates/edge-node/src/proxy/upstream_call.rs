@@ -18,11 +18,13 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::body::{ResponseBody, Reuse, UpstreamRequestBody};
 use super::error::ProxyError;
+use super::lua_balancer::{self, BalancerLua, MAX_LUA_TRIES};
 use crate::clock;
 use crate::server::worker::WorkerCtx;
 use crate::upstream::Upstream;
 use crate::upstream::balancer::Pick;
 use crate::upstream::connector;
+use crate::upstream::peer::Peer;
 use crate::upstream::pool::PoolKey;
 
 /// The request head sent to each peer tried.
@@ -52,49 +54,105 @@ fn idempotent(m: &Method) -> bool {
     !matches!(*m, Method::POST | Method::PATCH) && m.as_str() != "LOCK"
 }
 
+/// This try's timeouts: the upstream's, or what its `lua_balancer` set.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    read: Duration,
+}
+
+/// How a request's peers are chosen: its consistent-hash key and the upstream's Lua balancer.
+#[derive(Clone, Copy)]
+pub struct PeerChoice<'a> {
+    pub hash: u64,
+    pub lua: Option<&'a BalancerLua>,
+}
+
 pub async fn call(
     w: &Rc<WorkerCtx>,
     up: &Arc<Upstream>,
     head: UpstreamHead,
     body: UpstreamRequestBody,
-    hash: u64,
+    choice: PeerChoice<'_>,
     over_limit: &Rc<Cell<bool>>,
     info: &mut UpstreamInfo,
 ) -> Result<Proxied, ProxyError> {
+    let PeerChoice { hash, lua } = choice;
     let peers = up.peers.load_full();
     let can_replay = body.is_end_stream();
     let may_move = idempotent(&head.method) || up.next_upstream.non_idempotent;
-    let max_tries = up.tries.min(peers.len() as u32).max(1);
+    // Tries planned; a Lua balancer may add to them (`set_more_tries`), up to `lua_limit`.
+    let mut planned = up.tries.min(peers.len() as u32).max(1);
+    let lua_limit = if up.tries > 1 {
+        up.tries
+    } else {
+        MAX_LUA_TRIES
+    };
     let mut body_slot = Some(body);
     let mut tried: Vec<Pick> = Vec::with_capacity(1);
+    let mut tries = 0u32;
+    let mut last_failure: Option<(&'static str, u16)> = None;
     let mut last_error = None;
 
-    while (tried.len() as u32) < max_tries {
-        let Some(pick) = peers.select(up.kind, hash, &tried, clock::now_ms(), rand::random())
-        else {
-            break;
+    while tries < planned {
+        let mut timeouts = Timeouts {
+            connect: up.connect_timeout,
+            read: up.read_timeout,
         };
-        tried.push(pick);
-        let peer = peers.get(pick);
+        let mut chosen = None;
+        if let Some(lua) = lua {
+            let c = lua_balancer::choose(w, lua, planned, lua_limit, last_failure).await?;
+            if c.peer.is_some() {
+                planned += c.more_tries;
+            }
+            timeouts.connect = c.connect_timeout.unwrap_or(timeouts.connect);
+            timeouts.read = c.read_timeout.unwrap_or(timeouts.read);
+            if let (Some(limit), Some(b)) = (c.send_timeout, body_slot.as_mut()) {
+                b.set_send_timeout(limit);
+            }
+            chosen = c.peer;
+        }
+        let peer: Peer = match chosen {
+            // A peer of the script's own: no shared health state, as in nginx.
+            Some(addr) => Peer {
+                addr,
+                name: Arc::from(addr.to_string()),
+                weight: 1,
+                backup: false,
+                state: Arc::default(),
+            },
+            None => {
+                let Some(pick) =
+                    peers.select(up.kind, hash, &tried, clock::now_ms(), rand::random())
+                else {
+                    break;
+                };
+                tried.push(pick);
+                peers.get(pick).clone()
+            }
+        };
+        tries += 1;
         let active = peer.state.begin_request();
         info.addr = Some(peer.addr);
-        info.tries = tried.len() as u32;
+        info.tries = tries;
         let tls_name = up.tls.as_ref().map(|t| t.server_name(&peer.name));
         let key = PoolKey {
             addr: peer.addr,
             tls_name,
         };
         let started = Instant::now();
-        let result = send(w, up, &key, &head, &mut body_slot, can_replay).await;
-        let last_try = tried.len() as u32 >= max_tries;
+        let result = send(w, up, &key, &head, &mut body_slot, can_replay, timeouts).await;
+        let last_try = tries >= planned;
         match result {
             Ok((mut response, sender)) => {
                 let status = response.status().as_u16();
                 let elapsed = started.elapsed();
+                // `planned` already counts the tries a balancer added for this one.
                 if up.next_upstream.on_status(status) && !last_try && can_replay && may_move {
                     peer.state.record_failure(clock::now_ms(), &up.passive);
                     up.metrics.error("status");
                     info.status = Some(status);
+                    last_failure = Some(("failed", status));
                     continue;
                 }
                 peer.state.record_success();
@@ -112,7 +170,7 @@ pub async fn call(
                 });
                 let upgrade = switching.then(|| hyper::upgrade::on(&mut response));
                 let (head, incoming) = response.into_parts();
-                let mut body = ResponseBody::upstream(incoming, up.read_timeout, reuse);
+                let mut body = ResponseBody::upstream(incoming, timeouts.read, reuse);
                 // The peer counts the request as active until its body is done.
                 body.hold_peer(active);
                 return Ok(Proxied {
@@ -137,6 +195,7 @@ pub async fn call(
                 };
                 let replayable = e.before_request_sent() || (can_replay && may_move);
                 let body_intact = body_slot.is_some() || can_replay;
+                last_failure = Some(("failed", e.status().as_u16()));
                 last_error = Some(e);
                 if !(listed && replayable && body_intact) {
                     break;
@@ -156,6 +215,7 @@ async fn send(
     head: &UpstreamHead,
     body_slot: &mut Option<UpstreamRequestBody>,
     can_replay: bool,
+    timeouts: Timeouts,
 ) -> Result<(Response<Incoming>, SendRequest<UpstreamRequestBody>), ProxyError> {
     // Bounded: at most this many pooled connections are tried before a fresh one.
     let mut stale_budget = 2;
@@ -170,7 +230,7 @@ async fn send(
             Some(s) => s,
             None => {
                 let tls = up.tls.as_ref().zip(key.tls_name.as_deref());
-                connector::connect(key.addr, tls, up.connect_timeout).await?
+                connector::connect(key.addr, tls, timeouts.connect).await?
             }
         };
         if sender.ready().await.is_err() {
@@ -188,7 +248,7 @@ async fn send(
         *req.uri_mut() = head.uri.clone();
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = head.headers.clone();
-        match tokio::time::timeout(up.read_timeout, sender.try_send_request(req)).await {
+        match tokio::time::timeout(timeouts.read, sender.try_send_request(req)).await {
             Err(_) => return Err(ProxyError::ReadTimeout),
             Ok(Ok(resp)) => return Ok((resp, sender)),
             Ok(Err(mut e)) => {

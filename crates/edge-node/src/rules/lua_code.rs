@@ -20,6 +20,7 @@ pub struct LuaHandlers {
     pub access: Vec<Arc<LuaChunk>>,
     pub content: Vec<Arc<LuaChunk>>,
     pub header_filter: Vec<Arc<LuaChunk>>,
+    pub body_filter: Vec<Arc<LuaChunk>>,
     pub log: Vec<Arc<LuaChunk>>,
 }
 
@@ -29,6 +30,7 @@ impl LuaHandlers {
             && self.access.is_empty()
             && self.content.is_empty()
             && self.header_filter.is_empty()
+            && self.body_filter.is_empty()
             && self.log.is_empty()
     }
 
@@ -38,6 +40,7 @@ impl LuaHandlers {
             Phase::Access => &self.access,
             Phase::Content => &self.content,
             Phase::HeaderFilter => &self.header_filter,
+            Phase::BodyFilter => &self.body_filter,
             Phase::Log => &self.log,
             _ => &[],
         }
@@ -49,22 +52,31 @@ impl LuaHandlers {
         self.content.extend(other.content.iter().cloned());
         self.header_filter
             .extend(other.header_filter.iter().cloned());
+        self.body_filter.extend(other.body_filter.iter().cloned());
         self.log.extend(other.log.iter().cloned());
     }
 
     /// Compiles `phases`; errors carry the field path below `lua` and LuaJIT's message.
     pub fn compile(phases: &pb::LuaPhases, scope: &str) -> Result<LuaHandlers, (String, String)> {
         let mut h = LuaHandlers::default();
-        let refused = [
-            ("init_worker", phases.init_worker.as_ref()),
-            ("balancer", phases.balancer.as_ref()),
-            ("body_filter", phases.body_filter.as_ref()),
+        // Validation refuses these too; a config that skipped it still cannot run them here.
+        let elsewhere = [
+            (
+                "init_worker",
+                phases.init_worker.as_ref(),
+                "the config's lua_init_worker",
+            ),
+            (
+                "balancer",
+                phases.balancer.as_ref(),
+                "an upstream's lua_balancer",
+            ),
         ];
-        for (name, code) in refused {
+        for (name, code, place) in elsewhere {
             if code.is_some_and(|c| c.source.is_some()) {
                 return Err((
                     name.into(),
-                    format!("the {name} phase is not available in this edge build yet"),
+                    format!("the {name} phase is not per request: set it in {place}"),
                 ));
             }
         }
@@ -77,23 +89,44 @@ impl LuaHandlers {
                 phases.header_filter.as_ref(),
                 &mut h.header_filter,
             ),
+            (
+                "body_filter",
+                phases.body_filter.as_ref(),
+                &mut h.body_filter,
+            ),
             ("log", phases.log.as_ref(), &mut h.log),
         ];
         for (phase, code, slot) in slots {
-            let Some(source) = code.and_then(|c| c.source.as_ref()) else {
-                continue;
-            };
-            let name = format!("{scope}.{phase}");
-            let (field, code) = match source {
-                pb::lua_code::Source::Inline(code) => (format!("{phase}.inline"), code.clone()),
-                pb::lua_code::Source::Module(m) => (
-                    format!("{phase}.module"),
-                    format!("return require({m:?})(...)"),
-                ),
-            };
-            outpost_lua::check_syntax(&name, &code).map_err(|e| (field, e.message))?;
-            slot.push(Arc::new(LuaChunk { name, code }));
+            if let Some(chunk) = LuaChunk::compile(code, &format!("{scope}.{phase}"), phase)? {
+                slot.push(chunk);
+            }
         }
         Ok(h)
+    }
+}
+
+impl LuaChunk {
+    /// One handler from the config: `name` names it in errors, `field` is its path below the
+    /// enclosing message. `None` when no code is set.
+    pub fn compile(
+        code: Option<&pb::LuaCode>,
+        name: &str,
+        field: &str,
+    ) -> Result<Option<Arc<LuaChunk>>, (String, String)> {
+        let Some(source) = code.and_then(|c| c.source.as_ref()) else {
+            return Ok(None);
+        };
+        let (field, code) = match source {
+            pb::lua_code::Source::Inline(code) => (format!("{field}.inline"), code.clone()),
+            pb::lua_code::Source::Module(m) => (
+                format!("{field}.module"),
+                format!("return require({m:?})(...)"),
+            ),
+        };
+        outpost_lua::check_syntax(name, &code).map_err(|e| (field, e.message))?;
+        Ok(Some(Arc::new(LuaChunk {
+            name: name.to_string(),
+            code,
+        })))
     }
 }

@@ -72,7 +72,38 @@ impl WorkerCtx {
             &snapshot.lua_modules,
         )?);
         *self.lua.borrow_mut() = Some((snapshot.lua_generation, vm.clone()));
+        if let Some(chunk) = &snapshot.init_worker {
+            self.init_worker(&vm, chunk.clone());
+        }
         Ok(vm)
+    }
+
+    /// Runs `lua_init_worker` in a new VM before anything else uses it. Its code cannot wait
+    /// (sleep and cosockets are disabled there, as in OpenResty), so it ends in the first poll;
+    /// should it not, the rest runs as a task of the worker.
+    fn init_worker(&self, vm: &Rc<outpost_lua::LuaVm>, chunk: Arc<crate::rules::LuaChunk>) {
+        let (vm, worker) = (vm.clone(), self.id);
+        let mut run = Box::pin(async move {
+            if let Err(e) = vm.init_worker(&chunk.name, &chunk.code).await {
+                // As nginx: logged, and the worker serves anyway.
+                tracing::error!(target: "lua", worker, error = %e, "init_worker_by_lua error");
+            }
+        });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if run.as_mut().poll(&mut cx).is_pending() {
+            tokio::task::spawn_local(run);
+        }
+    }
+
+    /// After a config change: a worker whose config has `lua_init_worker` starts its new VM
+    /// now (as nginx's new workers run it before serving), not on its next Lua request.
+    pub fn config_changed(&self) {
+        let snapshot = self.shared.snapshot.load_full();
+        if snapshot.init_worker.is_some()
+            && let Err(e) = self.lua_vm(&snapshot)
+        {
+            tracing::error!(worker = self.id, error = %e, "cannot start the Lua VM");
+        }
     }
 }
 
@@ -116,6 +147,8 @@ pub enum WorkerCommand {
     Shutdown {
         grace: Duration,
     },
+    /// A new snapshot is in place.
+    ConfigChanged,
 }
 
 #[derive(Clone, Copy)]
@@ -153,9 +186,11 @@ pub fn spawn(
                 workers,
                 lua: std::cell::RefCell::new(None),
             });
+            ctx.config_changed();
             let mut accepting: HashMap<SocketAddr, oneshot::Sender<()>> = HashMap::new();
             while let Some(cmd) = commands.recv().await {
                 match cmd {
+                    WorkerCommand::ConfigChanged => ctx.config_changed(),
                     WorkerCommand::Listen { key, listener } => {
                         let (tx, rx) = oneshot::channel();
                         match tokio::net::TcpListener::from_std(listener) {

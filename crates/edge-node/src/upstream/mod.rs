@@ -82,6 +82,8 @@ pub struct Upstream {
     pub health: Option<HealthCheckParams>,
     pub discovery: Option<DiscoveryParams>,
     pub metrics: UpstreamMetrics,
+    /// `lua_balancer`: run before every try to pick the peer (`require "ngx.balancer"`).
+    pub lua_balancer: Option<Arc<crate::rules::LuaChunk>>,
     /// Set when a newer config replaces this upstream: its background tasks stop.
     pub retired: AtomicBool,
     states: Arc<PeerStates>,
@@ -248,7 +250,13 @@ impl Upstream {
             }
         }
 
+        let lua_balancer = crate::rules::LuaChunk::compile(
+            u.lua_balancer.as_ref(),
+            &format!("{}.balancer", u.name),
+            "lua_balancer",
+        )?;
         let upstream = Upstream {
+            lua_balancer,
             name: Arc::from(u.name.as_str()),
             kind,
             hash_key,

@@ -124,18 +124,25 @@ fn rate_limits_delay_then_reject_per_key() {
 }
 
 #[test]
-fn lua_actions_compile_and_phases_not_built_yet_are_refused_with_their_path() {
+fn lua_actions_compile_and_phases_that_are_not_per_request_are_refused_with_their_path() {
     let ok = parse_config(
         "applications:\n  - name: a\n    rules:\n      - actions: [{lua: {access: {inline: 'ngx.exit(403)'}}}]\n",
         SourceFormat::Yaml,
     )
     .unwrap();
     assert!(PageRule::compile(&ok.applications[0].rules[0], "a/0").is_ok());
+    let filter = parse_config(
+        "applications:\n  - name: a\n    rules:\n      - actions: [{lua: {body_filter: {inline: 'ngx.arg[1] = ngx.arg[1]:upper()'}}}]\n",
+        SourceFormat::Yaml,
+    )
+    .unwrap();
+    assert!(PageRule::compile(&filter.applications[0].rules[0], "a/0").is_ok());
     let bad = parse_config(
-        "applications:\n  - name: a\n    rules:\n      - actions: [{lua: {body_filter: {inline: 'x = 1'}}}]\n",
+        "applications:\n  - name: a\n    rules:\n      - actions: [{lua: {balancer: {inline: 'x = 1'}}}]\n",
         SourceFormat::Yaml,
     )
     .unwrap();
     let err = PageRule::compile(&bad.applications[0].rules[0], "a/0").unwrap_err();
-    assert_eq!(err.0, "actions[0].lua.body_filter");
+    assert_eq!(err.0, "actions[0].lua.balancer");
+    assert!(err.1.contains("lua_balancer"), "{}", err.1);
 }
