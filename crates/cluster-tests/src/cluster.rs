@@ -49,7 +49,7 @@ impl Cluster {
         Cluster::on(Network::Namespaces(lab))
     }
 
-    fn on(net: Network) -> Cluster {
+    pub(crate) fn on(net: Network) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("outpost-cluster-")
             .tempdir()

@@ -110,3 +110,36 @@ pub fn gslb_config(zone: &str, nodes: &[GslbNode]) -> Value {
         "records": [{ "zone": zone, "name": "edge", "policy": "POLICY_ALL_HEALTHY" }],
     })
 }
+
+/// A region for [`gslb_geo_config`]: a name and where it is, in degrees.
+pub struct GslbRegion {
+    pub name: &'static str,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+/// [`gslb_config`] with real coordinates for `regions`, the client table `geo_cidrs`
+/// (`(cidr, region)`, longest prefix wins) and one more record, `near.ZONE`, answered with
+/// `POLICY_GEO`: every healthy node of the client's region (up to 16), or of the nearest region
+/// that has one.
+pub fn gslb_geo_config(
+    zone: &str,
+    nodes: &[GslbNode],
+    regions: &[GslbRegion],
+    geo_cidrs: &[(String, &str)],
+) -> Value {
+    let mut config = gslb_config(zone, nodes);
+    config["regions"] = regions
+        .iter()
+        .map(|r| json!({ "name": r.name, "latitude": r.latitude, "longitude": r.longitude }))
+        .collect();
+    config["geoCidrs"] = geo_cidrs
+        .iter()
+        .map(|(cidr, region)| json!({ "cidr": cidr, "region": region }))
+        .collect();
+    config["records"]
+        .as_array_mut()
+        .expect("records")
+        .push(json!({ "zone": zone, "name": "near", "policy": "POLICY_GEO", "count": 16 }));
+    config
+}

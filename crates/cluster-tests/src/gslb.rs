@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::binary::outpost_binary;
 use crate::cluster::Cluster;
-use crate::config::{GslbNode, gslb_config};
+use crate::config::{GslbNode, GslbRegion, gslb_config, gslb_geo_config};
 use crate::dns;
 use crate::network::{Host, ports};
 use crate::process::{Launch, NodeProcess};
@@ -32,12 +32,26 @@ impl Cluster {
     /// Starts a GSLB server for `zone`, with every edge started so far as a node. Waits until
     /// it answers the zone's SOA. Returns its index.
     pub async fn start_gslb(&mut self, zone: &str) -> usize {
-        let name = format!("gslb{}", self.gslbs.len() + 1);
-        let host = self.net.host(&name, "");
-        let dns_addr = SocketAddr::new(host.ip, self.net.dns_port(&host));
-        let admin = SocketAddr::new(host.ip, self.net.tcp_port(&host, ports::GSLB_ADMIN));
-        let nodes: Vec<GslbNode> = self
-            .edges
+        let config = gslb_config(zone, &self.gslb_nodes());
+        self.start_gslb_with(zone, config).await
+    }
+
+    /// [`Cluster::start_gslb`] with the regions at the given coordinates, the client table
+    /// `geo_cidrs` (`(cidr, region)`) and a `near.ZONE` record answered by region
+    /// (`POLICY_GEO`, see [`crate::config::gslb_geo_config`]).
+    pub async fn start_gslb_geo(
+        &mut self,
+        zone: &str,
+        regions: &[GslbRegion],
+        geo_cidrs: &[(String, &str)],
+    ) -> usize {
+        let config = gslb_geo_config(zone, &self.gslb_nodes(), regions, geo_cidrs);
+        self.start_gslb_with(zone, config).await
+    }
+
+    /// Every edge started so far, as a GSLB node probed on its admin `/healthz`.
+    fn gslb_nodes(&self) -> Vec<GslbNode> {
+        self.edges
             .iter()
             .map(|e| GslbNode {
                 name: e.name.clone(),
@@ -45,9 +59,16 @@ impl Cluster {
                 region: e.region.clone(),
                 health_port: e.admin.port(),
             })
-            .collect();
+            .collect()
+    }
+
+    async fn start_gslb_with(&mut self, zone: &str, config_json: serde_json::Value) -> usize {
+        let name = format!("gslb{}", self.gslbs.len() + 1);
+        let host = self.net.host(&name, "");
+        let dns_addr = SocketAddr::new(host.ip, self.net.dns_port(&host));
+        let admin = SocketAddr::new(host.ip, self.net.tcp_port(&host, ports::GSLB_ADMIN));
         let config = self.dir().join(format!("{name}.json"));
-        std::fs::write(&config, gslb_config(zone, &nodes).to_string()).expect("GSLB config");
+        std::fs::write(&config, config_json.to_string()).expect("GSLB config");
         let launch = Launch {
             program: outpost_binary().to_path_buf(),
             args: vec![
@@ -110,5 +131,43 @@ impl Cluster {
             (got == *expected).then_some(())
         })
         .await;
+    }
+
+    /// The addresses GSLB server `i` answers for `NAME.ZONE` when asked as `asker`, sorted.
+    pub async fn gslb_answer(
+        &self,
+        i: usize,
+        name: &str,
+        asker: dns::Asker,
+    ) -> Result<Vec<IpAddr>, String> {
+        let g = &self.gslbs[i];
+        dns::addresses_as(g.dns, &format!("{name}.{}.", g.zone), asker).await
+    }
+
+    /// Waits until GSLB server `i` answers `NAME.ZONE`, asked as `asker`, with exactly the
+    /// edges `want` (indices). Returns how long that took (for printing, not for asserting).
+    pub async fn wait_gslb_answer(
+        &self,
+        i: usize,
+        name: &str,
+        asker: dns::Asker,
+        want: &[usize],
+        limit: Duration,
+    ) -> Duration {
+        let mut expected: Vec<IpAddr> = want.iter().map(|e| self.edges[*e].host.ip).collect();
+        expected.sort();
+        let what = format!(
+            "{} answers {name} with {expected:?} to {asker:?}",
+            self.gslbs[i].name
+        );
+        let started = std::time::Instant::now();
+        let this = self;
+        let expected = &expected;
+        wait_until(&what, limit, move || async move {
+            let got = this.gslb_answer(i, name, asker).await.ok()?;
+            (got == *expected).then_some(())
+        })
+        .await;
+        started.elapsed()
     }
 }

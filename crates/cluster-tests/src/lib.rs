@@ -8,7 +8,8 @@
 //! - [`process`]: one child process: its log file, SIGKILL/SIGTERM, restart with the same
 //!   arguments; killed and reaped on drop.
 //! - [`network`]: a `127.0.0.x` address per node on loopback; [`netns`]: a network namespace
-//!   per node, with delay between regions (root only).
+//!   per node, with delay between regions (root only); [`partition`]: links between nodes cut
+//!   and restored, in namespaces or on loopback inside a private namespace (root only).
 //! - [`cluster`]: [`Cluster`], owner of every process, origin and the temp dir; prints every
 //!   log when a scenario fails. Each role adds its methods in its own file:
 //!   [`control_plane`] (three Raft nodes: bootstrap, join, leader, kill, stop, restart),
@@ -52,6 +53,7 @@ pub mod linearizability;
 pub mod netns;
 pub mod network;
 pub mod origin;
+pub mod partition;
 pub mod process;
 pub mod wait;
 pub mod workload;

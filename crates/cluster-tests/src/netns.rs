@@ -156,6 +156,41 @@ impl Lab {
         }
     }
 
+    /// The namespace and bridge-side veth of the node at `ip`.
+    fn node(&self, ip: IpAddr) -> Option<(&str, &str)> {
+        self.hosts
+            .iter()
+            .find(|(_, _, addr, _)| IpAddr::V4(*addr) == ip)
+            .map(|(ns, veth, ..)| (ns.as_str(), veth.as_str()))
+    }
+
+    /// Cuts (`on`) or restores the link between the nodes at `a` and `b`, both ways, with a
+    /// blackhole route to the other in each one's namespace. Their links to everything else
+    /// (the test's clients, other nodes) stay up.
+    pub fn blackhole(&self, a: IpAddr, b: IpAddr, on: bool) -> Result<(), String> {
+        let verb = if on { "add" } else { "del" };
+        for (from, to) in [(a, b), (b, a)] {
+            let (ns, _) = self
+                .node(from)
+                .ok_or_else(|| format!("no node at {from}"))?;
+            ip(&format!("-n {ns} route {verb} blackhole {to}/32"))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the node at `addr` off the bridge (`up` false) or puts it back: its veth goes
+    /// down, so nothing reaches it and nothing it sends gets anywhere, as when a site loses
+    /// its uplinks. Its processes keep running.
+    pub fn set_link(&self, addr: IpAddr, up: bool) -> Result<(), String> {
+        let (_, veth) = self
+            .node(addr)
+            .ok_or_else(|| format!("no node at {addr}"))?;
+        ip(&format!(
+            "link set {veth} {}",
+            if up { "up" } else { "down" }
+        ))
+    }
+
     /// Delays packets between the new host and every host of another region, both ways.
     fn delay_between_regions(&self, veth: &str, addr: Ipv4Addr, region: &str, d: Duration) {
         if region.is_empty() {

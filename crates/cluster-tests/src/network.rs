@@ -3,6 +3,9 @@
 //! - **Loopback** (the default, no privileges): every node gets its own `127.0.0.x`, x from 2
 //!   up (Linux routes all of 127/8 to `lo`), and ports the kernel reports free on that address.
 //!   All processes share the test's network namespace.
+//! - **Loopback in a private namespace** ([`crate::partition`], root only): the same, but in a
+//!   network namespace of the test's own, where routing rules can cut the links between two
+//!   nodes' addresses.
 //! - **Namespaces** ([`crate::netns`], root only): every node gets a network namespace of its
 //!   own, joined to a bridge by a veth pair, with a `10.77.0.x` address and the well-known
 //!   ports; links between regions can be given a `tc netem` delay.
@@ -29,7 +32,11 @@ pub struct Host {
 }
 
 pub enum Network {
-    Loopback { next: u8 },
+    /// `private`: in a network namespace of the test's own, where links can be cut.
+    Loopback {
+        next: u8,
+        private: bool,
+    },
     Namespaces(Lab),
 }
 
@@ -45,7 +52,19 @@ pub mod ports {
 
 impl Network {
     pub fn loopback() -> Network {
-        Network::Loopback { next: 2 }
+        Network::Loopback {
+            next: 2,
+            private: false,
+        }
+    }
+
+    /// Loopback in the private network namespace the calling thread has entered (see
+    /// [`crate::partition::run_on_private_loopback`]).
+    pub(crate) fn private_loopback() -> Network {
+        Network::Loopback {
+            next: 2,
+            private: true,
+        }
     }
 
     pub fn is_loopback(&self) -> bool {
@@ -56,7 +75,7 @@ impl Network {
     /// where links between regions can be slowed down).
     pub fn host(&mut self, name: &str, region: &str) -> Host {
         match self {
-            Network::Loopback { next } => {
+            Network::Loopback { next, .. } => {
                 assert!(*next < 255, "out of 127.0.0.x addresses");
                 let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, *next));
                 *next += 1;
@@ -99,6 +118,15 @@ impl Network {
     pub fn test_ip(&mut self) -> IpAddr {
         match self {
             Network::Loopback { .. } => self.host("test", "").ip,
+            Network::Namespaces(lab) => lab.bridge_ip(),
+        }
+    }
+
+    /// The address the test's own clients (DNS queries, the API client) send from:
+    /// `127.0.0.1` on loopback, the bridge's address in namespaces.
+    pub fn client_ip(&self) -> IpAddr {
+        match self {
+            Network::Loopback { .. } => IpAddr::V4(Ipv4Addr::LOCALHOST),
             Network::Namespaces(lab) => lab.bridge_ip(),
         }
     }
