@@ -32,8 +32,11 @@ Case layout (mirrors what the Rust harness runs):
   phase "access":        `access_by_lua_block { <code> }` + `content_by_lua_block { ngx.say("content") }`
   phase "rewrite":       `rewrite_by_lua_block { <code> }` + same content
   phase "header_filter": `content_by_lua_block { ngx.say("body") }` + `header_filter_by_lua_block { <code> }`
-  Optional "content_code": for access/rewrite/header_filter cases, replaces the default
-  content code above (used to show ngx.ctx etc. crossing phases).
+  phase "body_filter":   `content_by_lua_block { ngx.say("body") }` + `body_filter_by_lua_block { <code> }`
+                         (one ngx.say, so nginx calls the filter with ("body\n", false) then
+                         ("", true), the calls the Rust harness makes)
+  Optional "content_code": for access/rewrite/header_filter/body_filter cases, replaces the
+  default content code above (used to show ngx.ctx etc. crossing phases).
 
 Request conventions:
   * request.path is the exact path sent (`/t_<name>...`), so ngx.var.uri shows it.
@@ -121,6 +124,10 @@ def location(c):
         lines.append("            content_by_lua_block {\n" + (c["content_code"] or HF_CONTENT_DEFAULT)
                      + "\n            }")
         lines.append("            header_filter_by_lua_block {\n" + c["code"] + "\n            }")
+    elif ph == "body_filter":
+        lines.append("            content_by_lua_block {\n" + (c["content_code"] or HF_CONTENT_DEFAULT)
+                     + "\n            }")
+        lines.append("            body_filter_by_lua_block {\n" + c["code"] + "\n            }")
     else:
         raise ValueError(ph)
     lines.append("        }")
@@ -1461,6 +1468,74 @@ for _, m in ipairs({'table.nkeys', 'table.isempty', 'table.isarray', 'table.clon
 end
 local nkeys = require 'table.nkeys'
 ngx.say(nkeys({1, 2, x = 3}))
+""")
+    # ---- body_filter / ngx.arg / ngx.balancer outside its phase --------------------------
+    bf = "body_filter"
+    c("body_filter_upper", "ngx.arg", r"ngx.arg[1] = string.upper(ngx.arg[1])", phase=bf)
+    c("body_filter_calls_and_trailer", "ngx.arg", r"""
+local ctx = ngx.ctx
+ctx.calls = (ctx.calls or '') .. '[' .. #ngx.arg[1] .. ',' .. tostring(ngx.arg[2]) .. ']'
+if ngx.arg[2] then ngx.arg[1] = ngx.arg[1] .. ctx.calls .. '\n' end
+""", phase=bf)
+    c("body_filter_drop_with_nil", "ngx.arg", r"ngx.arg[1] = nil", phase=bf)
+    c("body_filter_table_and_number", "ngx.arg", r"""
+if ngx.arg[2] then ngx.arg[1] = 42 else ngx.arg[1] = {'<', ngx.arg[1], '>'} end
+""", phase=bf)
+    c("body_filter_ends_early", "ngx.arg", r"""
+if ngx.arg[2] then ngx.arg[1] = 'never\n' else ngx.arg[1] = ngx.arg[1] .. 'end\n'; ngx.arg[2] = true end
+""", phase=bf)
+    c("body_filter_arg_reads", "ngx.arg", r"""
+ngx.arg[1] = type(ngx.arg) .. ' ' .. #ngx.arg .. ' ' .. type(ngx.arg[2]) .. ' ' .. tostring(ngx.arg[3])
+  .. ' ' .. tostring(ngx.arg[0]) .. ' ' .. tostring(ngx.arg['1']) .. '\n'
+""", phase=bf)
+    c("body_filter_arg_bad_writes", "ngx.arg", STRIP + r"""
+if not ngx.arg[2] then return end
+local ok, e = pcall(function() ngx.arg[1] = true end)
+local ok2, e2 = pcall(function() ngx.arg[3] = 'x' end)
+ngx.arg[1] = strip(e) .. '\n' .. strip(e2) .. '\n'
+""", phase=bf)
+    c("body_filter_disabled_apis", "body_filter", r"""
+if not ngx.arg[2] then return end
+local out = {}
+local function t(name, f, ...) local ok, e = pcall(f, ...); out[#out+1] = name .. '=' .. tostring(ok) .. ',' .. tostring(e) end
+t('phase', ngx.get_phase)
+t('say', ngx.say, 'x')
+t('print', ngx.print, 'x')
+t('sleep', ngx.sleep, 0.01)
+t('tcp', ngx.socket.tcp)
+t('udp', ngx.socket.udp)
+t('exit', ngx.exit, 200)
+t('redirect', ngx.redirect, '/x')
+t('read_body', ngx.req.read_body)
+t('flush', ngx.flush)
+t('send_headers', ngx.send_headers)
+t('thread', ngx.thread.spawn, function() end)
+t('timer', ngx.timer.at, 0, function() end)
+t('headers_sent', function() return ngx.headers_sent end)
+ngx.arg[1] = table.concat(out, '\n') .. '\n'
+""", phase=bf)
+    c("body_filter_reads_the_response_head", "body_filter", r"""
+if not ngx.arg[2] then return end
+ngx.header['X-Late'] = 'ignored'
+ngx.arg[1] = ngx.status .. ' ' .. tostring(ngx.header.content_type) .. ' ' .. ngx.var.uri .. '\n'
+""", phase=bf, hdrs=["x-late"])
+    c("body_filter_sees_ctx_from_content", "ngx.ctx", r"""
+if ngx.arg[2] then ngx.arg[1] = tostring(ngx.ctx.from) .. '\n' end
+""", phase=bf, content_code=r"ngx.ctx.from = 'content'; ngx.say('body')")
+    c("body_filter_empty_body_gets_one_call", "ngx.arg", r"""
+ngx.arg[1] = '[' .. #ngx.arg[1] .. ',' .. tostring(ngx.arg[2]) .. ']'
+""", phase=bf, content_code=r"ngx.print('')")
+    c("arg_outside_body_filter", "ngx.arg", STRIP + r"""
+local ok, e = pcall(function() return ngx.arg[1] end)
+ngx.say(tostring(ok), ' ', strip(e))
+local ok2, e2 = pcall(function() ngx.arg[1] = 'x' end)
+ngx.say(tostring(ok2), ' ', strip(e2))
+""")
+    c("balancer_api_without_upstream", "ngx.balancer", r"""
+local b = require 'ngx.balancer'
+ngx.say(tostring(b.set_current_peer('127.0.0.1', 80)), ' ', select(2, b.set_current_peer('127.0.0.1', 80)))
+ngx.say(tostring(select(3, b.get_last_failure())))
+ngx.say(tostring(select(2, b.set_more_tries(1))), ' ', tostring(select(2, b.set_timeouts(1, 1, 1))))
 """)
     c("error_string_in_content", "error", r"error('boom')")
     c("error_table_in_content", "error", r"error({code = 1})")

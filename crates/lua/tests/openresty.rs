@@ -1,4 +1,4 @@
-//! The recorded OpenResty corpus: 294 snippets with the responses Debian's nginx 1.22 +
+//! The recorded OpenResty corpus: 307 snippets with the responses Debian's nginx 1.22 +
 //! lua-nginx-module 0.10.23 gave (`openresty_cases.json`, made by `capture_openresty.py`),
 //! replayed through our VM.
 //!
@@ -18,6 +18,7 @@ fn phase_of(name: &str) -> Phase {
         "access" => Phase::Access,
         "rewrite" => Phase::Rewrite,
         "header_filter" => Phase::HeaderFilter,
+        "body_filter" => Phase::BodyFilter,
         _ => Phase::Content,
     }
 }
@@ -112,12 +113,13 @@ fn corpus() {
         let code = case["code"].as_str().unwrap_or("");
         let phase = phase_of(case["phase"].as_str().unwrap_or("content"));
         let content = case["content_code"].as_str().unwrap_or(match phase {
-            Phase::HeaderFilter => "ngx.say(\"body\")",
+            Phase::HeaderFilter | Phase::BodyFilter => "ngx.say(\"body\")",
             _ => "ngx.say(\"content\")",
         });
         let phases: Vec<(Phase, &str)> = match phase {
             Phase::Content => vec![(Phase::Content, code)],
             Phase::HeaderFilter => vec![(Phase::Content, content), (Phase::HeaderFilter, code)],
+            Phase::BodyFilter => vec![(Phase::Content, content), (Phase::BodyFilter, code)],
             p => vec![(p, code), (Phase::Content, content)],
         };
         let resp = block_on(h.run(&r, &phases));

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderMap, Method};
 use outpost_lua::{LuaResponse, LuaVm, Outcome, Phase, RequestState, SharedDicts};
 
@@ -29,7 +30,7 @@ pub struct Req<'a> {
 
 impl Harness {
     /// The phases of a location: `rewrite`/`access` code (if any), then `content`, then
-    /// `header_filter` (if any). Returns what the client would get.
+    /// `header_filter` and `body_filter` (if any). Returns what the client would get.
     pub async fn run(&self, req: &Req<'_>, phases: &[(Phase, &str)]) -> LuaResponse {
         let (path, args) = match req.path.split_once('?') {
             Some((p, a)) => (p.to_string(), Some(a.to_string())),
@@ -63,7 +64,7 @@ impl Harness {
         let state = Rc::new(RefCell::new(state));
         let mut resp = None;
         for (phase, code) in phases {
-            if *phase == Phase::HeaderFilter {
+            if matches!(*phase, Phase::HeaderFilter | Phase::BodyFilter) {
                 break;
             }
             let out = self.vm.run("t", code, *phase, &state).await;
@@ -104,6 +105,35 @@ impl Harness {
             let mut s = state.borrow_mut();
             resp.headers = std::mem::take(&mut s.resp_headers);
             resp.status = s.status.unwrap_or(resp.status);
+        }
+        if let Some((_, code)) = phases.iter().find(|(p, _)| *p == Phase::BodyFilter) {
+            // As the edge: the body as one chunk (if any), then ("", true).
+            {
+                let mut s = state.borrow_mut();
+                s.status = Some(resp.status);
+                s.resp_headers = resp.headers.clone();
+                s.headers_sent = true;
+            }
+            let mut calls = vec![(Bytes::new(), true)];
+            if !resp.body.is_empty() {
+                calls.insert(0, (resp.body.clone(), false));
+            }
+            let mut out = Vec::new();
+            for (data, eof) in calls {
+                match self.vm.body_filter(&[("t", code)], &state, data, eof).await {
+                    Ok((data, end)) => {
+                        out.extend_from_slice(&data);
+                        if end {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("lua error: {e}");
+                        break;
+                    }
+                }
+            }
+            resp.body = Bytes::from(out);
         }
         resp
     }
