@@ -20,8 +20,9 @@
 //!   applications, upstreams and GSLB config the scenarios use.
 //! - [`workload`]: clients that keep writing, reading or fetching from edges while a
 //!   scenario breaks things, and report what they saw.
-//! - [`linearizability`]: a checker of histories of registers, one per key (Wing & Gong's
-//!   search with Lowe's memoization).
+//! - [`history`]: concurrent clients using the admin API as registers and recording every
+//!   operation; [`linearizability`]: the checker their history goes through (a register per
+//!   key, Wing & Gong's search with Lowe's memoization).
 //! - [`wait`]: polling with a deadline and a bounded number of attempts; nothing sleeps to let
 //!   something happen, and nothing asserts on how long it took.
 //!
@@ -49,6 +50,7 @@ pub mod control_plane;
 pub mod dns;
 pub mod edge;
 pub mod gslb;
+pub mod history;
 pub mod linearizability;
 pub mod netns;
 pub mod network;
