@@ -2,6 +2,11 @@
 //! `edge.ZONE` is answered with every healthy edge (`POLICY_ALL_HEALTHY`). Each GSLB server
 //! probes each edge itself, over HTTP on the edge's admin `/healthz`; it does not talk to the
 //! control plane (it reads a file).
+//!
+//! [`Cluster::start_gslb_geo`] adds regions at real coordinates, a table of client networks
+//! and a `near.ZONE` record answered by the client's region (`POLICY_GEO`);
+//! [`Cluster::wait_gslb_answer`] asks as a client in a given subnet (EDNS Client Subnet) or
+//! from a given address ([`dns::Asker`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
