@@ -275,7 +275,10 @@ async fn body_filter_ends_bodies_early_keeps_content_length_as_nginx_and_cuts_on
         Err(_) => true,
         Ok(r) => r.bytes().await.is_err(),
     };
-    assert!(broken, "a body shorter than its Content-Length is not complete");
+    assert!(
+        broken,
+        "a body shorter than its Content-Length is not complete"
+    );
 
     // A Lua error cuts the response (nginx closes the connection); the worker keeps serving.
     let broken = match c.get(format!("{base}/?f=boom")).send().await {
@@ -394,18 +397,15 @@ async fn the_upstream_s_balancer_picks_each_try_and_sees_how_the_last_one_failed
     let slow = Origin::start_slow("slow", Duration::from_secs(5)).await;
     let five = failing_origin().await;
     let dead = free_addr();
-    let node = edge(
-        BALANCER,
-        &[
-            ("GOOD", good.addr.to_string()),
-            ("GOOD_PORT", good.addr.port().to_string()),
-            ("OTHER_PORT", other.addr.port().to_string()),
-            ("SLOW_PORT", slow.addr.port().to_string()),
-            ("FIVE_PORT", five.port().to_string()),
-            ("DEAD_PORT", dead.port().to_string()),
-        ],
-    )
-    .await;
+    let vars = [
+        ("GOOD", good.addr.to_string()),
+        ("GOOD_PORT", good.addr.port().to_string()),
+        ("OTHER_PORT", other.addr.port().to_string()),
+        ("SLOW_PORT", slow.addr.port().to_string()),
+        ("FIVE_PORT", five.port().to_string()),
+        ("DEAD_PORT", dead.port().to_string()),
+    ];
+    let node = edge(BALANCER, &vars).await;
     let base = base_url(&node);
     let c = client();
     let get = |mode: &str| {
@@ -451,6 +451,26 @@ async fn the_upstream_s_balancer_picks_each_try_and_sees_how_the_last_one_failed
     assert_eq!((status, log), (500, None));
     // The worker keeps serving.
     assert_eq!(get("").await.2, "other");
+
+    // Balancer and init_worker code with a syntax error is refused with its path and line.
+    for (from, to, path) in [
+        (
+            "        local b = require \"ngx.balancer\"\n",
+            "        local b = = 1\n",
+            "upstreams[0].lua_balancer.inline",
+        ),
+        (
+            "upstreams:\n",
+            "lua_init_worker: {inline: 'x = = 1'}\nupstreams:\n",
+            "lua_init_worker.inline",
+        ),
+    ] {
+        let bad = fill(&BALANCER.replacen(from, to, 1), &vars);
+        let cfg = outpost_proto::parse_config(&bad, outpost_proto::SourceFormat::Yaml).unwrap();
+        let err = node.apply(cfg).await.unwrap_err().to_string();
+        assert!(err.contains(path) && err.contains(":1:"), "{err}");
+    }
+    assert_eq!(get("").await.2, "other", "the old config keeps serving");
 }
 
 const INIT_WORKER: &str = r#"
