@@ -82,6 +82,20 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         &new.shared_dicts,
         |d| &d.name,
     );
+    let (a, b) = (to_json(&old.lua_init_worker), to_json(&new.lua_init_worker));
+    if a != b {
+        let op = match (&old.lua_init_worker, &new.lua_init_worker) {
+            (None, Some(_)) => Op::Added,
+            (Some(_), None) => Op::Removed,
+            _ => Op::Modified,
+        };
+        out.push(Change {
+            kind: "lua_init_worker",
+            name: "lua_init_worker".into(),
+            op,
+            fields: Vec::new(),
+        });
+    }
     let (a, b) = (to_json(&old.server), to_json(&new.server));
     if a != b {
         let op = match (&old.server, &new.server) {

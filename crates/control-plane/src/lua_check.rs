@@ -19,6 +19,14 @@ pub fn check(config: &Config) -> Vec<FieldError> {
     for (i, m) in config.lua_modules.iter().enumerate() {
         compile(format!("lua_modules[{i}].code"), &m.code);
     }
+    if let Some(code) = inline(&config.lua_init_worker) {
+        compile("lua_init_worker.inline".into(), code);
+    }
+    for (u, upstream) in config.upstreams.iter().enumerate() {
+        if let Some(code) = inline(&upstream.lua_balancer) {
+            compile(format!("upstreams[{u}].lua_balancer.inline"), code);
+        }
+    }
     for (a, app) in config.applications.iter().enumerate() {
         for (i, m) in app.lua_modules.iter().enumerate() {
             compile(format!("applications[{a}].lua_modules[{i}].code"), &m.code);
@@ -36,6 +44,15 @@ pub fn check(config: &Config) -> Vec<FieldError> {
         }
     }
     errors
+}
+
+fn inline(code: &Option<pb::LuaCode>) -> Option<&str> {
+    match code {
+        Some(pb::LuaCode {
+            source: Some(pb::lua_code::Source::Inline(code)),
+        }) => Some(code),
+        _ => None,
+    }
 }
 
 fn phases_of(at: &str, p: &pb::LuaPhases, compile: &mut impl FnMut(String, &str)) {

@@ -365,5 +365,27 @@ async fn lua_that_does_not_compile_is_refused_with_its_field_path() {
     let r = api.post("/api/v1/config/lua_modules", module).await;
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("lua_modules[0].code"), "{}", r.text);
+    // So are a balancer and init_worker that do not compile.
+    let balancer = r#"{"peers":[{"address":"127.0.0.1:8080"}],
+        "luaBalancer":{"inline":"local b = require 'ngx.balancer'\nb.set_current_peer("}}"#;
+    let r = api.put("/api/v1/config/upstreams/api", balancer).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text.contains("upstreams[0].lua_balancer.inline"),
+        "{}",
+        r.text
+    );
+    let mut whole = api.get("/api/v1/config").await.json();
+    whole["luaInitWorker"] = serde_json::json!({"inline": "ngx.timer.every(1, function() end"});
+    let r = api.put("/api/v1/config", &whole.to_string()).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("lua_init_worker.inline"), "{}", r.text);
+    whole["luaInitWorker"] = serde_json::json!({"inline": "local started = true"});
+    assert_eq!(
+        api.put("/api/v1/config", &whole.to_string()).await.status,
+        200
+    );
+    let changes = api.get("/api/v1/changes?format=text").await.text;
+    assert!(changes.contains("+ lua_init_worker"), "{changes}");
     cp.shutdown().await;
 }
