@@ -43,6 +43,9 @@ applications:
       - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/logged]}]
         actions:
           - lua: {content: {inline: "ngx.print(ngx.shared.counters:get('logged') or 0)"}}
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/fixed]}]
+        actions:
+          - respond: {status: 200, body: "fixed\n"}
       - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/post]}]
         actions:
           - lua: {content: {inline: "ngx.req.read_body() ngx.say(ngx.req.get_method(), ' ', ngx.req.get_body_data())"}}
@@ -78,6 +81,13 @@ async fn phases_run_in_order_around_the_upstream() {
     );
     let seen = r.text().await.unwrap();
     assert!(seen.contains("x-hits: 1"), "{seen}");
+
+    // A rule's respond is nginx's `return`: no access code (X-Had-Ctx false), but the
+    // header_filter runs on its response, as header_filter_by_lua does on a `return`.
+    let r = c.get(format!("{base}/fixed")).send().await.unwrap();
+    assert_eq!(r.headers().get("x-lua-phase").unwrap(), "header_filter");
+    assert_eq!(r.headers().get("x-had-ctx").unwrap(), "false");
+    assert_eq!(r.text().await.unwrap(), "fixed\n");
 
     // The json-hello example from ../shared/examples, unchanged.
     let r = c.get(format!("{base}/api/hello")).send().await.unwrap();

@@ -146,16 +146,15 @@ pub async fn handle(
         l
     };
     let balancer_code = upstream.as_ref().and_then(|u| u.lua_balancer.clone());
-    let lua_state =
-        ((!lua.is_empty() || balancer_code.is_some()) && fx.respond.is_none()).then(|| {
-            lua_phase::request_state(
-                &parts,
-                &conn,
-                &host,
-                request_id.to_str().unwrap_or(""),
-                &app,
-            )
-        });
+    let lua_state = (!lua.is_empty() || balancer_code.is_some()).then(|| {
+        lua_phase::request_state(
+            &parts,
+            &conn,
+            &host,
+            request_id.to_str().unwrap_or(""),
+            &app,
+        )
+    });
     let balancer = balancer_code
         .zip(lua_state.clone())
         .map(|(chunk, state)| BalancerLua {
@@ -164,7 +163,9 @@ pub async fn handle(
             chunk,
         });
     let mut body = body;
-    if let Some(state) = &lua_state {
+    // A rule's `respond` answers as nginx's `return` does, in the rewrite phase: the request's
+    // rewrite, access and content code does not run, but header_filter, body_filter and log do.
+    if let Some(state) = lua_state.as_ref().filter(|_| fx.respond.is_none()) {
         let early = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
             Err(resp) => Some(resp),
             Ok(()) => {
