@@ -44,7 +44,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .route(
@@ -133,10 +133,25 @@ async fn count_requests(
     response
 }
 
+/// `GET /healthz`: 200 while this node's Raft runs, 503 once it has stopped (a storage
+/// failure stops it for good: restart the process).
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.cluster.raft_stopped() {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "raft stopped: restart this node\n",
+        )
+            .into_response();
+    }
+    "ok\n".into_response()
+}
+
 /// `GET /metrics`: Prometheus text, no token.
 async fn metrics(State(state): State<AppState>) -> Response {
     let now = crate::metrics::Snapshot {
         cluster: state.cluster.status(),
+        contact: *state.cluster.contact().borrow(),
+        raft_running: !state.cluster.raft_stopped(),
         watch_streams: state.watchers.count(),
         latest_release: state
             .store

@@ -55,6 +55,8 @@ pub struct Cluster {
     /// Mutual TLS to peers: this node's certificate, trusting only the cluster CA.
     tls: ClientTlsConfig,
     peers: Mutex<HashMap<String, RaftClient<Channel>>>,
+    /// Whether this node is in touch with a leader that has a quorum (see [`Cluster::contact`]).
+    contact: tokio::sync::watch::Sender<bool>,
 }
 
 /// What `GET /api/v1/cluster` shows.
@@ -94,7 +96,40 @@ impl Cluster {
             local,
             tls,
             peers: Mutex::new(HashMap::new()),
+            contact: tokio::sync::watch::channel(true).0,
         }
+    }
+
+    /// Whether this node is in touch with a leader that has a quorum, as last checked by
+    /// [`Cluster::check_contact`] (true until the first check).
+    pub fn contact(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.contact.subscribe()
+    }
+
+    /// Raft on this node has stopped (shut down, or stopped by a storage failure).
+    pub fn raft_stopped(&self) -> bool {
+        self.raft.metrics().borrow().state == openraft::ServerState::Shutdown
+    }
+
+    /// Checks whether this node is in touch with a leader that has a quorum, and publishes it:
+    /// a leader must confirm its leadership with a quorum within `timeout` (a leader cut off
+    /// from the majority keeps calling itself leader until then); a follower must know its
+    /// leader (cut off, it becomes a candidate after an election timeout).
+    pub async fn check_contact(&self, timeout: Duration) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let ok = match m.state {
+            openraft::ServerState::Leader => matches!(
+                tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await,
+                Ok(Ok(_))
+            ),
+            openraft::ServerState::Follower | openraft::ServerState::Learner => {
+                m.current_leader.is_some()
+            }
+            _ => false,
+        };
+        self.contact
+            .send_if_modified(|c| std::mem::replace(c, ok) != ok);
+        ok
     }
 
     pub fn id(&self) -> NodeId {
@@ -237,11 +272,15 @@ impl Cluster {
                 Err(ForwardError::Refused(m)) => return Err(ClusterError::Refused(m)),
                 // A node shutting down (this one or the leader) is an outage, not a bug: a
                 // write there may or may not have been committed.
-                Err(ForwardError::Stopped) if is_write => {
-                    return Err(ClusterError::Unknown("a node is shutting down".into()));
+                Err(ForwardError::Stopped(why)) if is_write => {
+                    return Err(ClusterError::Unknown(format!(
+                        "a node's Raft stopped: {why}"
+                    )));
                 }
-                Err(ForwardError::Stopped) => {
-                    return Err(ClusterError::NoLeader("a node is shutting down".into()));
+                Err(ForwardError::Stopped(why)) => {
+                    return Err(ClusterError::NoLeader(format!(
+                        "a node's Raft stopped: {why}"
+                    )));
                 }
                 Err(ForwardError::Failed(m)) => return Err(ClusterError::Failed(m)),
             }
@@ -349,9 +388,11 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>) -> F
     }
 }
 
+/// Raft stopped on this node: for shutdown, or by a storage failure that stopped it for good
+/// (the process should be restarted). Either way an outage of this node, answered 503.
 fn fatal(f: openraft::error::Fatal<NodeId>) -> ForwardError {
     match f {
-        openraft::error::Fatal::Stopped => ForwardError::Stopped,
-        other => ForwardError::Failed(other.to_string()),
+        openraft::error::Fatal::Stopped => ForwardError::Stopped("shutting down".into()),
+        other => ForwardError::Stopped(other.to_string()),
     }
 }

@@ -32,6 +32,8 @@ pub struct Metrics {
     event_bytes: Family<EventLabels, Counter>,
     term: Gauge,
     is_leader: Gauge,
+    quorum_contact: Gauge,
+    raft_running: Gauge,
     last_log_index: Gauge,
     applied_index: Gauge,
     snapshot_index: Gauge,
@@ -45,6 +47,9 @@ pub struct Metrics {
 /// What the scrape reads from the node besides the counters.
 pub struct Snapshot {
     pub cluster: ClusterStatus,
+    /// In touch with a leader that has a quorum (a leader: confirmed by a quorum just now).
+    pub contact: bool,
+    pub raft_running: bool,
     pub watch_streams: usize,
     pub latest_release: u64,
     pub general_release: u64,
@@ -82,7 +87,19 @@ impl Default for Metrics {
             is_leader: gauge(
                 &mut r,
                 "cp_raft_is_leader",
-                "1 when this node leads, 0 otherwise",
+                "1 when this node leads with a quorum behind it, 0 otherwise (a leader cut off \
+                 from the majority is 0)",
+            ),
+            quorum_contact: gauge(
+                &mut r,
+                "cp_quorum_contact",
+                "1 when this node is in touch with a leader that has a quorum, 0 when cut off",
+            ),
+            raft_running: gauge(
+                &mut r,
+                "cp_raft_running",
+                "1 while Raft runs on this node, 0 once it stopped (a storage failure): restart \
+                 the node",
             ),
             last_log_index: gauge(
                 &mut r,
@@ -149,7 +166,12 @@ impl Metrics {
     pub fn encode(&self, now: Snapshot) -> String {
         let c = &now.cluster;
         self.term.set(c.term as i64);
-        self.is_leader.set(i64::from(c.leader == Some(c.id)));
+        self.is_leader.set(i64::from(
+            c.leader == Some(c.id) && now.contact && now.raft_running,
+        ));
+        self.quorum_contact
+            .set(i64::from(now.contact && now.raft_running));
+        self.raft_running.set(i64::from(now.raft_running));
         self.last_log_index
             .set(c.last_log_index.unwrap_or(0) as i64);
         self.applied_index

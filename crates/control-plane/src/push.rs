@@ -161,6 +161,13 @@ impl ConfigWatch for ConfigWatchService {
             Ok(cp::NodeKind::Gslb) => NodeKind::Gslb,
             _ => return Err(Status::invalid_argument("kind: must be EDGE or GSLB")),
         };
+        // A node cut off from the quorum (or whose Raft stopped) sends nothing new: refuse, so
+        // that the node tries another control-plane node.
+        if !*self.cluster.contact().borrow() || self.cluster.raft_stopped() {
+            return Err(Status::unavailable(
+                "this control-plane node is cut off from the cluster's quorum: try another",
+            ));
+        }
         let mut labels: Vec<(String, String)> = req.labels.into_iter().collect();
         labels.sort();
         let staging = is_staging(&labels);
@@ -200,6 +207,7 @@ impl ConfigWatch for ConfigWatchService {
             },
             purges: self.store.subscribe_purges(),
             stop: self.stop.clone(),
+            contact: self.cluster.contact(),
             held: (req.have_version, req.have_sha256),
             purged,
             queue: Default::default(),

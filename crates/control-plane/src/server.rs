@@ -144,6 +144,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// How often a node checks that it is in touch with a leader that has a quorum.
+const CONTACT_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ControlPlane {
     /// Opens (or creates) the database, starts Raft and both listeners. On the first start of
     /// a [`ClusterInit::Single`] node it forms the cluster and creates the first admin token.
@@ -264,7 +267,7 @@ impl ControlPlane {
             node = settings.node_id, api = %api_addr, grpc = %grpc_addr, initialized,
             "control plane listening"
         );
-        let cp = ControlPlane {
+        let mut cp = ControlPlane {
             api_addr,
             grpc_addr,
             bootstrap_token,
@@ -273,6 +276,21 @@ impl ControlPlane {
             stop,
             tasks: vec![api_task, grpc_task],
         };
+        // Whether this node is in touch with a quorum, checked every second: watch streams end
+        // on a node cut off, so that nodes move to one that gets new releases.
+        let (contact_cluster, mut contact_stop) = (cp.cluster.clone(), cp.stop.subscribe());
+        cp.tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CONTACT_CHECK);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = contact_stop.wait_for(|s| *s) => return,
+                }
+                if !contact_cluster.check_contact(CONTACT_CHECK).await {
+                    tracing::debug!("not in touch with a leader that has a quorum");
+                }
+            }
+        }));
         let joined = async {
             publish_pending_ca(&cp.cluster, &cp.store, &tls_dir).await?;
             if let (ClusterInit::Join, Some(ticket)) = (settings.init, &settings.join) {
@@ -324,6 +342,21 @@ impl ControlPlane {
 
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
+    }
+
+    /// Resolves when Raft stops on this node without [`ControlPlane::shutdown`]: a storage
+    /// failure (a full disk, say) stops it for good, and the process should exit so that its
+    /// supervisor restarts it once the cause is fixed. Until then this node answers 503.
+    pub async fn raft_stopped(&self) -> String {
+        let mut metrics = self.cluster.raft().metrics();
+        loop {
+            if metrics.borrow().state == openraft::ServerState::Shutdown {
+                return "raft stopped (see the error logged before this)".into();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".into();
+            }
+        }
     }
 
     pub fn node_id(&self) -> NodeId {

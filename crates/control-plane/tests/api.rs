@@ -389,3 +389,31 @@ async fn lua_that_does_not_compile_is_refused_with_its_field_path() {
     assert!(changes.contains("+ lua_init_worker"), "{changes}");
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_whose_raft_stopped_answers_503_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path()).await;
+    let api = Api::new(&cp, cp.bootstrap_token().unwrap());
+    assert_eq!(api.get("/healthz").await.status, 200);
+    // What a storage failure does to Raft (it stops for good), without filling a disk.
+    cp.cluster().raft().shutdown().await.unwrap();
+    let why = tokio::time::timeout(std::time::Duration::from_secs(5), cp.raft_stopped())
+        .await
+        .expect("raft_stopped resolves");
+    assert!(why.contains("raft stopped"), "{why}");
+    let health = api.get("/healthz").await;
+    assert_eq!(health.status, 503, "{}", health.text);
+    let w = api
+        .put(
+            "/api/v1/config/shared_dicts/d",
+            r#"{"capacityBytes": 8192}"#,
+        )
+        .await;
+    assert_eq!(w.status, 503, "{}", w.text);
+    assert!(w.text.contains("Raft stopped"), "{}", w.text);
+    let metrics = api.get("/metrics").await.text;
+    assert!(metrics.contains("outpost_cp_raft_running 0"), "{metrics}");
+    assert!(metrics.contains("outpost_cp_raft_is_leader 0"), "{metrics}");
+    cp.shutdown().await;
+}

@@ -111,6 +111,20 @@ fn a_partitioned_leader_commits_nothing_and_every_node_converges_after_healing()
             .await;
         assert_eq!(stale.status, 200, "{}", stale.text);
         assert!(!stale.text.contains("majority"), "{}", stale.text);
+        // It knows it is cut off: its metrics stop calling it leader, and it refuses watches
+        // so that nodes go to the majority (checked once a second: bounded wait).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while *c.node(old).cluster().contact().borrow() {
+            assert!(
+                Instant::now() < deadline,
+                "the old leader never saw it was cut off"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let metrics = c.api(old).get("/metrics").await.text;
+        assert!(metrics.contains("outpost_cp_quorum_contact 0"), "{metrics}");
+        assert!(metrics.contains("outpost_cp_raft_is_leader 0"), "{metrics}");
+        assert!(!*c.node(old).cluster().contact().borrow());
 
         for o in &others {
             cut(old, *o, false);

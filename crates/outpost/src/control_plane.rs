@@ -89,9 +89,17 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         eprintln!("member of the cluster at {url}");
     }
     let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let stopped = tokio::select! {
+        _ = term.recv() => None,
+        _ = tokio::signal::ctrl_c() => None,
+        why = cp.raft_stopped() => Some(why),
+    };
+    if let Some(why) = stopped {
+        // A storage failure (a full disk, say) stopped Raft for good: exit, so that the
+        // supervisor restarts the node once the cause is fixed; the others go on meanwhile.
+        tracing::error!("{why}: exiting");
+        cp.shutdown().await;
+        anyhow::bail!("{why}");
     }
     tracing::info!("shutting down");
     cp.shutdown().await;

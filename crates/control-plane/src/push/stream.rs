@@ -34,6 +34,9 @@ type DeltaKey = (String, u64, u64);
 
 const DELTAS_CACHED: usize = 256;
 
+/// How long a stream stays open on a node cut off from the quorum (longer than an election).
+const CUT_OFF_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl DeltaCache {
     /// The delta from `base` (the node's copy, whose sha256 it gave) to `release`, or `None`
     /// when the full release must be sent.
@@ -101,6 +104,8 @@ pub struct WatchStream {
     pub target: watch::Receiver<Option<Arc<Release>>>,
     pub purges: watch::Receiver<u64>,
     pub stop: watch::Receiver<bool>,
+    /// Whether this control-plane node is in touch with a leader that has a quorum.
+    pub contact: watch::Receiver<bool>,
     /// The version the node holds (the last one sent, or the one it said it had) and its sha256.
     pub held: (u64, String),
     /// The last purge sent (or the one the node said it had applied).
@@ -150,6 +155,21 @@ impl WatchStream {
                 changed = self.target.changed() => if changed.is_err() { return None },
                 changed = self.purges.changed() => if changed.is_err() { return None },
                 _ = self.stop.changed() => return None,
+                changed = self.contact.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    // Cut off from the quorum, this node gets no new release or purge: end
+                    // the stream (after a grace for a passing election) so that the node
+                    // watches another control-plane node.
+                    if !*self.contact.borrow_and_update() {
+                        let back = tokio::time::timeout(CUT_OFF_GRACE, self.contact.wait_for(|c| *c));
+                        if !matches!(back.await, Ok(Ok(_))) {
+                            tracing::warn!("cut off from the quorum: ending a watch so the node moves on");
+                            return None;
+                        }
+                    }
+                }
             }
         }
     }

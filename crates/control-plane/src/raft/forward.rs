@@ -39,9 +39,10 @@ pub enum ForwardError {
     /// The request is not possible as asked (an unknown node, a membership with no voter...).
     #[error("{0}")]
     Refused(String),
-    /// The node that got it is shutting down (its Raft has stopped).
-    #[error("the node is shutting down")]
-    Stopped,
+    /// The node that got it has stopped its Raft: shutting down, or stopped by a storage
+    /// failure (the reason).
+    #[error("the node's Raft has stopped: {0}")]
+    Stopped(String),
     /// Storage failed, or Raft stopped for another reason.
     #[error("{0}")]
     Failed(String),
