@@ -238,6 +238,7 @@ impl Cluster {
             if remaining.is_zero() {
                 return Err(ClusterError::NoLeader(last_problem));
             }
+            let self_leads = matches!(self.leader(), Some((id, _)) if id == self.id);
             let result = match self.leader() {
                 Some((id, _)) if id == self.id => {
                     match tokio::time::timeout(remaining, self.handle_as_leader(req.clone())).await
@@ -268,7 +269,14 @@ impl Cluster {
             };
             match result {
                 Ok(reply) => return Ok(reply),
-                Err(ForwardError::NotLeader { .. }) => tokio::time::sleep(RETRY_PAUSE).await,
+                Err(ForwardError::NotLeader { .. }) => {
+                    if self_leads {
+                        last_problem =
+                            "this node leads, but no quorum confirms it (cut off from the majority?)"
+                                .into();
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await
+                }
                 Err(ForwardError::Refused(m)) => return Err(ClusterError::Refused(m)),
                 // A node shutting down (this one or the leader) is an outage, not a bug: a
                 // write there may or may not have been committed.
