@@ -87,6 +87,7 @@ impl LuaVm {
                 "cjson.safe",
                 lua.create_function(|lua, ()| crate::cjson::module(lua, true))?,
             )?;
+            crate::api::resty_string::install(&lua, &preload)?;
             // lua-resty-core is built in here: requiring it does nothing.
             // srcache-style control of the edge's cache for this request.
             let cache = lua.create_table()?;

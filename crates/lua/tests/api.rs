@@ -266,3 +266,56 @@ fn bundled_resty_limit_and_lrucache() {
         "1 nil 3 2\n"
     );
 }
+
+/// lua-resty-string's modules, used as its README shows; the digests are the standard test
+/// vectors (what OpenSSL, and so lua-resty-string on nginx, gives).
+#[test]
+fn resty_string_digests_hex_and_random() {
+    let (s, body, _) = content(
+        r#"
+        local resty_sha256 = require "resty.sha256"
+        local resty_md5 = require "resty.md5"
+        local resty_sha1 = require "resty.sha1"
+        local resty_sha512 = require "resty.sha512"
+        local str = require "resty.string"
+        local random = require "resty.random"
+
+        local sha256 = resty_sha256:new()
+        sha256:update("a")
+        sha256:update("bc")
+        ngx.say(str.to_hex(sha256:final()))
+        -- final starts the state again, as OpenSSL's does
+        ngx.say(str.to_hex(sha256:final()))
+        sha256:update("junk")
+        sha256:reset()
+        sha256:update("abc")
+        ngx.say(str.to_hex(sha256:final()))
+
+        local md5 = resty_md5:new()
+        md5:update("abc")
+        ngx.say(str.to_hex(md5:final()))
+        local sha1 = resty_sha1:new()
+        sha1:update("abc")
+        ngx.say(str.to_hex(sha1:final()))
+        local sha512 = resty_sha512:new()
+        sha512:update("abc")
+        ngx.say(#sha512:final())
+
+        ngx.say(str.atoi("  42abc"), " ", str.atoi("-7"), " ", str.atoi("x"))
+        local r = random.bytes(16, true)
+        ngx.say(#r, " ", r ~= random.bytes(16), " ", tostring(random.bytes(0)))
+        "#,
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n\
+         e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\
+         ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n\
+         900150983cd24fb0d6963f7d28e17f72\n\
+         a9993e364706816aba3e25717850c26c9cd0d89d\n\
+         64\n\
+         42 -7 0\n\
+         16 true nil\n"
+    );
+}

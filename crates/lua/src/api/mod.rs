@@ -7,6 +7,7 @@ pub mod misc;
 pub mod output;
 pub mod re;
 pub mod req;
+pub mod resty_string;
 pub mod shared;
 pub mod socket;
 pub mod thread;
