@@ -22,6 +22,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("resty.limit.count", include_str!("lualib/limit_count.lua")),
     ("resty.limit.conn", include_str!("lualib/limit_conn.lua")),
     ("resty.lrucache", include_str!("lualib/lrucache.lua")),
+    ("resty.lock", include_str!("lualib/lock.lua")),
 ];
 
 /// What a phase handler ended with.

@@ -319,3 +319,39 @@ fn resty_string_digests_hex_and_random() {
          16 true nil\n"
     );
 }
+
+/// resty.lock as lua-resty-lock's README uses it: one holder at a time, waiting with ngx.sleep,
+/// a timeout, and unlock/expire only by the holder.
+#[test]
+fn resty_lock_one_holder_at_a_time() {
+    let (s, body, _) = content(
+        r#"
+        local resty_lock = require "resty.lock"
+        ngx.say(select(2, resty_lock:new("nope")))
+        local a = resty_lock:new("dogs")
+        local b = resty_lock:new("dogs", { timeout = 0.05, step = 0.01 })
+        ngx.say(a:lock("k"))
+        ngx.say(a:lock("k"))
+        ngx.say(b:lock("k"))
+        ngx.say(a:unlock())
+        ngx.say(a:unlock())
+        ngx.say(b:lock("k"))
+        ngx.say(b:expire(10))
+        -- a holder in a light thread releases it a moment later; the waiter gets it then
+        local c = resty_lock:new("dogs", { timeout = 2, step = 0.01 })
+        local t = ngx.thread.spawn(function()
+            ngx.sleep(0.05)
+            b:unlock()
+        end)
+        local elapsed = c:lock("k")
+        ngx.say(elapsed > 0, " ", elapsed < 2)
+        ngx.thread.wait(t)
+        ngx.say(c:unlock())
+        "#,
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body,
+        "dictionary not found\n0\nnillocked\nniltimeout\n1\nnilunlocked\n0\ntrue\ntrue true\n1\n"
+    );
+}
