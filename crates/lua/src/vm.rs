@@ -23,6 +23,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("resty.limit.conn", include_str!("lualib/limit_conn.lua")),
     ("resty.lrucache", include_str!("lualib/lrucache.lua")),
     ("resty.lock", include_str!("lualib/lock.lua")),
+    ("resty.http", include_str!("lualib/http.lua")),
 ];
 
 /// What a phase handler ended with.

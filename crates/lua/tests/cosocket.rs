@@ -191,3 +191,116 @@ fn debians_lua_nginx_cookie_runs_unchanged() {
         "lang=en; Path=/; HttpOnly"
     );
 }
+
+/// `require "resty.http"` against a real HTTP/1.1 server on a socket: Content-Length, chunked
+/// and close-delimited bodies, a POST with headers, keep-alive reuse, and errors.
+#[test]
+fn resty_http_request_uri_against_a_real_server() {
+    let h = harness();
+    let body = block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::task::spawn_local(async move {
+            let mut conns = 0;
+            while let Ok((s, _)) = listener.accept().await {
+                conns += 1;
+                let n = conns;
+                tokio::task::spawn_local(serve_http(s, n));
+            }
+        });
+        let code = format!(
+            r#"
+            local http = require "resty.http"
+            local base = "http://127.0.0.1:{port}"
+            local httpc = http.new()
+            httpc:set_timeout(2000)
+            local res, err = httpc:request_uri(base .. "/len?x=1")
+            ngx.say(res.status, " ", res.body, " ", res.headers["x-test"], " ", res.headers["X-Test"])
+            res = http.new():request_uri(base .. "/chunked")
+            ngx.say(res.status, " ", res.reason, " ", res.body)
+            res = http.new():request_uri(base .. "/close")
+            ngx.say(res.status, " ", res.body)
+            res = http.new():request_uri(base .. "/echo", {{
+                method = "POST", body = "abcdef", headers = {{ ["X-A"] = "1" }},
+            }})
+            ngx.say(res.body)
+            -- From the keep-alive pool: the same connection again.
+            ngx.say(http.new():request_uri(base .. "/echo").body)
+            ngx.say(select(2, http.new():request_uri("http://127.0.0.1:1/")))
+            ngx.say(select(2, http.new():request_uri("nope")))
+            local u = http:parse_uri("https://[::1]:8443/a/b?c=d")
+            ngx.say(u[1], " ", u[2], " ", u[3], " ", u[4], " ", u[5])
+            "#
+        );
+        let r = h.run(&get("/t"), &[(Phase::Content, code.as_str())]).await;
+        String::from_utf8_lossy(&r.body).into_owned()
+    });
+    assert_eq!(
+        body,
+        "200 hello a a\n\
+         201 Created abcde\n\
+         200 until close\n\
+         POST /echo x-a=1 body=abcdef conn=2\n\
+         GET /echo x-a= body= conn=2\n\
+         connection refused\n\
+         bad uri: nope\n\
+         https ::1 8443 /a/b c=d\n",
+        "/len, /chunked and /close share connection 1 (kept alive until the server closed it); \
+         both echoes share connection 2"
+    );
+}
+
+/// A tiny HTTP/1.1 server: reads each request head (and a Content-Length body), answers by
+/// path, keeps the connection unless it answered `/close`.
+async fn serve_http(mut s: tokio::net::TcpStream, conn: usize) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (r, mut w) = s.split();
+    let mut r = BufReader::new(r);
+    loop {
+        let mut request_line = String::new();
+        if r.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0usize;
+        let mut x_a = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (k, v) = line.split_once(':').unwrap_or((line, ""));
+            match k.to_ascii_lowercase().as_str() {
+                "content-length" => length = v.trim().parse().unwrap_or(0),
+                "x-a" => x_a = v.trim().to_string(),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; length];
+        r.read_exact(&mut body).await.unwrap();
+        let mut parts = request_line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let path = target.split('?').next().unwrap_or("");
+        let reply = match path {
+            "/len" => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Test: a\r\n\r\nhello".to_string(),
+            "/chunked" => {
+                "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+                    .to_string()
+            }
+            "/close" => "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close".to_string(),
+            _ => {
+                let text = format!(
+                    "{method} {path} x-a={x_a} body={} conn={conn}",
+                    String::from_utf8_lossy(&body)
+                );
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len())
+            }
+        };
+        if w.write_all(reply.as_bytes()).await.is_err() || path == "/close" {
+            return;
+        }
+    }
+}
