@@ -24,6 +24,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("resty.lrucache", include_str!("lualib/lrucache.lua")),
     ("resty.lock", include_str!("lualib/lock.lua")),
     ("resty.http", include_str!("lualib/http.lua")),
+    ("resty.dns.resolver", include_str!("lualib/resolver.lua")),
 ];
 
 /// What a phase handler ended with.

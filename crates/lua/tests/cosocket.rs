@@ -304,3 +304,130 @@ async fn serve_http(mut s: tokio::net::TcpStream, conn: usize) {
         }
     }
 }
+
+/// `require "resty.dns.resolver"` against a real DNS server on a UDP socket (answers written
+/// here byte by byte): A, AAAA (formatted as lua-resty-dns does), CNAME chains, MX, an error
+/// code, and retries against a server that does not answer.
+#[test]
+fn resty_dns_resolver_against_a_real_udp_server() {
+    let h = harness();
+    let body = block_on(async {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        tokio::task::spawn_local(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = server.recv_from(&mut buf).await {
+                if let Some(reply) = dns_reply(&buf[..n]) {
+                    let _ = server.send_to(&reply, from).await;
+                }
+            }
+        });
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        let code = format!(
+            r#"
+            local resolver = require "resty.dns.resolver"
+            local r = assert(resolver:new{{
+                nameservers = {{ {{"127.0.0.1", {port}}} }}, retrans = 2, timeout = 1000,
+            }})
+            local ans = assert(r:query("www.example.com", {{ qtype = r.TYPE_A }}))
+            local a = ans[1]
+            ngx.say(#ans, " ", a.name, " ", a.address, " ", a.ttl, " ", a.type, " ", a.section, " ", a.class)
+            ans = r:query("www.example.com", {{ qtype = r.TYPE_AAAA }})
+            ngx.say(ans[1].address)
+            ans = r:query("alias.example.com")
+            ngx.say(ans[1].cname, " ", ans[2].name, " ", ans[2].address)
+            ans = r:query("nx.example.com")
+            ngx.say(ans.errcode, " ", ans.errstr, " ", #ans)
+            ans = r:query("mx.example.com", {{ qtype = r.TYPE_MX }})
+            ngx.say(ans[1].preference, " ", ans[1].exchange)
+            local quiet = resolver:new{{
+                nameservers = {{ {{"127.0.0.1", {silent_port}}} }}, retrans = 2, timeout = 50,
+            }}
+            local none, err, tries = quiet:query("www.example.com")
+            ngx.say(none, " ", #tries)
+            ngx.say(select(2, resolver:new{{}}))
+            "#
+        );
+        let r = h.run(&get("/t"), &[(Phase::Content, code.as_str())]).await;
+        drop(silent);
+        String::from_utf8_lossy(&r.body).into_owned()
+    });
+    assert_eq!(
+        body,
+        "1 www.example.com 127.0.0.1 300 1 1 1\n\
+         ff01:0:0:0:0:0:0:101\n\
+         www.example.com www.example.com 127.0.0.1\n\
+         3 name error 0\n\
+         10 mail.example.com\n\
+         nil 2\n\
+         no nameservers specified\n"
+    );
+}
+
+/// The reply to one DNS query, by name and type.
+fn dns_reply(q: &[u8]) -> Option<Vec<u8>> {
+    fn name(n: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in n.split('.') {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(0);
+        out
+    }
+    fn record(owner: &[u8], rtype: u16, ttl: u32, rdata: &[u8]) -> Vec<u8> {
+        let mut r = owner.to_vec();
+        r.extend_from_slice(&rtype.to_be_bytes());
+        r.extend_from_slice(&1u16.to_be_bytes());
+        r.extend_from_slice(&ttl.to_be_bytes());
+        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        r.extend_from_slice(rdata);
+        r
+    }
+    // The question: the name's labels from byte 12, then type and class.
+    let mut pos = 12;
+    let mut labels = Vec::new();
+    while *q.get(pos)? != 0 {
+        let len = q[pos] as usize;
+        labels.push(String::from_utf8_lossy(q.get(pos + 1..pos + 1 + len)?).into_owned());
+        pos += len + 1;
+    }
+    let qtype = u16::from_be_bytes([*q.get(pos + 1)?, *q.get(pos + 2)?]);
+    let question = &q[12..pos + 5];
+    let qname = labels.join(".");
+    let at_qname = [0xc0, 0x0c];
+    let (rcode, answers): (u8, Vec<Vec<u8>>) = match (qname.as_str(), qtype) {
+        ("www.example.com", 1) => (0, vec![record(&at_qname, 1, 300, &[127, 0, 0, 1])]),
+        ("www.example.com", 28) => {
+            let mut v6 = [0u8; 16];
+            v6[0] = 0xff;
+            v6[1] = 0x01;
+            v6[14] = 0x01;
+            v6[15] = 0x01;
+            (0, vec![record(&at_qname, 28, 60, &v6)])
+        }
+        ("alias.example.com", _) => (
+            0,
+            vec![
+                record(&at_qname, 5, 30, &name("www.example.com")),
+                record(&name("www.example.com"), 1, 300, &[127, 0, 0, 1]),
+            ],
+        ),
+        ("mx.example.com", 15) => {
+            let mut rdata = 10u16.to_be_bytes().to_vec();
+            rdata.extend(name("mail.example.com"));
+            (0, vec![record(&at_qname, 15, 60, &rdata)])
+        }
+        _ => (3, vec![]),
+    };
+    let mut reply = vec![q[0], q[1], 0x81, 0x80 | rcode];
+    reply.extend_from_slice(&1u16.to_be_bytes());
+    reply.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+    reply.extend_from_slice(&[0, 0, 0, 0]);
+    reply.extend_from_slice(question);
+    for a in answers {
+        reply.extend(a);
+    }
+    Some(reply)
+}
