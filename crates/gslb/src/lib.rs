@@ -20,6 +20,7 @@ pub mod handler;
 pub mod health;
 pub mod metrics;
 pub mod model;
+pub mod registry;
 pub mod select;
 pub mod zone;
 
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_server::Server;
+use outpost_proto::controlplane::v1::RegisteredNode;
 use outpost_proto::gslb::v1::GslbConfig;
 use outpost_proto::validate::ValidationErrors;
 use tokio::net::{TcpListener, UdpSocket};
@@ -123,14 +125,28 @@ impl Gslb {
     /// Replaces the config. A bad config changes nothing and comes back with every error.
     /// Nodes kept by name keep their health; probers restart on the new settings.
     pub fn apply(&self, config: GslbConfig) -> Result<(), ValidationErrors> {
-        let model = Arc::new(Model::build(&config)?);
+        self.swap(Model::build(&config)?);
+        Ok(())
+    }
+
+    /// Replaces the config with one from the control plane and the edge nodes of its registry.
+    pub fn apply_with_registry(
+        &self,
+        config: &GslbConfig,
+        registry: &[RegisteredNode],
+    ) -> Result<(), ValidationErrors> {
+        self.swap(Model::build_with_registry(config, registry)?);
+        Ok(())
+    }
+
+    fn swap(&self, model: Model) {
+        let model = Arc::new(model);
         let old = self.state.load();
         let health = Arc::new(HealthTable::new(&model, Some((&old.model, &old.health))));
         let probers = health::spawn_probers(model.clone(), health.clone(), self.metrics.clone());
         self.state.store(Arc::new(Snapshot { model, health }));
         // Dropping the old probers stops them.
         *self.probers.lock().unwrap_or_else(|e| e.into_inner()) = probers;
-        Ok(())
     }
 
     pub fn dns_addr(&self) -> SocketAddr {

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use hickory_proto::rr::Name;
 use ipnet::IpNet;
+use outpost_proto::controlplane::v1::RegisteredNode;
 use outpost_proto::gslb::v1 as pb;
 use outpost_proto::validate::{FieldError, ValidationErrors};
-use outpost_proto::validate_gslb::{selects, validate_gslb};
+use outpost_proto::validate_gslb::{selects, validate_gslb, validate_gslb_section};
 
 use crate::geo::{GeoTable, Region, RegionMap};
 use crate::health::{Probe, ProbeKind};
@@ -57,6 +58,25 @@ impl Model {
     /// Validates and compiles a config. Every error comes back with its field path.
     pub fn build(config: &pb::GslbConfig) -> Result<Model, ValidationErrors> {
         validate_gslb(config)?;
+        Self::compile(config)
+    }
+
+    /// A config from the control plane with the edge nodes of its registry (see
+    /// [`crate::registry`]): pools may select no node until edges register.
+    pub fn build_with_registry(
+        config: &pb::GslbConfig,
+        registry: &[RegisteredNode],
+    ) -> Result<Model, ValidationErrors> {
+        let (merged, left) = crate::registry::merge(config, registry);
+        for (node, why) in left {
+            tracing::debug!(%node, ?why, "registered node not answered with");
+        }
+        validate_gslb_section(&merged)?;
+        Self::compile(&merged)
+    }
+
+    /// Compiles a validated config.
+    fn compile(config: &pb::GslbConfig) -> Result<Model, ValidationErrors> {
         let regions = RegionMap::new(
             config
                 .regions

@@ -47,6 +47,9 @@ pub fn make(base: &Config, new: &Config) -> Option<ConfigDelta> {
     if base.server != new.server {
         d.server = Some(new.server.clone().unwrap_or_default());
     }
+    if base.gslb != new.gslb {
+        d.gslb = Some(new.gslb.clone().unwrap_or_default());
+    }
     d.base_version = base.version;
     let mut rebuilt = apply(base, &d).ok()?;
     rebuilt.version = new.version;
@@ -105,6 +108,10 @@ pub fn apply(base: &Config, d: &ConfigDelta) -> Result<Config, DeltaError> {
     )?;
     if let Some(server) = &d.server {
         out.server = Some(server.clone());
+    }
+    if let Some(gslb) = &d.gslb {
+        // An empty section is how a delta says the section was removed.
+        out.gslb = (*gslb != Default::default()).then(|| gslb.clone());
     }
     Ok(out)
 }
