@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use outpost_proto::controlplane::v1::RegisteredNode;
-use outpost_proto::gslb::v1::{GslbConfig, Node};
+use outpost_proto::gslb::v1::{GslbConfig, HealthCheck, Node};
 
 /// Why a registered node is not answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,8 @@ pub const WEIGHT_LABEL: &str = "weight";
 
 /// The config with the usable registered nodes appended to its `nodes`, and the registered
 /// nodes left out, with why. A node with several addresses becomes one node per address
-/// (`id`, then `id.2`, `id.3`...). A region the config does not define becomes no region: such
+/// (`id`, then `id.2`, `id.3`...). An address advertised with a port (`ip:port`) is probed on
+/// that port, whatever `registry_health` says: it is where clients reach that node. A region the config does not define becomes no region: such
 /// nodes are chosen last by GEO and CLOSEST.
 pub fn merge(
     config: &GslbConfig,
@@ -65,7 +66,7 @@ pub fn merge(
             .unwrap_or(1);
         let mut n = 0;
         for a in &r.addresses {
-            let Some(ip) = address(a) else {
+            let Some((ip, port)) = address(a) else {
                 left.push((r.id.clone(), Left::BadAddress(a.clone())));
                 continue;
             };
@@ -85,18 +86,26 @@ pub fn merge(
                 region: region.clone(),
                 labels: r.labels.clone(),
                 weight,
-                health: health.clone(),
+                health: match port {
+                    None => health.clone(),
+                    Some(port) => Some(HealthCheck {
+                        port: u32::from(port),
+                        ..health.clone().unwrap_or_default()
+                    }),
+                },
             });
         }
     }
     (out, left)
 }
 
-/// An advertised address: an IP, or an `ip:port` whose port is ignored.
-fn address(a: &str) -> Option<IpAddr> {
-    a.parse::<IpAddr>()
-        .ok()
-        .or_else(|| a.parse::<SocketAddr>().ok().map(|s| s.ip()))
+/// An advertised address: an IP, or an `ip:port`.
+fn address(a: &str) -> Option<(IpAddr, Option<u16>)> {
+    a.parse::<IpAddr>().ok().map(|ip| (ip, None)).or_else(|| {
+        a.parse::<SocketAddr>()
+            .ok()
+            .map(|s| (s.ip(), Some(s.port())))
+    })
 }
 
 #[cfg(test)]
@@ -149,6 +158,9 @@ mod tests {
         assert_eq!(merged.nodes[1].region, "eu");
         assert_eq!(merged.nodes[2].region, "", "unknown region: none");
         assert_eq!(merged.nodes[3].address, "2001:db8::11");
+        // Probed where it is reached.
+        assert_eq!(merged.nodes[3].health.as_ref().map(|h| h.port), Some(443));
+        assert_eq!(merged.nodes[2].health, None);
         assert_eq!(merged.nodes[1].labels["tier"], "gold");
         assert_eq!(
             left,

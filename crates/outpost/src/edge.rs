@@ -19,10 +19,11 @@ pub struct EdgeArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     fed: crate::fed::FedArgs,
-    /// The address clients reach this edge at (an IP, no port), sent to the control plane so
-    /// that GSLB servers answer with it; repeatable. None: GSLB does not know this edge.
-    #[arg(long = "advertise", requires = "control_plane")]
-    advertise: Vec<std::net::IpAddr>,
+    /// The address clients reach this edge at, sent to the control plane so that GSLB servers
+    /// answer with it: an IP, or `IP:PORT` to have GSLB servers probe that port; repeatable.
+    /// None: GSLB does not know this edge.
+    #[arg(long = "advertise", requires = "control_plane", value_parser = parse_advertise)]
+    advertise: Vec<String>,
     /// Where a control-plane-fed edge keeps its last applied config and its TLS identity.
     #[arg(long, default_value = "./outpost-edge-state")]
     state_dir: PathBuf,
@@ -35,6 +36,14 @@ pub struct EdgeArgs {
     /// Access log: a file, `-` for standard output, or `off`.
     #[arg(long, default_value = "-")]
     access_log: String,
+}
+
+fn parse_advertise(s: &str) -> Result<String, String> {
+    if s.parse::<std::net::IpAddr>().is_ok() || s.parse::<SocketAddr>().is_ok() {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: expected an IP address or IP:PORT"))
+    }
 }
 
 pub fn read_config(path: &Path) -> anyhow::Result<pb::Config> {
@@ -133,7 +142,7 @@ async fn run_fed(args: EdgeArgs) -> anyhow::Result<()> {
             labels: args.fed.labels.iter().cloned().collect(),
             state_dir: args.state_dir.clone(),
         },
-        args.advertise.iter().map(|a| a.to_string()).collect(),
+        args.advertise.clone(),
     ));
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
