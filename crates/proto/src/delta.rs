@@ -268,6 +268,24 @@ mod tests {
     }
 
     #[test]
+    fn the_gslb_section_is_sent_whole_when_it_changes_and_empty_when_removed() {
+        let base = config(1, &[("a", "a")]);
+        let mut new = base.clone();
+        new.version = 2;
+        new.gslb = Some(crate::gslb::v1::GslbConfig {
+            axfr_allow: vec!["127.0.0.1".into()],
+            ..Default::default()
+        });
+        let added = round_trip(&base, &new);
+        assert_eq!(added.gslb, new.gslb);
+        assert!(added.upsert_applications.is_empty());
+        let mut back = new.clone();
+        back.version = 3;
+        back.gslb = None;
+        assert_eq!(round_trip(&new, &back).gslb, Some(Default::default()));
+    }
+
+    #[test]
     fn no_delta_when_it_cannot_be_exact() {
         let base = config(1, &[("a", "a")]);
         let new = config(2, &[("a", "a"), ("a", "b")]);
