@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod geo;
+pub mod geoip;
 pub mod handler;
 pub mod health;
 pub mod metrics;
@@ -73,6 +74,7 @@ pub struct Gslb {
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     probers: Mutex<Probers>,
+    geoip_cache: geoip::GeoIpCache,
     server: tokio::sync::Mutex<Server<Handler>>,
     dns_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
@@ -82,7 +84,8 @@ pub struct Gslb {
 impl Gslb {
     /// Validates the config, binds the listeners and starts answering and probing.
     pub async fn start(settings: GslbSettings, config: GslbConfig) -> Result<Gslb, StartError> {
-        let model = Arc::new(Model::build(&config)?);
+        let geoip_cache = geoip::GeoIpCache::default();
+        let model = Arc::new(Model::build_cached(&config, &geoip_cache)?);
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(HealthTable::new(&model, None));
         let probers = health::spawn_probers(model.clone(), health.clone(), metrics.clone());
@@ -115,6 +118,7 @@ impl Gslb {
             state,
             metrics,
             probers: Mutex::new(probers),
+            geoip_cache,
             server: tokio::sync::Mutex::new(server),
             dns_addr,
             admin_addr,
@@ -125,7 +129,7 @@ impl Gslb {
     /// Replaces the config. A bad config changes nothing and comes back with every error.
     /// Nodes kept by name keep their health; probers restart on the new settings.
     pub fn apply(&self, config: GslbConfig) -> Result<(), ValidationErrors> {
-        self.swap(Model::build(&config)?);
+        self.swap(Model::build_cached(&config, &self.geoip_cache)?);
         Ok(())
     }
 
@@ -135,7 +139,11 @@ impl Gslb {
         config: &GslbConfig,
         registry: &[RegisteredNode],
     ) -> Result<(), ValidationErrors> {
-        self.swap(Model::build_with_registry(config, registry)?);
+        self.swap(Model::build_with_registry(
+            config,
+            registry,
+            &self.geoip_cache,
+        )?);
         Ok(())
     }
 

@@ -71,6 +71,25 @@ fn check(config: &GslbConfig, source: NodeSource) -> Result<(), ValidationErrors
         }
     }
 
+    if let Some(g) = &config.geoip {
+        let path = root.field("geoip");
+        if g.path.is_empty() {
+            r.error(&path.field("path"), "must name the .mmdb file");
+        }
+        for (field, map) in [("countries", &g.countries), ("continents", &g.continents)] {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            for k in keys {
+                let at = path.field(field).field(k);
+                if k.len() != 2 || !k.bytes().all(|b| b.is_ascii_uppercase()) {
+                    r.error(&at, format!("{k:?} is not a two-letter upper-case code"));
+                }
+                if !regions.contains(map[k].as_str()) {
+                    r.error(&at, format!("unknown region {:?}", map[k]));
+                }
+            }
+        }
+    }
     if let Some(h) = &config.registry_health {
         check_health(h, &root.field("registry_health"), &mut r);
     }
