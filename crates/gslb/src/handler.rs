@@ -9,10 +9,11 @@ use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCo
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 
 use crate::Snapshot;
 use crate::metrics::Metrics;
@@ -42,6 +43,21 @@ struct Reply {
     scope: u8,
     zone: String,
     policy: &'static str,
+    /// What else than the query's bytes the answer depends on (for the UDP answer cache).
+    depends: Depends,
+}
+
+/// What an answer depends on besides the bytes of the query (its name, type, EDNS options
+/// and ECS included): decides whether and how the UDP path may reuse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depends {
+    /// A random draw (weighted choice, or the order of equally good nodes).
+    pub random: bool,
+    /// The region of the client's own address (GEO or CLOSEST without ECS): `Some(region)`.
+    pub client_region: Option<Option<usize>>,
+    /// The client's own address beyond its region (stable-per-subnet hashing without ECS):
+    /// not reusable.
+    pub client_address: bool,
 }
 
 impl Reply {
@@ -55,8 +71,57 @@ impl Reply {
             scope: 0,
             zone: zone.to_string(),
             policy: "-",
+            depends: Depends::default(),
         }
     }
+}
+
+/// A reply with its header and EDNS, ready to encode.
+pub(crate) struct Prepared {
+    metadata: Metadata,
+    edns: Option<Edns>,
+    reply: Reply,
+    qtype: RecordType,
+}
+
+type Records<'a> = std::slice::Iter<'a, Record>;
+
+impl Prepared {
+    fn response<'a>(
+        &'a self,
+        queries: &'a Queries,
+    ) -> MessageResponse<'a, 'a, Records<'a>, Records<'a>, std::iter::Empty<&'a Record>, Records<'a>>
+    {
+        let mut builder = MessageResponseBuilder::new(queries, None);
+        if let Some(e) = &self.edns {
+            builder.edns(e);
+        }
+        builder.build(
+            self.metadata.clone(),
+            self.reply.answers.iter(),
+            self.reply.authority.iter(),
+            std::iter::empty(),
+            self.reply.additionals.iter(),
+        )
+    }
+
+    /// The labels of `gslb_queries_total` for this reply.
+    fn labels(&self) -> (&str, &'static str, &'static str, &'static str) {
+        (
+            &self.reply.zone,
+            qtype_label(self.qtype),
+            rcode_label(self.reply.rcode),
+            self.reply.policy,
+        )
+    }
+}
+
+/// An answer encoded for UDP (truncated to fit), with what it depends on and its query
+/// counter (so that a reuse counts as a query too).
+pub(crate) struct UdpAnswer {
+    pub bytes: Vec<u8>,
+    pub depends: Depends,
+    pub counter: prometheus_client::metrics::counter::Counter,
 }
 
 #[async_trait::async_trait]
@@ -67,46 +132,10 @@ impl RequestHandler for Handler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let snapshot = self.state.load();
-        let reply = answer(&snapshot, request, rand::random());
-        let qtype = request
-            .queries
-            .queries()
-            .first()
-            .map_or(RecordType::NULL, |q| q.query_type());
-        self.metrics.query(
-            &reply.zone,
-            qtype_label(qtype),
-            rcode_label(reply.rcode),
-            reply.policy,
-        );
-
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.authoritative = reply.authoritative;
-        metadata.recursion_available = false;
-        metadata.response_code = reply.rcode;
-        let edns = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            if let Some(EdnsOption::Subnet(ecs)) = req.option(EdnsCode::Subnet) {
-                e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-                    ecs.addr(),
-                    ecs.source_prefix(),
-                    reply.scope,
-                )));
-            }
-            e
-        });
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
-        if let Some(e) = &edns {
-            builder.edns(e);
-        }
-        let response = builder.build(
-            metadata,
-            reply.answers.iter(),
-            reply.authority.iter(),
-            std::iter::empty(),
-            reply.additionals.iter(),
-        );
+        let prepared = prepare(&snapshot, request, rand::random());
+        let (zone, qtype, rcode, policy) = prepared.labels();
+        self.metrics.query(zone, qtype, rcode, policy);
+        let response = prepared.response(&request.queries);
         match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(e) => {
@@ -119,6 +148,82 @@ impl RequestHandler for Handler {
                 })
             }
         }
+    }
+}
+
+impl Handler {
+    /// The UDP path's answer to a parsed request.
+    pub(crate) fn answer_udp(
+        &self,
+        snapshot: &Snapshot,
+        request: &Request,
+        random: u64,
+    ) -> UdpAnswer {
+        let prepared = prepare(snapshot, request, random);
+        let (zone, qtype, rcode, policy) = prepared.labels();
+        let counter = self.metrics.query_counter(zone, qtype, rcode, policy);
+        counter.inc();
+        let max = prepared.edns.as_ref().map_or(512, |e| e.max_payload());
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        if let Err(e) = prepared
+            .response(&request.queries)
+            .destructive_emit(&mut encoder)
+        {
+            tracing::debug!(error = %e, "response not encodable: SERVFAIL");
+            bytes = servfail(&request.metadata);
+        }
+        UdpAnswer {
+            bytes,
+            depends: prepared.reply.depends,
+            counter,
+        }
+    }
+}
+
+/// A bare SERVFAIL for `query`'s header.
+fn servfail(query: &Metadata) -> Vec<u8> {
+    let mut metadata = Metadata::response_from_request(query);
+    metadata.response_code = ResponseCode::ServFail;
+    let mut bytes = Vec::with_capacity(12);
+    let header = Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    };
+    let _ = header.emit(&mut BinEncoder::new(&mut bytes));
+    bytes
+}
+
+/// The reply with its header and EDNS: the answer, the ECS scope echoed.
+fn prepare(snapshot: &Snapshot, request: &Request, random: u64) -> Prepared {
+    let reply = answer(snapshot, request, random);
+    let qtype = request
+        .queries
+        .queries()
+        .first()
+        .map_or(RecordType::NULL, |q| q.query_type());
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.authoritative = reply.authoritative;
+    metadata.recursion_available = false;
+    metadata.response_code = reply.rcode;
+    let edns = request.edns.as_ref().map(|req| {
+        let mut e = Edns::new();
+        e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+        if let Some(EdnsOption::Subnet(ecs)) = req.option(EdnsCode::Subnet) {
+            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+                ecs.addr(),
+                ecs.source_prefix(),
+                reply.scope,
+            )));
+        }
+        e
+    });
+    Prepared {
+        metadata,
+        edns,
+        reply,
+        qtype,
     }
 }
 
@@ -149,6 +254,7 @@ fn answer(snap: &Snapshot, request: &Request, random: u64) -> Reply {
         scope: 0,
         zone: zone.label.clone(),
         policy: "static",
+        depends: Depends::default(),
     };
     match qtype {
         RecordType::AXFR => {
@@ -244,7 +350,15 @@ fn gslb_answer(
         RecordType::AAAA => Family::V6,
         _ => return,
     };
-    let (client, scope) = client_view(snap, request, rec.plan.policy, rec.plan.weighted_mode);
+    let (client, scope, has_ecs) =
+        client_view(snap, request, rec.plan.policy, rec.plan.weighted_mode);
+    let policy = rec.plan.policy;
+    let by_subnet = rec.plan.weighted_mode == select::WeightedMode::StableSubnet;
+    reply.depends = Depends {
+        random: policy != select::Policy::AllHealthy && !by_subnet,
+        client_region: (policy.uses_client_location() && !has_ecs).then_some(client.region),
+        client_address: policy != select::Policy::AllHealthy && by_subnet && !has_ecs,
+    };
     let choice = select::choose(
         &rec.plan,
         &model.views,
@@ -268,13 +382,13 @@ fn gslb_answer(
 
 /// Where the client is: the EDNS Client Subnet when the resolver sent one with a non-zero
 /// prefix (RFC 7871), else the resolver's own address. Returns the selector's view and the
-/// ECS scope prefix the answer holds for.
+/// ECS scope prefix the answer holds for, and whether the query carried ECS.
 fn client_view(
     snap: &Snapshot,
     request: &Request,
     policy: select::Policy,
     mode: select::WeightedMode,
-) -> (ClientView, u8) {
+) -> (ClientView, u8, bool) {
     let ecs = request
         .edns
         .as_ref()
@@ -314,6 +428,7 @@ fn client_view(
             subnet_hash,
         },
         scope,
+        ecs.is_some(),
     )
 }
 

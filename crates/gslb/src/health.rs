@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,6 +75,8 @@ impl Streak {
 #[derive(Debug)]
 pub struct HealthTable {
     up: Vec<AtomicBool>,
+    /// Bumped at every change of a node's state: answers made before are stale.
+    generation: AtomicU64,
 }
 
 impl HealthTable {
@@ -94,7 +96,15 @@ impl HealthTable {
                 AtomicBool::new(was.unwrap_or(true))
             })
             .collect();
-        HealthTable { up }
+        HealthTable {
+            up,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Changes with every change of any node's state.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn is_up(&self, node: usize) -> bool {
@@ -102,8 +112,10 @@ impl HealthTable {
     }
 
     fn set(&self, node: usize, up: bool) {
-        if let Some(u) = self.up.get(node) {
-            u.store(up, Ordering::Relaxed);
+        if let Some(u) = self.up.get(node)
+            && u.swap(up, Ordering::AcqRel) != up
+        {
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 }

@@ -15,6 +15,7 @@
 //! [`Gslb::start`] runs it all in-process (the `outpost gslb` command and the tests use it).
 
 pub mod admin;
+pub mod answer_cache;
 pub mod geo;
 pub mod geoip;
 pub mod handler;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod select;
+pub mod udp;
 pub mod zone;
 
 use std::net::SocketAddr;
@@ -34,7 +36,7 @@ use hickory_server::Server;
 use outpost_proto::controlplane::v1::RegisteredNode;
 use outpost_proto::gslb::v1::GslbConfig;
 use outpost_proto::validate::ValidationErrors;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use crate::handler::Handler;
 use crate::health::{HealthTable, Probers};
@@ -48,6 +50,15 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Snapshot {
     pub model: Arc<Model>,
     pub health: Arc<HealthTable>,
+    /// Unique per snapshot: answers computed from another snapshot are not reused.
+    pub serial: u64,
+}
+
+/// Serials of snapshots, process-wide.
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_serial() -> u64 {
+    NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +87,7 @@ pub struct Gslb {
     probers: Mutex<Probers>,
     geoip_cache: geoip::GeoIpCache,
     server: tokio::sync::Mutex<Server<Handler>>,
+    udp: Mutex<Option<udp::UdpWorkers>>,
     dns_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
@@ -89,18 +101,29 @@ impl Gslb {
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(HealthTable::new(&model, None));
         let probers = health::spawn_probers(model.clone(), health.clone(), metrics.clone());
-        let state = Arc::new(ArcSwap::from_pointee(Snapshot { model, health }));
+        let state = Arc::new(ArcSwap::from_pointee(Snapshot {
+            model,
+            health,
+            serial: next_serial(),
+        }));
 
-        let (udp, tcp) = bind_pair(settings.listen).await?;
-        let dns_addr = udp.local_addr().map_err(|source| StartError::Bind {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (udp_sockets, tcp) = bind_pair(settings.listen, threads).await?;
+        let dns_addr = tcp.local_addr().map_err(|source| StartError::Bind {
             addr: settings.listen,
             source,
         })?;
-        let mut server = Server::new(Handler {
+        let handler = || Handler {
             state: state.clone(),
             metrics: metrics.clone(),
-        });
-        server.register_socket(udp);
+        };
+        let udp = udp::UdpWorkers::spawn(udp_sockets, Arc::new(handler())).map_err(|source| {
+            StartError::Bind {
+                addr: dns_addr,
+                source,
+            }
+        })?;
+        let mut server = Server::new(handler());
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64 * 1024);
 
         let (admin_addr, admin_task) = match settings.admin_listen {
@@ -120,6 +143,7 @@ impl Gslb {
             probers: Mutex::new(probers),
             geoip_cache,
             server: tokio::sync::Mutex::new(server),
+            udp: Mutex::new(Some(udp)),
             dns_addr,
             admin_addr,
             admin_task,
@@ -152,7 +176,11 @@ impl Gslb {
         let old = self.state.load();
         let health = Arc::new(HealthTable::new(&model, Some((&old.model, &old.health))));
         let probers = health::spawn_probers(model.clone(), health.clone(), self.metrics.clone());
-        self.state.store(Arc::new(Snapshot { model, health }));
+        self.state.store(Arc::new(Snapshot {
+            model,
+            health,
+            serial: next_serial(),
+        }));
         // Dropping the old probers stops them.
         *self.probers.lock().unwrap_or_else(|e| e.into_inner()) = probers;
     }
@@ -176,6 +204,7 @@ impl Gslb {
 
     /// Stops answering, probing and serving metrics.
     pub async fn shutdown(self) {
+        self.stop_udp();
         if let Err(e) = self.server.lock().await.shutdown_gracefully().await {
             tracing::debug!(error = %e, "DNS server shutdown");
         }
@@ -185,14 +214,32 @@ impl Gslb {
     }
 }
 
-/// Binds UDP and TCP on the same port. With port 0 the kernel picks the UDP port; the TCP
-/// bind may find it taken by someone else, so a few tries are made.
-async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), StartError> {
+impl Gslb {
+    fn stop_udp(&self) {
+        let workers = self.udp.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = workers {
+            w.stop();
+        }
+    }
+}
+
+impl Drop for Gslb {
+    fn drop(&mut self) {
+        self.stop_udp();
+    }
+}
+
+/// Binds `threads` UDP sockets and a TCP listener on the same port. With port 0 the kernel
+/// picks the UDP port; the TCP bind may find it taken by someone else, so a few tries are made.
+async fn bind_pair(
+    addr: SocketAddr,
+    threads: usize,
+) -> Result<(Vec<std::net::UdpSocket>, TcpListener), StartError> {
     let err = |source| StartError::Bind { addr, source };
     let mut last = None;
     for _ in 0..if addr.port() == 0 { 8 } else { 1 } {
-        let udp = UdpSocket::bind(addr).await.map_err(err)?;
-        let port_addr = udp.local_addr().map_err(err)?;
+        let udp = udp::bind(addr, threads).map_err(err)?;
+        let port_addr = udp[0].local_addr().map_err(err)?;
         match TcpListener::bind(port_addr).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) => last = Some(e),

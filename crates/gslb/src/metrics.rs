@@ -81,6 +81,24 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of `query`'s labels, to count reused answers without a label lookup.
+    pub fn query_counter(
+        &self,
+        zone: &str,
+        qtype: &'static str,
+        rcode: &'static str,
+        policy: &'static str,
+    ) -> Counter {
+        self.queries
+            .get_or_create(&QueryLabels {
+                zone: zone.to_string(),
+                qtype,
+                rcode,
+                policy,
+            })
+            .clone()
+    }
+
     pub fn answer_changed(&self, record: &str) {
         self.answer_changes
             .get_or_create(&RecordLabels {
