@@ -38,6 +38,8 @@ nodes:
   - {name: e3, address: 127.0.0.3, health: {kind: PROBE_KIND_TCP, port: $P_EDGE}}
 records:
   - {zone: cdn.test, name: www, policy: POLICY_ALL_HEALTHY, pools: [{nodes: [e1, e2, e3]}]}
+  # A random policy: its answers are reused less (see docs/gslb.md).
+  - {zone: cdn.test, name: w, policy: POLICY_WEIGHTED, pools: [{nodes: [e1, e2, e3]}]}
 YAML
 RUST_LOG=warn "$ROOT/target/release/outpost" gslb --config "$RUN/gslb.yaml" \
   --listen "127.0.0.1:$P_OUT" --admin "127.0.0.1:$P_ADMIN" >"$RUN/outpost.log" 2>&1 &
@@ -99,10 +101,11 @@ sleep 2 # first probes and PowerDNS's first ifportup checks
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "www.cdn.test A" > "$RUN/q-gslb"
 echo "static.cdn.test A" > "$RUN/q-static"
+echo "w.cdn.test A" > "$RUN/q-weighted"
 HZ=$(getconf CLK_TCK)
 RESULTS="$RUN/results.tsv"
 # target|port|pid|queryfile
-TARGETS=("outpost-gslb|$P_OUT|$OUT_PID|q-gslb" "pdns-lua|$P_PDNS|$PDNS_PID|q-gslb" "knot-static|$P_KNOT|$KNOT_PID|q-static" "outpost-static|$P_OUT|$OUT_PID|q-static")
+TARGETS=("outpost-gslb|$P_OUT|$OUT_PID|q-gslb" "pdns-lua|$P_PDNS|$PDNS_PID|q-gslb" "knot-static|$P_KNOT|$KNOT_PID|q-static" "outpost-static|$P_OUT|$OUT_PID|q-static" "outpost-weighted|$P_OUT|$OUT_PID|q-weighted")
 for rep in $(seq 1 "$REPS"); do
   n=${#TARGETS[@]}
   for k in $(seq 0 $((n - 1))); do
@@ -124,7 +127,7 @@ echo "## dnsperf, $REPS reps x ${DURATION}s, $CLIENTS clients (medians)"
 echo "| target | queries/s | queries per server CPU-second |"
 echo "|---|---|---|"
 median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.0f", v[int((NR + 1) / 2)] }'; }
-for name in outpost-gslb pdns-lua knot-static outpost-static; do
+for name in outpost-gslb pdns-lua knot-static outpost-static outpost-weighted; do
   q=$(awk -F'\t' -v n="$name" '$2 == n { print $3 }' "$RESULTS" | median)
   c=$(awk -F'\t' -v n="$name" -v d="$DURATION" '$2 == n { print $3 * d / ($4 > 0 ? $4 : 1e-9) }' "$RESULTS" | median)
   echo "| $name | $q | $c |"
