@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .out_dir(&tonic_out)
         .extern_path(".outpost.config.v1", "crate::config::v1")
+        .extern_path(".outpost.gslb.v1", "crate::gslb::v1")
         .compile_fds(protox::compile([controlplane], ["proto"])?)?;
     Ok(())
 }

@@ -7,7 +7,9 @@
 
 mod cluster;
 mod error;
+mod gslb;
 mod join_tokens;
+mod nodes;
 mod objects;
 mod partitions;
 mod purges;
@@ -61,6 +63,10 @@ pub fn router(state: AppState) -> Router {
                 .put(objects::put_one)
                 .delete(objects::delete_one),
         )
+        .route(
+            "/api/v1/gslb",
+            get(gslb::get).put(gslb::put).delete(gslb::delete),
+        )
         .route("/api/v1/changes", get(releases::changes))
         .route(
             "/api/v1/releases",
@@ -84,7 +90,15 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/partitions/{name}",
             axum::routing::delete(partitions::delete),
         )
-        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/nodes", get(nodes::list))
+        .route(
+            "/api/v1/nodes/{id}/drain",
+            axum::routing::post(nodes::drain),
+        )
+        .route(
+            "/api/v1/nodes/{id}/undrain",
+            axum::routing::post(nodes::undrain),
+        )
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route(
             "/api/v1/join-tokens",
@@ -252,30 +266,6 @@ async fn openapi() -> Response {
         include_str!("api/openapi.json"),
     )
         .into_response()
-}
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct NodeView {
-    #[serde(flatten)]
-    node: crate::store::Node,
-    /// Whether the node has a watch open on this control plane now.
-    connected: bool,
-}
-
-async fn nodes(caller: Caller, State(state): State<AppState>) -> Result<Response, ApiError> {
-    caller.require(Role::Viewer)?;
-    let nodes: Vec<NodeView> = state
-        .store
-        .nodes()
-        .await?
-        .into_iter()
-        .map(|node| NodeView {
-            connected: state.watchers.is_connected(&node.id),
-            node,
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "nodes": nodes })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -82,39 +82,46 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         &new.shared_dicts,
         |d| &d.name,
     );
-    let (a, b) = (to_json(&old.lua_init_worker), to_json(&new.lua_init_worker));
-    if a != b {
-        let op = match (&old.lua_init_worker, &new.lua_init_worker) {
-            (None, Some(_)) => Op::Added,
-            (Some(_), None) => Op::Removed,
-            _ => Op::Modified,
-        };
-        out.push(Change {
-            kind: "lua_init_worker",
-            name: "lua_init_worker".into(),
-            op,
-            fields: Vec::new(),
-        });
-    }
-    let (a, b) = (to_json(&old.server), to_json(&new.server));
-    if a != b {
-        let op = match (&old.server, &new.server) {
-            (None, Some(_)) => Op::Added,
-            (Some(_), None) => Op::Removed,
-            _ => Op::Modified,
-        };
-        let mut fields = Vec::new();
-        if op == Op::Modified {
-            walk("", &a, &b, &mut fields);
-        }
-        out.push(Change {
-            kind: "server",
-            name: "server".into(),
-            op,
-            fields,
-        });
-    }
+    single(
+        &mut out,
+        "lua_init_worker",
+        &old.lua_init_worker,
+        &new.lua_init_worker,
+        false,
+    );
+    single(&mut out, "server", &old.server, &new.server, true);
+    single(&mut out, "gslb", &old.gslb, &new.gslb, true);
     out
+}
+
+/// A section that is one object (`server`, `gslb`): added, removed, or modified (with the
+/// fields that changed when `fields` is set).
+fn single<T: Serialize>(
+    out: &mut Vec<Change>,
+    kind: &'static str,
+    old: &Option<T>,
+    new: &Option<T>,
+    fields: bool,
+) {
+    let (a, b) = (to_json(old), to_json(new));
+    if a == b {
+        return;
+    }
+    let op = match (old, new) {
+        (None, Some(_)) => Op::Added,
+        (Some(_), None) => Op::Removed,
+        _ => Op::Modified,
+    };
+    let mut changed = Vec::new();
+    if fields && op == Op::Modified {
+        walk("", &a, &b, &mut changed);
+    }
+    out.push(Change {
+        kind,
+        name: kind.into(),
+        op,
+        fields: changed,
+    });
 }
 
 /// The changes as text, one line each: `+ kind/name`, `- kind/name`, `~ kind/name: fields`.

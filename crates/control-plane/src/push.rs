@@ -205,7 +205,9 @@ impl ConfigWatch for ConfigWatchService {
             } else {
                 self.store.subscribe_general(&partition)
             },
-            purges: self.store.subscribe_purges(),
+            purges: (kind == NodeKind::Edge).then(|| self.store.subscribe_purges()),
+            registry: (kind == NodeKind::Gslb).then(|| self.store.subscribe_registry()),
+            registry_sent: None,
             stop: self.stop.clone(),
             contact: self.cluster.contact(),
             held: (req.have_version, req.have_sha256),
@@ -223,6 +225,7 @@ impl ConfigWatch for ConfigWatchService {
                     Some(Event::Release(_)) => "release",
                     Some(Event::Delta(_)) => "delta",
                     Some(Event::Purge(_)) => "purge",
+                    Some(Event::Nodes(_)) => "nodes",
                     None => "empty",
                 };
                 metrics.event_sent(kind, prost::Message::encoded_len(&event));

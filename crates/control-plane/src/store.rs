@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use outpost_proto::controlplane::v1::Purge;
+use outpost_proto::controlplane::v1::{self as cp, Purge};
 use outpost_proto::pb::Config;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -126,6 +126,8 @@ pub struct Node {
     pub applied_version: Option<u64>,
     pub rejected_version: Option<u64>,
     pub last_error: Option<String>,
+    /// Taken out of GSLB answers by an operator.
+    pub drained: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -146,6 +148,8 @@ pub struct Store {
     targets: std::sync::Mutex<HashMap<String, Targets>>,
     /// The id of the newest purge (0: none yet).
     purges: watch::Sender<u64>,
+    /// Every edge node that advertises an address, for GSLB watchers.
+    registry: watch::Sender<Arc<Vec<cp::RegisteredNode>>>,
 }
 
 type ReleaseTx = watch::Sender<Option<Arc<Release>>>;
@@ -217,6 +221,13 @@ fn migrator() -> Migrator {
             sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0005_partitions.sql")),
             false,
         ),
+        Migration::new(
+            6,
+            "node drain".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0006_node_drain.sql")),
+            false,
+        ),
     ])
 }
 
@@ -260,8 +271,10 @@ impl Store {
             pool,
             targets: Default::default(),
             purges: watch::channel(0).0,
+            registry: watch::channel(Arc::new(Vec::new())).0,
         };
         store.republish().await?;
+        store.republish_registry().await?;
         Ok(store)
     }
 
@@ -283,6 +296,39 @@ impl Store {
     /// The release a partition's nodes not labelled `staging` run, now and after every change.
     pub fn subscribe_general(&self, partition: &str) -> watch::Receiver<Option<Arc<Release>>> {
         self.with_targets(partition, |t| t.general.subscribe())
+    }
+
+    /// The edge nodes GSLB servers may answer with (all partitions), now and after each change.
+    pub fn subscribe_registry(&self) -> watch::Receiver<Arc<Vec<cp::RegisteredNode>>> {
+        self.registry.subscribe()
+    }
+
+    /// Re-reads the node registry and tells GSLB watchers when it changed.
+    pub(crate) async fn republish_registry(&self) -> Result<(), StoreError> {
+        let registry: Vec<cp::RegisteredNode> = self
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.kind == NodeKind::Edge && !n.addresses.is_empty())
+            .map(|n| cp::RegisteredNode {
+                id: n.id,
+                region: n.region,
+                labels: n
+                    .labels
+                    .into_iter()
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => (k, s),
+                        other => (k, other.to_string()),
+                    })
+                    .collect(),
+                addresses: n.addresses,
+                drained: n.drained,
+                applied_version: n.applied_version.unwrap_or(0),
+            })
+            .collect();
+        self.registry
+            .send_if_modified(|r| (**r != registry).then(|| *r = Arc::new(registry)).is_some());
+        Ok(())
     }
 
     /// The newest purge's id, now and after every new purge.
@@ -541,7 +587,7 @@ impl Store {
     pub async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, kind, region, labels_json, addresses_json, last_heartbeat_ms,
-                    applied_version, rejected_version, last_error
+                    applied_version, rejected_version, last_error, drained
              FROM nodes ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -567,6 +613,7 @@ impl Store {
                     .try_get::<Option<i64>, _>("rejected_version")?
                     .map(|v| v as u64),
                 last_error: r.try_get("last_error")?,
+                drained: r.try_get("drained")?,
             });
         }
         Ok(out)

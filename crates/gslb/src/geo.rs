@@ -67,6 +67,19 @@ impl RegionMap {
         self.by_distance.get(from).map_or(&[], Vec::as_slice)
     }
 
+    /// The region nearest a point (the first of equals); `None` without regions.
+    pub fn nearest_to(&self, latitude: f64, longitude: f64) -> Option<usize> {
+        (0..self.regions.len()).min_by(|&a, &b| {
+            let d = |i: usize| {
+                haversine_km(
+                    (latitude, longitude),
+                    (self.regions[i].latitude, self.regions[i].longitude),
+                )
+            };
+            d(a).total_cmp(&d(b))
+        })
+    }
+
     pub fn distance_km(&self, a: usize, b: usize) -> f64 {
         match (self.regions.get(a), self.regions.get(b)) {
             (Some(a), Some(b)) => a.distance_km(b),

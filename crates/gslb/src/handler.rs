@@ -289,7 +289,7 @@ fn client_view(
             (ip, if ip.is_ipv4() { 32 } else { 128 })
         }
     };
-    let geo = snap.model.geo.lookup(addr, prefix);
+    let geo = snap.model.locate(addr, prefix);
     // Stable-per-subnet hashing uses at most a /24 (IPv4) or /56 (IPv6).
     let stable_prefix = prefix.min(if addr.is_ipv4() { 24 } else { 56 });
     let subnet = ipnet::IpNet::new(addr, stable_prefix)

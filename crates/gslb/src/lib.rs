@@ -16,10 +16,12 @@
 
 pub mod admin;
 pub mod geo;
+pub mod geoip;
 pub mod handler;
 pub mod health;
 pub mod metrics;
 pub mod model;
+pub mod registry;
 pub mod select;
 pub mod zone;
 
@@ -29,6 +31,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_server::Server;
+use outpost_proto::controlplane::v1::RegisteredNode;
 use outpost_proto::gslb::v1::GslbConfig;
 use outpost_proto::validate::ValidationErrors;
 use tokio::net::{TcpListener, UdpSocket};
@@ -71,6 +74,7 @@ pub struct Gslb {
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     probers: Mutex<Probers>,
+    geoip_cache: geoip::GeoIpCache,
     server: tokio::sync::Mutex<Server<Handler>>,
     dns_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
@@ -80,7 +84,8 @@ pub struct Gslb {
 impl Gslb {
     /// Validates the config, binds the listeners and starts answering and probing.
     pub async fn start(settings: GslbSettings, config: GslbConfig) -> Result<Gslb, StartError> {
-        let model = Arc::new(Model::build(&config)?);
+        let geoip_cache = geoip::GeoIpCache::default();
+        let model = Arc::new(Model::build_cached(&config, &geoip_cache)?);
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(HealthTable::new(&model, None));
         let probers = health::spawn_probers(model.clone(), health.clone(), metrics.clone());
@@ -113,6 +118,7 @@ impl Gslb {
             state,
             metrics,
             probers: Mutex::new(probers),
+            geoip_cache,
             server: tokio::sync::Mutex::new(server),
             dns_addr,
             admin_addr,
@@ -123,14 +129,32 @@ impl Gslb {
     /// Replaces the config. A bad config changes nothing and comes back with every error.
     /// Nodes kept by name keep their health; probers restart on the new settings.
     pub fn apply(&self, config: GslbConfig) -> Result<(), ValidationErrors> {
-        let model = Arc::new(Model::build(&config)?);
+        self.swap(Model::build_cached(&config, &self.geoip_cache)?);
+        Ok(())
+    }
+
+    /// Replaces the config with one from the control plane and the edge nodes of its registry.
+    pub fn apply_with_registry(
+        &self,
+        config: &GslbConfig,
+        registry: &[RegisteredNode],
+    ) -> Result<(), ValidationErrors> {
+        self.swap(Model::build_with_registry(
+            config,
+            registry,
+            &self.geoip_cache,
+        )?);
+        Ok(())
+    }
+
+    fn swap(&self, model: Model) {
+        let model = Arc::new(model);
         let old = self.state.load();
         let health = Arc::new(HealthTable::new(&model, Some((&old.model, &old.health))));
         let probers = health::spawn_probers(model.clone(), health.clone(), self.metrics.clone());
         self.state.store(Arc::new(Snapshot { model, health }));
         // Dropping the old probers stops them.
         *self.probers.lock().unwrap_or_else(|e| e.into_inner()) = probers;
-        Ok(())
     }
 
     pub fn dns_addr(&self) -> SocketAddr {

@@ -2,15 +2,18 @@
 //! types (prost) stop here; nothing past this module sees them.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
 use ipnet::IpNet;
+use outpost_proto::controlplane::v1::RegisteredNode;
 use outpost_proto::gslb::v1 as pb;
 use outpost_proto::validate::{FieldError, ValidationErrors};
-use outpost_proto::validate_gslb::{selects, validate_gslb};
+use outpost_proto::validate_gslb::{selects, validate_gslb, validate_gslb_section};
 
-use crate::geo::{GeoTable, Region, RegionMap};
+use crate::geo::{GeoMatch, GeoTable, Region, RegionMap};
+use crate::geoip::{GeoIp, GeoIpCache};
 use crate::health::{Probe, ProbeKind};
 use crate::select::{self, NodeView, Policy, RecordPlan, WeightedMode, WhenNoneHealthy};
 use crate::zone::ZoneData;
@@ -47,6 +50,8 @@ pub struct Model {
     pub views: Vec<NodeView>,
     pub regions: RegionMap,
     pub geo: GeoTable,
+    /// Placing clients the table does not, when the config names a database.
+    pub geoip: Option<Arc<GeoIp>>,
     pub records: Vec<RecordSpec>,
     /// For each node, the records whose pools include it.
     pub records_of_node: Vec<Vec<usize>>,
@@ -56,7 +61,35 @@ pub struct Model {
 impl Model {
     /// Validates and compiles a config. Every error comes back with its field path.
     pub fn build(config: &pb::GslbConfig) -> Result<Model, ValidationErrors> {
+        Self::build_cached(config, &GeoIpCache::default())
+    }
+
+    /// As [`Model::build`], reusing the GeoIP database `cache` holds when its file is unchanged.
+    pub fn build_cached(
+        config: &pb::GslbConfig,
+        cache: &GeoIpCache,
+    ) -> Result<Model, ValidationErrors> {
         validate_gslb(config)?;
+        Self::compile(config, cache)
+    }
+
+    /// A config from the control plane with the edge nodes of its registry (see
+    /// [`crate::registry`]): pools may select no node until edges register.
+    pub fn build_with_registry(
+        config: &pb::GslbConfig,
+        registry: &[RegisteredNode],
+        cache: &GeoIpCache,
+    ) -> Result<Model, ValidationErrors> {
+        let (merged, left) = crate::registry::merge(config, registry);
+        for (node, why) in left {
+            tracing::debug!(%node, ?why, "registered node not answered with");
+        }
+        validate_gslb_section(&merged)?;
+        Self::compile(&merged, cache)
+    }
+
+    /// Compiles a validated config (opening its GeoIP database, if any).
+    fn compile(config: &pb::GslbConfig, cache: &GeoIpCache) -> Result<Model, ValidationErrors> {
         let regions = RegionMap::new(
             config
                 .regions
@@ -84,6 +117,19 @@ impl Model {
         );
 
         let mut errors = Vec::<FieldError>::new();
+        let geoip = match &config.geoip {
+            None => None,
+            Some(g) => match GeoIp::open(g, &regions, cache) {
+                Ok(db) => Some(Arc::new(db)),
+                Err(message) => {
+                    errors.push(FieldError {
+                        path: "geoip.path".into(),
+                        message,
+                    });
+                    None
+                }
+            },
+        };
         let mut zones = Vec::new();
         for (zi, zone) in config.zones.iter().enumerate() {
             let gslb_names: Vec<(&str, usize)> = config
@@ -177,6 +223,7 @@ impl Model {
             nodes,
             regions,
             geo,
+            geoip,
             records,
             records_of_node,
             axfr_allow: config
@@ -197,6 +244,14 @@ impl Model {
             .iter()
             .filter(|z| z.contains(name))
             .max_by_key(|z| z.origin.num_labels())
+    }
+
+    /// The region of a client subnet: the `geo_cidrs` table first, then the GeoIP database.
+    pub fn locate(&self, addr: IpAddr, source_prefix: u8) -> Option<GeoMatch> {
+        self.geo.lookup(addr, source_prefix).or_else(|| {
+            let subnet = IpNet::new(addr, source_prefix).ok()?.trunc().network();
+            self.geoip.as_ref()?.lookup(subnet, &self.regions)
+        })
     }
 
     pub fn axfr_allowed(&self, ip: IpAddr) -> bool {

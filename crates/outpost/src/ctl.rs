@@ -89,6 +89,16 @@ enum CtlCommand {
     Cluster,
     /// Remove cached responses on every edge node.
     Purge(PurgeArgs),
+    /// Take an edge node out of GSLB answers (it keeps serving the clients it has).
+    Drain {
+        /// The node's id.
+        node: String,
+    },
+    /// Put a drained edge node back into GSLB answers (when its probes pass).
+    Undrain {
+        /// The node's id.
+        node: String,
+    },
 }
 
 #[derive(Args)]
@@ -190,6 +200,24 @@ async fn execute(args: CtlArgs) -> anyhow::Result<()> {
             let body = p.body();
             let reply = c.post("/api/v1/purges", &body).await?;
             show(json_out, &reply, |r| Ok(output::purge_accepted(&body, r)))
+        }
+        CtlCommand::Drain { node } => {
+            let reply = c
+                .post(&format!("/api/v1/nodes/{node}/drain"), &json!({}))
+                .await?;
+            show(json_out, &reply, |_| {
+                Ok(format!(
+                    "{node}: drained: GSLB servers no longer answer with it\n"
+                ))
+            })
+        }
+        CtlCommand::Undrain { node } => {
+            let reply = c
+                .post(&format!("/api/v1/nodes/{node}/undrain"), &json!({}))
+                .await?;
+            show(json_out, &reply, |_| {
+                Ok(format!("{node}: back in GSLB answers (when healthy)\n"))
+            })
         }
     }
 }

@@ -79,6 +79,18 @@ applications:
     cache_rules: [{}]
 shared_dicts: [{name: demo, capacity_bytes: 1048576}]
 certificates: [{name: demo, cert_pem: @CERT@, key_pem: @KEY@}]
+# What the GSLB server answers: `www` with every healthy edge the control plane knows (the
+# dev edge advertises its address).
+gslb:
+  zones:
+    - name: demo.outpost.test
+      soa: {rname: hostmaster.demo.outpost.test}
+      ns: [ns1.demo.outpost.test]
+      static_records:
+        - {name: ns1, type: A, data: [127.0.0.1]}
+  registry_health: {kind: PROBE_KIND_TCP, port: @EDGE_PORT@}
+  records:
+    - {zone: demo.outpost.test, name: www, policy: POLICY_ALL_HEALTHY}
 "#;
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -117,6 +129,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .replace("@ORIGIN@", &origin.to_string())
         .replace("@LISTEN@", &listen.to_string())
         .replace("@TLS_LISTEN@", &tls_listen.to_string())
+        .replace("@EDGE_PORT@", &listen.port().to_string())
         .replace("@CERT@", &quoted(cert.cert.pem()))
         .replace("@KEY@", &quoted(cert.signing_key.serialize_pem()));
     let config = parse_config(&yaml, SourceFormat::Yaml)?;
@@ -175,38 +188,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         grpc.ip()
     };
     let grpc_url = format!("https://{}", SocketAddr::new(grpc_host, grpc.port()));
-    let tls_dir = state_dir.join("tls");
-    let ticket = match TlsIdentity::load(&tls_dir)? {
-        Some(_) => None,
-        None => {
-            let made = http
-                .post(format!("{api}/join-tokens"))
-                .bearer_auth(&token)
-                .header("content-type", "application/json")
-                .body(r#"{"role":"edge","ttlSeconds":600}"#)
-                .send()
-                .await?;
-            anyhow::ensure!(
-                made.status().is_success(),
-                "making a join token: {}",
-                made.text().await?
-            );
-            let made: serde_json::Value = serde_json::from_str(&made.text().await?)?;
-            Some(JoinTicket {
-                url: grpc_url.clone(),
-                token: made["token"].as_str().unwrap_or_default().to_string(),
-            })
-        }
+    let joiner = Joiner {
+        http: &http,
+        api: &api,
+        token: &token,
+        grpc_url: &grpc_url,
     };
-    let identity = join::load_or_join(
-        &tls_dir,
-        ticket.as_ref(),
-        NodeRole::Edge,
-        "dev-edge",
-        &[],
-        None,
-    )
-    .await?;
+    let identity = joiner
+        .identity(NodeRole::Edge, "dev-edge", &state_dir)
+        .await?;
     let initial = crate::watch::persisted(&state_dir)?.unwrap_or_default();
     let node = EdgeNode::start(
         EdgeSettings {
@@ -227,7 +217,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             labels: Default::default(),
             state_dir,
         },
-        vec![listen.to_string()],
+        // GSLB servers answer with it.
+        vec![if listen.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            listen.ip().to_string()
+        }],
     ));
     // Bounded wait for the release to arrive: 200 x 50 ms.
     for _ in 0..200 {
@@ -239,19 +234,41 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let edge = node.bound_addr(listen).unwrap_or(listen);
     let tls_edge = node.bound_addr(tls_listen).unwrap_or(tls_listen);
 
-    // The GSLB server with a demo zone whose `www` answers with the edge while it is up.
-    let gslb_yaml = GSLB_DEMO
-        .replace("@EDGE_IP@", &edge.ip().to_string())
-        .replace("@EDGE_PORT@", &edge.port().to_string());
-    let gslb_config = outpost_proto::load::parse_gslb_config(&gslb_yaml, SourceFormat::Yaml)?;
-    let gslb = outpost_gslb::Gslb::start(
-        outpost_gslb::GslbSettings {
-            listen: at(args.dns_port),
-            admin_listen: None,
+    // The GSLB server, fed by the control plane like the edge: the release's `gslb` section
+    // (the demo zone) with the edges of the control plane's registry.
+    let gslb_dir = args.data.join("gslb");
+    let gslb_identity = joiner
+        .identity(NodeRole::Gslb, "dev-gslb", &gslb_dir)
+        .await?;
+    let gslb = std::sync::Arc::new(
+        outpost_gslb::Gslb::start(
+            outpost_gslb::GslbSettings {
+                listen: at(args.dns_port),
+                admin_listen: None,
+            },
+            Default::default(),
+        )
+        .await?,
+    );
+    let gslb_watch = tokio::spawn(crate::watch::run(
+        crate::gslb::FedGslb::new(gslb.clone(), gslb_dir.clone()),
+        crate::watch::WatchSettings {
+            control_planes: vec![grpc_url.clone()],
+            tls: gslb_identity.client_tls(),
+            node_id: "dev-gslb".into(),
+            region: "local".into(),
+            labels: Default::default(),
+            state_dir: gslb_dir,
         },
-        gslb_config,
-    )
-    .await?;
+        Vec::new(),
+    ));
+    // Bounded wait for the GSLB's first release: 200 x 50 ms.
+    for _ in 0..200 {
+        if gslb.version() >= want_version {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let dns = gslb.dns_addr();
 
     println!("Outpost is running (data in {}).", args.data.display());
@@ -292,21 +309,54 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("Ctrl-C stops it.");
     tokio::signal::ctrl_c().await?;
     watch.abort();
+    gslb_watch.abort();
     node.shutdown(Duration::from_secs(5)).await;
     cp.shutdown().await;
     drop(gslb);
     Ok(())
 }
 
-const GSLB_DEMO: &str = r#"
-zones:
-  - name: demo.outpost.test
-    soa: {rname: hostmaster.demo.outpost.test}
-    ns: [ns1.demo.outpost.test]
-    static_records:
-      - {name: ns1, type: A, data: [127.0.0.1]}
-nodes:
-  - {name: dev-edge, address: "@EDGE_IP@", health: {kind: PROBE_KIND_TCP, port: @EDGE_PORT@}}
-records:
-  - {zone: demo.outpost.test, name: www, policy: POLICY_ALL_HEALTHY, pools: [{nodes: [dev-edge]}]}
-"#;
+/// Gets dev's nodes their certificates, as an operator would: a join token from the admin API,
+/// then a join (only on the first run: the certificate is kept in the node's state directory).
+struct Joiner<'a> {
+    http: &'a reqwest::Client,
+    api: &'a str,
+    token: &'a str,
+    grpc_url: &'a str,
+}
+
+impl Joiner<'_> {
+    async fn identity(
+        &self,
+        role: NodeRole,
+        name: &str,
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<TlsIdentity> {
+        let tls_dir = state_dir.join("tls");
+        if let Some(id) = TlsIdentity::load(&tls_dir)? {
+            return Ok(id);
+        }
+        let made = self
+            .http
+            .post(format!("{}/join-tokens", self.api))
+            .bearer_auth(self.token)
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"role":"{}","ttlSeconds":600}}"#,
+                role.as_str()
+            ))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            made.status().is_success(),
+            "making a join token: {}",
+            made.text().await?
+        );
+        let made: serde_json::Value = serde_json::from_str(&made.text().await?)?;
+        let ticket = JoinTicket {
+            url: self.grpc_url.to_string(),
+            token: made["token"].as_str().unwrap_or_default().to_string(),
+        };
+        Ok(join::load_or_join(&tls_dir, Some(&ticket), role, name, &[], None).await?)
+    }
+}

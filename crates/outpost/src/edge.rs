@@ -2,13 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use outpost_control_plane::pki::NodeRole;
-use outpost_control_plane::pki::identity::TlsIdentity;
-use outpost_control_plane::pki::join::{self, JoinError, JoinTicket};
 use outpost_edge_node::{EdgeNode, EdgeSettings};
+use outpost_proto::controlplane::v1::{NodeKind, Purge};
 use outpost_proto::{SourceFormat, parse_config, pb};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -17,30 +17,13 @@ pub struct EdgeArgs {
     /// Config file, YAML or JSON (by extension).
     #[arg(long, short, required_unless_present = "control_plane")]
     config: Option<PathBuf>,
-    /// Take the config from the control plane instead: the gRPC URLs of its nodes, comma
-    /// separated, tried in turn (e.g. `https://10.0.0.5:9401,https://10.0.0.6:9401`). The last
-    /// applied config is kept in --state-dir.
-    #[arg(long, conflicts_with = "config")]
-    control_plane: Option<String>,
-    /// A label for the control plane, `KEY=VALUE`, repeatable; `staging=true` gets staged
-    /// releases.
-    #[arg(long = "label", value_parser = parse_label)]
-    labels: Vec<(String, String)>,
-    /// A join token with role edge (`POST /api/v1/join-tokens`): on the first start the edge
-    /// gets its certificate with it and keeps it in --state-dir/tls; later starts need none.
-    #[arg(
-        long,
-        env = "OUTPOST_JOIN_TOKEN",
-        hide_env_values = true,
-        requires = "control_plane"
-    )]
-    join_token: Option<String>,
-    /// This node's name for the control plane (default: the host name).
-    #[arg(long)]
-    node_id: Option<String>,
-    /// This node's region, reported to the control plane.
-    #[arg(long, default_value = "")]
-    region: String,
+    #[command(flatten)]
+    fed: crate::fed::FedArgs,
+    /// The address clients reach this edge at, sent to the control plane so that GSLB servers
+    /// answer with it: an IP, or `IP:PORT` to have GSLB servers probe that port; repeatable.
+    /// None: GSLB does not know this edge.
+    #[arg(long = "advertise", requires = "control_plane", value_parser = parse_advertise)]
+    advertise: Vec<String>,
     /// Where a control-plane-fed edge keeps its last applied config and its TLS identity.
     #[arg(long, default_value = "./outpost-edge-state")]
     state_dir: PathBuf,
@@ -55,10 +38,11 @@ pub struct EdgeArgs {
     access_log: String,
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+fn parse_advertise(s: &str) -> Result<String, String> {
+    if s.parse::<std::net::IpAddr>().is_ok() || s.parse::<SocketAddr>().is_ok() {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: expected an IP address or IP:PORT"))
     }
 }
 
@@ -74,8 +58,8 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
-    if let Some(cp) = args.control_plane.clone() {
-        return run_fed(args, cp).await;
+    if args.fed.control_plane.is_some() {
+        return run_fed(args).await;
     }
     let path = args.config.clone().unwrap_or_default();
     let config = read_config(&path)?;
@@ -121,59 +105,15 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The certificate kept in --state-dir/tls; on the first start, one got with --join-token from
-/// the first control-plane node that answers.
-async fn edge_identity(
-    args: &EdgeArgs,
-    node_id: &str,
-    control_planes: &[String],
-) -> anyhow::Result<TlsIdentity> {
-    let dir = args.state_dir.join("tls");
-    if let Some(id) = TlsIdentity::load(&dir)? {
-        return Ok(id);
-    }
-    let Some(token) = &args.join_token else {
-        anyhow::bail!(
-            "{}: no certificate yet: the first start needs --join-token (a token with role edge)",
-            dir.display()
-        );
-    };
-    let mut unreachable = Vec::new();
-    for url in control_planes {
-        let ticket = JoinTicket {
-            url: url.clone(),
-            token: token.clone(),
-        };
-        match join::load_or_join(&dir, Some(&ticket), NodeRole::Edge, node_id, &[], None).await {
-            Ok(id) => return Ok(id),
-            Err(e @ JoinError::Connect { .. }) => unreachable.push(e.to_string()),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    anyhow::bail!("no control plane answered: {}", unreachable.join("; "))
-}
-
 /// An edge whose config comes from the control plane: it starts from the config it persisted
 /// last time (so it serves while the control plane is unreachable), or from an empty one.
 /// It watches over mutual TLS with the certificate it got with its join token.
-async fn run_fed(args: EdgeArgs, control_plane: String) -> anyhow::Result<()> {
-    let node_id = args.node_id.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "edge".into())
-    });
-    let control_planes: Vec<String> = control_plane
-        .split(',')
-        .map(|u| u.trim().to_string())
-        .filter(|u| !u.is_empty())
-        .collect();
-    anyhow::ensure!(!control_planes.is_empty(), "--control-plane: no URL given");
-    if let Some(plain) = control_planes.iter().find(|u| !u.starts_with("https://")) {
-        anyhow::bail!(
-            "--control-plane {plain}: the control plane's gRPC is TLS: use https://HOST:PORT"
-        );
-    }
-    let identity = edge_identity(&args, &node_id, &control_planes)
+async fn run_fed(args: EdgeArgs) -> anyhow::Result<()> {
+    let node_id = args.fed.node_id("edge");
+    let control_planes = args.fed.control_planes()?;
+    let identity = args
+        .fed
+        .identity(NodeRole::Edge, &node_id, &control_planes, &args.state_dir)
         .await
         .context("getting this edge's certificate")?;
     let config = match crate::watch::persisted(&args.state_dir)? {
@@ -198,14 +138,11 @@ async fn run_fed(args: EdgeArgs, control_plane: String) -> anyhow::Result<()> {
             control_planes,
             tls: identity.client_tls(),
             node_id,
-            region: args.region.clone(),
-            labels: args.labels.iter().cloned().collect(),
+            region: args.fed.region.clone(),
+            labels: args.fed.labels.iter().cloned().collect(),
             state_dir: args.state_dir.clone(),
         },
-        node.admin_addr()
-            .map(|a| a.to_string())
-            .into_iter()
-            .collect(),
+        args.advertise.clone(),
     ));
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
@@ -216,4 +153,26 @@ async fn run_fed(args: EdgeArgs, control_plane: String) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     node.shutdown(node.shutdown_grace()).await;
     Ok(())
+}
+
+/// An edge fed by the control plane runs each release and purge.
+impl crate::watch::Target for Arc<EdgeNode> {
+    const KIND: NodeKind = NodeKind::Edge;
+
+    fn version(&self) -> u64 {
+        EdgeNode::version(self)
+    }
+
+    async fn apply(&mut self, config: pb::Config) -> Result<(), String> {
+        EdgeNode::apply(self, config)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn purge(&mut self, p: &Purge) {
+        if let Some((selector, soft)) = outpost_edge_node::purge::selector(p) {
+            let n = EdgeNode::purge(self, &selector, soft);
+            tracing::info!(id = p.id, ?selector, soft, purged = n, "purge applied");
+        }
+    }
 }

@@ -5,6 +5,7 @@ mod control_plane;
 mod ctl;
 mod dev;
 mod edge;
+mod fed;
 mod gslb;
 mod watch;
 
@@ -31,8 +32,8 @@ enum Command {
     /// Run an edge node from a config file (YAML or JSON); SIGHUP or a change to the file
     /// reloads it.
     Edge(edge::EdgeArgs),
-    /// Run a GSLB server (authoritative DNS for edge nodes) from a config file; SIGHUP or a
-    /// change to the file reloads it.
+    /// Run a GSLB server (authoritative DNS for edge nodes) from a config file (SIGHUP or a
+    /// change to the file reloads it), or fed by the control plane.
     Gslb(gslb::GslbArgs),
     /// Run the whole system locally with a demo configuration.
     Dev(dev::DevArgs),

@@ -1,20 +1,36 @@
-//! An edge fed by the control plane: it watches `ConfigWatch`, applies each release (sent whole
-//! or as a delta from the version it holds) and each purge, reports the result, and keeps the
-//! last good config on disk so that a restart while the control plane is down still serves it.
-//! Control-plane nodes are tried in turn, with capped, jittered backoff.
+//! A node fed by the control plane (an edge, or a GSLB server): it watches `ConfigWatch`,
+//! applies each release (sent whole or as a delta from the version it holds), each purge (edges)
+//! and each node registry (GSLB), reports the result, and keeps the last good config on disk so
+//! that a restart while the control plane is down still serves it. Control-plane nodes are
+//! tried in turn, with capped, jittered backoff. What applying means is the [`Target`]'s
+//! business.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use outpost_edge_node::EdgeNode;
 use outpost_proto::controlplane::v1::config_watch_client::ConfigWatchClient;
 use outpost_proto::controlplane::v1::watch_event::Event;
-use outpost_proto::controlplane::v1::{ApplyReport, NodeKind, WatchRequest};
+use outpost_proto::controlplane::v1::{ApplyReport, NodeKind, Purge, RegisteredNode, WatchRequest};
 use outpost_proto::{SourceFormat, parse_config, pb};
 use serde::{Deserialize, Serialize};
+
+/// What a watching node does with what the control plane sends.
+pub trait Target: Send + 'static {
+    const KIND: NodeKind;
+    /// The version it runs now.
+    fn version(&self) -> u64;
+    /// Runs a whole config; an error (the reason, reported) leaves the previous one running.
+    fn apply(
+        &mut self,
+        config: pb::Config,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// Edges: removes cached responses.
+    fn purge(&mut self, _purge: &Purge) {}
+    /// GSLB servers: the edge nodes they may answer with.
+    fn registry(&mut self, _nodes: Vec<RegisteredNode>) {}
+}
 
 #[derive(Clone)]
 pub struct WatchSettings {
@@ -62,7 +78,7 @@ pub fn persisted(dir: &Path) -> anyhow::Result<Option<pb::Config>> {
 }
 
 /// Written to a temporary file, synced, then renamed: a crash leaves the old or the new one.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
@@ -75,8 +91,8 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()>
 }
 
 /// One node's watch: the config it runs and what it holds, across reconnections.
-struct Watcher {
-    node: Arc<EdgeNode>,
+struct Watcher<T: Target> {
+    node: T,
     s: WatchSettings,
     addresses: Vec<String>,
     current: pb::Config,
@@ -86,8 +102,8 @@ struct Watcher {
 }
 
 /// Watches forever: each release is applied (or refused, with the reason reported), each purge
-/// applied.
-pub async fn run(node: Arc<EdgeNode>, s: WatchSettings, addresses: Vec<String>) {
+/// and registry applied.
+pub async fn run<T: Target>(node: T, s: WatchSettings, addresses: Vec<String>) {
     let current = persisted(&s.state_dir).ok().flatten().unwrap_or_default();
     let held = std::fs::read(held_file(&s.state_dir))
         .ok()
@@ -134,7 +150,7 @@ pub async fn run(node: Arc<EdgeNode>, s: WatchSettings, addresses: Vec<String>) 
     }
 }
 
-impl Watcher {
+impl<T: Target> Watcher<T> {
     async fn watch_once(&mut self, url: &str) -> anyhow::Result<()> {
         self.streamed = false;
         let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
@@ -153,7 +169,7 @@ impl Watcher {
         let mut stream = client
             .watch(WatchRequest {
                 node_id: self.s.node_id.clone(),
-                kind: NodeKind::Edge as i32,
+                kind: T::KIND as i32,
                 region: self.s.region.clone(),
                 labels: self.s.labels.clone(),
                 have_version,
@@ -185,13 +201,11 @@ impl Watcher {
                     self.apply(&mut client, cfg, d.sha256).await?;
                 }
                 Some(Event::Purge(p)) => {
-                    if let Some((selector, soft)) = outpost_edge_node::purge::selector(&p) {
-                        let n = self.node.purge(&selector, soft);
-                        tracing::info!(id = p.id, ?selector, soft, purged = n, "purge applied");
-                    }
+                    self.node.purge(&p);
                     self.held.purge = p.id;
                     self.save_held();
                 }
+                Some(Event::Nodes(registry)) => self.node.registry(registry.nodes),
                 None => {}
             }
         }

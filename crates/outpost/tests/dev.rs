@@ -3,25 +3,12 @@
 //! HTTPS, Lua, the cache, purge, the GSLB, the control plane's view of the edge).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Proc(Child);
+mod support;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{Proc, free_port};
 
 async fn text(r: reqwest::RequestBuilder) -> String {
     r.send().await.unwrap().text().await.unwrap()

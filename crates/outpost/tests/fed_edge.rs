@@ -4,84 +4,18 @@
 //! restarted edge serves its persisted config. The edge joins with a join token and watches over
 //! mutual TLS.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn outpost(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_outpost"));
-    c.args(args).env("RUST_LOG", "info");
-    c
-}
-
-/// Polls `f` every 50 ms for at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
+use support::{ControlPlaneProc, Proc, eventually, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn releases_reach_the_edge_failures_are_reported_and_the_edge_outlives_the_control_plane() {
     let dir = tempfile::tempdir().unwrap();
-    let (api, grpc) = (free_port(), free_port());
-    let mut cp = outpost(&[
-        "control-plane",
-        "--data",
-        dir.path().join("cp").to_str().unwrap(),
-        "--listen",
-        &format!("127.0.0.1:{api}"),
-        "--grpc-listen",
-        &format!("127.0.0.1:{grpc}"),
-    ])
-    .stderr(Stdio::piped())
-    .stdout(Stdio::null())
-    .spawn()
-    .unwrap();
-    // The first admin token is printed once on stderr.
-    let stderr = cp.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("opt_") {
-                let token: String = line[i..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                let _ = tx.send(token);
-            }
-        }
-    });
-    let cp = Proc(cp);
-    let token = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("admin token printed");
+    let cp = ControlPlaneProc::start(&dir.path().join("cp"));
+    let (api, grpc, token) = (cp.api_port, cp.grpc_port, cp.token.clone());
     let base = format!("http://127.0.0.1:{api}/api/v1");
     let c = reqwest::Client::builder()
         .no_proxy()

@@ -47,6 +47,9 @@ pub fn make(base: &Config, new: &Config) -> Option<ConfigDelta> {
     if base.server != new.server {
         d.server = Some(new.server.clone().unwrap_or_default());
     }
+    if base.gslb != new.gslb {
+        d.gslb = Some(new.gslb.clone().unwrap_or_default());
+    }
     d.base_version = base.version;
     let mut rebuilt = apply(base, &d).ok()?;
     rebuilt.version = new.version;
@@ -105,6 +108,10 @@ pub fn apply(base: &Config, d: &ConfigDelta) -> Result<Config, DeltaError> {
     )?;
     if let Some(server) = &d.server {
         out.server = Some(server.clone());
+    }
+    if let Some(gslb) = &d.gslb {
+        // An empty section is how a delta says the section was removed.
+        out.gslb = (*gslb != Default::default()).then(|| gslb.clone());
     }
     Ok(out)
 }
@@ -258,6 +265,24 @@ mod tests {
         new = base.clone();
         new.version = 2;
         assert_eq!(round_trip(&base, &new).encoded_len(), 4);
+    }
+
+    #[test]
+    fn the_gslb_section_is_sent_whole_when_it_changes_and_empty_when_removed() {
+        let base = config(1, &[("a", "a")]);
+        let mut new = base.clone();
+        new.version = 2;
+        new.gslb = Some(crate::gslb::v1::GslbConfig {
+            axfr_allow: vec!["127.0.0.1".into()],
+            ..Default::default()
+        });
+        let added = round_trip(&base, &new);
+        assert_eq!(added.gslb, new.gslb);
+        assert!(added.upsert_applications.is_empty());
+        let mut back = new.clone();
+        back.version = 3;
+        back.gslb = None;
+        assert_eq!(round_trip(&new, &back).gslb, Some(Default::default()));
     }
 
     #[test]

@@ -88,6 +88,14 @@ pub fn validate(config: &Config) -> Result<(), ValidationErrors> {
     if let Some(server) = &config.server {
         check_server(server, &root.field("server"), &mut report);
     }
+    if let Some(gslb) = &config.gslb
+        && let Err(e) = crate::validate_gslb::validate_gslb_section(gslb)
+    {
+        for mut error in e.0 {
+            error.path = format!("gslb.{}", error.path);
+            report.errors.push(error);
+        }
+    }
 
     if report.errors.is_empty() {
         Ok(())

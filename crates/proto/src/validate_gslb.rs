@@ -37,6 +37,25 @@ impl Report {
 
 /// Checks a whole GSLB config. `Ok` means the server can load it.
 pub fn validate_gslb(config: &GslbConfig) -> Result<(), ValidationErrors> {
+    check(config, NodeSource::Config)
+}
+
+/// Checks the GSLB section of a control plane's config, or a GSLB config merged with the
+/// control plane's node registry: nodes may come and go with the registry, so a pool that
+/// selects no node, or a node without a region under GEO or CLOSEST, is not an error (the node
+/// without a region is chosen last).
+pub fn validate_gslb_section(config: &GslbConfig) -> Result<(), ValidationErrors> {
+    check(config, NodeSource::Registry)
+}
+
+/// Where the nodes come from: all from the config, or also from the control plane's registry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NodeSource {
+    Config,
+    Registry,
+}
+
+fn check(config: &GslbConfig, source: NodeSource) -> Result<(), ValidationErrors> {
     let mut r = Report::default();
     let root = FieldPath::root();
 
@@ -52,6 +71,28 @@ pub fn validate_gslb(config: &GslbConfig) -> Result<(), ValidationErrors> {
         }
     }
 
+    if let Some(g) = &config.geoip {
+        let path = root.field("geoip");
+        if g.path.is_empty() {
+            r.error(&path.field("path"), "must name the .mmdb file");
+        }
+        for (field, map) in [("countries", &g.countries), ("continents", &g.continents)] {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            for k in keys {
+                let at = path.field(field).field(k);
+                if k.len() != 2 || !k.bytes().all(|b| b.is_ascii_uppercase()) {
+                    r.error(&at, format!("{k:?} is not a two-letter upper-case code"));
+                }
+                if !regions.contains(map[k].as_str()) {
+                    r.error(&at, format!("unknown region {:?}", map[k]));
+                }
+            }
+        }
+    }
+    if let Some(h) = &config.registry_health {
+        check_health(h, &root.field("registry_health"), &mut r);
+    }
     let mut nodes = HashSet::new();
     for (i, node) in config.nodes.iter().enumerate() {
         check_node(node, &root.index("nodes", i), &regions, &mut nodes, &mut r);
@@ -94,6 +135,7 @@ pub fn validate_gslb(config: &GslbConfig) -> Result<(), ValidationErrors> {
             regions: &regions,
             nodes: &nodes,
             owners: &owners,
+            source,
         };
         check_record(
             record,
@@ -298,6 +340,7 @@ struct RecordContext<'a> {
     regions: &'a HashSet<&'a str>,
     nodes: &'a HashSet<&'a str>,
     owners: &'a HashMap<(&'a str, String), Vec<String>>,
+    source: NodeSource,
 }
 
 fn check_record<'a>(
@@ -357,14 +400,14 @@ fn check_record<'a>(
     for (i, pool) in rec.pools.iter().enumerate() {
         let ppath = path.index("pools", i);
         check_pool(pool, &ppath, ctx, r);
-        if selects(ctx.config, pool).next().is_none() {
+        if ctx.source == NodeSource::Config && selects(ctx.config, pool).next().is_none() {
             r.error(&ppath, "selects no node");
         }
     }
-    if rec.pools.is_empty() && ctx.config.nodes.is_empty() {
+    if ctx.source == NodeSource::Config && rec.pools.is_empty() && ctx.config.nodes.is_empty() {
         r.error(&path.field("pools"), "no node to choose from");
     }
-    if matches!(policy, Ok(Policy::Geo | Policy::Closest)) {
+    if ctx.source == NodeSource::Config && matches!(policy, Ok(Policy::Geo | Policy::Closest)) {
         let without_region: Vec<&str> = if rec.pools.is_empty() {
             ctx.config.nodes.iter().collect::<Vec<_>>()
         } else {

@@ -74,7 +74,7 @@ macro_rules! by_kind {
 /// it through the log. The write names the revision it started from; if another edit landed
 /// in between, the change is re-run on the new state, so no concurrent edit is lost. Edits
 /// through this node take turns, so only edits through other nodes can collide.
-async fn edit_working<R>(
+pub(super) async fn edit_working<R>(
     state: &AppState,
     partition: &str,
     mut change: impl FnMut(&mut Config) -> Result<R, ApiError>,

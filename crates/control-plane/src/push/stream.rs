@@ -95,6 +95,23 @@ fn full(r: &Release) -> cp::WatchEvent {
     }
 }
 
+/// A registered node's partition: its `partition` label, or the default one.
+fn partition_of(n: &cp::RegisteredNode) -> &str {
+    n.labels
+        .get("partition")
+        .map_or(crate::store::DEFAULT_PARTITION, |p| p.as_str())
+}
+
+/// Waits for a change of an optional channel; without one, forever.
+async fn changed_opt<T>(
+    rx: &mut Option<watch::Receiver<T>>,
+) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The state of one stream between two messages.
 pub struct WatchStream {
     pub store: Arc<Store>,
@@ -102,7 +119,12 @@ pub struct WatchStream {
     pub partition: String,
     /// The release this node should run (staging or general).
     pub target: watch::Receiver<Option<Arc<Release>>>,
-    pub purges: watch::Receiver<u64>,
+    /// `None` for GSLB nodes: they cache nothing.
+    pub purges: Option<watch::Receiver<u64>>,
+    /// GSLB nodes only: the node registry, of which they get their partition's edges.
+    pub registry: Option<watch::Receiver<Arc<Vec<cp::RegisteredNode>>>>,
+    /// The registry as last sent.
+    pub registry_sent: Option<Vec<cp::RegisteredNode>>,
     pub stop: watch::Receiver<bool>,
     /// Whether this control-plane node is in touch with a leader that has a quorum.
     pub contact: watch::Receiver<bool>,
@@ -123,10 +145,26 @@ impl WatchStream {
             if let Some(event) = self.queue.pop_front() {
                 return Some(event);
             }
-            let newest_purge = *self.purges.borrow_and_update();
-            if newest_purge > self.purged {
-                self.queue_purges(newest_purge).await;
-                continue;
+            if let Some(purges) = &mut self.purges {
+                let newest_purge = *purges.borrow_and_update();
+                if newest_purge > self.purged {
+                    self.queue_purges(newest_purge).await;
+                    continue;
+                }
+            }
+            if let Some(registry) = &mut self.registry {
+                let mine: Vec<cp::RegisteredNode> = registry
+                    .borrow_and_update()
+                    .iter()
+                    .filter(|n| partition_of(n) == self.partition)
+                    .cloned()
+                    .collect();
+                if self.registry_sent.as_ref() != Some(&mine) {
+                    self.registry_sent = Some(mine.clone());
+                    return Some(cp::WatchEvent {
+                        event: Some(Event::Nodes(cp::NodeRegistry { nodes: mine })),
+                    });
+                }
             }
             let target = self.target.borrow_and_update().clone();
             if let Some(release) = target
@@ -153,7 +191,8 @@ impl WatchStream {
             }
             tokio::select! {
                 changed = self.target.changed() => if changed.is_err() { return None },
-                changed = self.purges.changed() => if changed.is_err() { return None },
+                changed = changed_opt(&mut self.purges) => if changed.is_err() { return None },
+                changed = changed_opt(&mut self.registry) => if changed.is_err() { return None },
                 _ = self.stop.changed() => return None,
                 changed = self.contact.changed() => {
                     if changed.is_err() {

@@ -73,6 +73,8 @@ pub enum Command {
         error: String,
         at_ms: i64,
     },
+    /// An operator takes an edge node out of GSLB answers, or puts it back.
+    NodeDrain { node_id: String, drained: bool },
     /// The cluster CA, written once by the node that bootstraps the cluster.
     SetClusterCa {
         cert_pem: String,

@@ -121,6 +121,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut tx = self.store.pool.begin().await.map_err(sm_write)?;
         let mut answers = Vec::new();
         let mut notify_watchers = false;
+        let mut notify_registry = false;
         let mut last = None;
         for entry in entries {
             last = Some(entry.log_id);
@@ -131,6 +132,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         .await
                         .map_err(|e| StorageError::from(StorageIOError::apply(entry.log_id, &e)))?;
                     notify_watchers |= outcome.notify_watchers;
+                    notify_registry |= outcome.notify_registry;
                     outcome.applied
                 }
                 EntryPayload::Membership(m) => {
@@ -150,6 +152,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if let Err(e) = self.store.republish().await {
                 tracing::error!("could not tell watchers about applied entries: {e}");
             }
+        }
+        if notify_registry && let Err(e) = self.store.republish_registry().await {
+            tracing::error!("could not tell GSLB watchers about the node registry: {e}");
         }
         Ok(answers)
     }
@@ -177,6 +182,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         save_snapshot(&mut tx, meta, &data).await?;
         tx.commit().await.map_err(sm_write)?;
         self.store.republish().await.map_err(sm_read)?;
+        self.store.republish_registry().await.map_err(sm_read)?;
         tracing::info!(snapshot = %meta.snapshot_id, "raft snapshot installed");
         Ok(())
     }

@@ -13,10 +13,22 @@ use crate::raft::{Applied, Command, Refusal};
 mod releases;
 
 /// What applying a command did: the answer for the proposer, and whether watchers must be told
-/// (a release, a promotion or a purge) once the transaction commits.
+/// (a release, a promotion or a purge; a change to the node registry) once the transaction
+/// commits.
 pub struct Outcome {
     pub applied: Applied,
     pub notify_watchers: bool,
+    pub notify_registry: bool,
+}
+
+impl Outcome {
+    fn registry_changed(applied: Applied) -> Outcome {
+        Outcome {
+            applied,
+            notify_watchers: false,
+            notify_registry: true,
+        }
+    }
 }
 
 impl From<Applied> for Outcome {
@@ -24,6 +36,7 @@ impl From<Applied> for Outcome {
         Outcome {
             applied,
             notify_watchers: false,
+            notify_registry: false,
         }
     }
 }
@@ -76,6 +89,7 @@ pub async fn apply(conn: &mut SqliteConnection, command: Command) -> Result<Outc
             Ok(Outcome {
                 applied: Applied::Purge(id as u64),
                 notify_watchers: true,
+                notify_registry: false,
             })
         }
         Command::Rollback {
@@ -121,7 +135,18 @@ pub async fn apply(conn: &mut SqliteConnection, command: Command) -> Result<Outc
             .bind(at_ms)
             .execute(&mut *conn)
             .await?;
-            Ok(Applied::Done.into())
+            Ok(Outcome::registry_changed(Applied::Done))
+        }
+        Command::NodeDrain { node_id, drained } => {
+            let done = sqlx::query("UPDATE nodes SET drained = ? WHERE id = ?")
+                .bind(drained)
+                .bind(&node_id)
+                .execute(&mut *conn)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Refused(Refusal::NoSuchNode(node_id)).into());
+            }
+            Ok(Outcome::registry_changed(Applied::Done))
         }
         Command::NodeReport {
             node_id,
@@ -156,7 +181,7 @@ pub async fn apply(conn: &mut SqliteConnection, command: Command) -> Result<Outc
             if done.rows_affected() == 0 {
                 return Ok(Applied::Refused(Refusal::NoSuchNode(node_id)).into());
             }
-            Ok(Applied::Done.into())
+            Ok(Outcome::registry_changed(Applied::Done))
         }
         Command::SetClusterCa {
             cert_pem,

@@ -90,6 +90,9 @@ pub struct NodeRow {
     pub applied_version: Option<i64>,
     pub rejected_version: Option<i64>,
     pub last_error: Option<String>,
+    /// Missing from snapshots made before draining existed.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> {
@@ -159,7 +162,7 @@ pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> 
             .collect::<Result<_, sqlx::Error>>()?;
     let nodes = sqlx::query(
         "SELECT id, kind, region, labels_json, addresses_json, last_heartbeat_ms,
-                applied_version, rejected_version, last_error
+                applied_version, rejected_version, last_error, drained
          FROM nodes ORDER BY id",
     )
     .fetch_all(&mut *conn)
@@ -176,6 +179,7 @@ pub async fn dump(conn: &mut SqliteConnection) -> Result<StateDump, StoreError> 
             applied_version: r.try_get("applied_version")?,
             rejected_version: r.try_get("rejected_version")?,
             last_error: r.try_get("last_error")?,
+            drained: r.try_get("drained")?,
         })
     })
     .collect::<Result<_, sqlx::Error>>()?;
@@ -285,8 +289,8 @@ pub async fn restore(conn: &mut SqliteConnection, state: &StateDump) -> Result<(
     for n in &state.nodes {
         sqlx::query(
             "INSERT INTO nodes (id, kind, region, labels_json, addresses_json, last_heartbeat_ms,
-                                applied_version, rejected_version, last_error)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                applied_version, rejected_version, last_error, drained)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&n.id)
         .bind(&n.kind)
@@ -297,6 +301,7 @@ pub async fn restore(conn: &mut SqliteConnection, state: &StateDump) -> Result<(
         .bind(n.applied_version)
         .bind(n.rejected_version)
         .bind(&n.last_error)
+        .bind(n.drained)
         .execute(&mut *conn)
         .await?;
     }

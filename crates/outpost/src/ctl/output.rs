@@ -165,6 +165,8 @@ struct Node {
     rejected_version: Option<u64>,
     last_error: Option<String>,
     connected: Option<bool>,
+    #[serde(default)]
+    drained: bool,
 }
 
 #[derive(Deserialize)]
@@ -190,7 +192,11 @@ pub fn nodes(reply: &Value, now_ms: i64) -> anyhow::Result<String> {
             };
             vec![
                 n.id.clone(),
-                dash(&n.kind),
+                if n.drained {
+                    format!("{} (drained)", dash(&n.kind))
+                } else {
+                    dash(&n.kind)
+                },
                 dash(&n.region),
                 n.applied_version.map_or("-".into(), |v| v.to_string()),
                 match n.connected {
@@ -488,15 +494,16 @@ mod tests {
         let reply = json!({"nodes": [
             {"id": "edge-1", "kind": "edge", "region": "eu-west", "labels": {}, "addresses": [],
              "lastHeartbeatMs": now - 12_000, "appliedVersion": 1, "rejectedVersion": 2,
-             "lastError": "listen 0.0.0.0:80:\naddress in use", "connected": true},
+             "lastError": "listen 0.0.0.0:80:\naddress in use", "connected": true,
+             "drained": true},
             {"id": "dns-1", "kind": "gslb", "region": "", "lastHeartbeatMs": now - 7_200_000,
              "appliedVersion": null, "connected": false},
         ]});
         assert_eq!(
             nodes(&reply, now).unwrap(),
-            "ID      KIND  REGION   APPLIED  CONNECTED  LAST SEEN  ERROR\n\
-             edge-1  edge  eu-west  1        yes        12s ago    version 2: listen 0.0.0.0:80: address in use\n\
-             dns-1   gslb  -        -        no         2h ago     -\n"
+            "ID      KIND            REGION   APPLIED  CONNECTED  LAST SEEN  ERROR\n\
+             edge-1  edge (drained)  eu-west  1        yes        12s ago    version 2: listen 0.0.0.0:80: address in use\n\
+             dns-1   gslb            -        -        no         2h ago     -\n"
         );
         assert_eq!(
             nodes(&json!({"nodes": []}), now).unwrap(),

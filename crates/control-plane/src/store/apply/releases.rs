@@ -53,6 +53,7 @@ pub(super) async fn delete_partition(
     Ok(Outcome {
         applied: Applied::Done,
         notify_watchers: true,
+        notify_registry: false,
     })
 }
 
@@ -188,6 +189,7 @@ pub(super) async fn promote(
     Ok(Outcome {
         applied: Applied::Release(summary),
         notify_watchers: true,
+        notify_registry: false,
     })
 }
 
@@ -213,6 +215,7 @@ pub(super) async fn release(
     Ok(Outcome {
         applied: Applied::Release(release.summary()),
         notify_watchers: true,
+        notify_registry: false,
     })
 }
 
@@ -255,6 +258,7 @@ pub(super) async fn rollback(
     Ok(Outcome {
         applied: Applied::Release(release.summary()),
         notify_watchers: true,
+        notify_registry: false,
     })
 }
 
