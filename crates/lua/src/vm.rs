@@ -312,9 +312,12 @@ impl LuaVm {
         request: &SharedRequest,
     ) -> Result<Outcome, LuaError> {
         let budget = request.borrow().budget.clone();
-        // The budget is the request's: once spent, none of its phases runs Lua again.
+        // The budget is the request's: once spent, none of its phases runs Lua again. The
+        // phase that spent it logged the error line; one per request is enough.
         if let Some(why) = budget.exceeded() {
-            return Err(self.stopped(name, phase, why));
+            tracing::debug!(target: "lua", chunk = name, phase = phase.name(), limit = %why,
+                "Lua phase skipped: the request was stopped by a limit");
+            return Err(LuaError::Limit(why));
         }
         let factory = self.factory(name, code)?;
         request.borrow_mut().phase = phase;
