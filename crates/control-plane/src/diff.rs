@@ -91,6 +91,13 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     );
     single(&mut out, "server", &old.server, &new.server, true);
     single(&mut out, "gslb", &old.gslb, &new.gslb, true);
+    single(
+        &mut out,
+        "lua_runtime",
+        &old.lua_runtime,
+        &new.lua_runtime,
+        true,
+    );
     out
 }
 

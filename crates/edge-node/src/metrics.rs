@@ -37,10 +37,33 @@ pub struct Metrics {
     cache_requests: Family<Labels, Counter>,
     cache_bytes: Family<Labels, Gauge>,
     cache_objects: Family<Labels, Gauge>,
+    pub lua: LuaMetrics,
 }
 
 /// How the cache answered a request a cache rule applied to.
 pub const CACHE_RESULTS: [&str; 6] = ["hit", "stale", "revalidated", "miss", "collapsed", "pass"];
+
+/// The limits a Lua request can be stopped by (`lua_runtime`), as the metric's label says them.
+pub const LUA_LIMITS: [&str; 3] = ["instructions", "cpu_time", "memory"];
+
+/// Handles for the Lua runtime's limits, shared by every worker.
+#[derive(Clone)]
+pub struct LuaMetrics {
+    stopped: [Counter; 3],
+    pub vm_recycles: Counter,
+}
+
+impl LuaMetrics {
+    /// A request stopped by a limit: counted once, by the phase that went past it.
+    pub fn stopped(&self, why: &outpost_lua::Exceeded) {
+        let i = match why {
+            outpost_lua::Exceeded::Instructions(_) => 0,
+            outpost_lua::Exceeded::CpuTime(_) => 1,
+            outpost_lua::Exceeded::Memory(_) => 2,
+        };
+        self.stopped[i].inc();
+    }
+}
 
 /// Handles for one application.
 #[derive(Clone)]
@@ -98,6 +121,16 @@ impl UpstreamMetrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        let lua_stopped = Family::<Labels, Counter>::default();
+        // Made now, so every limit shows (at 0) before the first stop.
+        let lua = LuaMetrics {
+            stopped: LUA_LIMITS.map(|kind| {
+                lua_stopped
+                    .get_or_create(&vec![("limit", kind.to_string())])
+                    .clone()
+            }),
+            vm_recycles: Counter::default(),
+        };
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("outpost_edge")),
             requests: Family::default(),
@@ -113,6 +146,7 @@ impl Default for Metrics {
             cache_requests: Family::default(),
             cache_bytes: Family::default(),
             cache_objects: Family::default(),
+            lua,
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,6 +209,16 @@ impl Default for Metrics {
                 "cache_objects",
                 "Objects stored in the HTTP cache, by tier",
                 m.cache_objects.clone(),
+            );
+            r.register(
+                "lua_requests_stopped",
+                "Lua requests stopped by a lua_runtime limit, by limit (instructions, cpu_time, memory)",
+                lua_stopped,
+            );
+            r.register(
+                "lua_vm_recycles",
+                "Worker Lua VMs replaced after hitting their memory limit",
+                m.lua.vm_recycles.clone(),
             );
             r.register(
                 "config_loads",

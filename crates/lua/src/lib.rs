@@ -5,6 +5,8 @@
 //! - `api/`: the `ngx` table (output and flow, `ngx.req`, `ngx.var`, encodings, time,
 //!   logging, timers, `ngx.shared`).
 //! - [`SharedDicts`]: `ngx.shared.DICT`, shared by all workers. [`cjson`]: lua-cjson.
+//! - [`LuaLimits`] (`limits.rs`): a memory limit per VM, an execution budget per request, and
+//!   the sandbox for untrusted code (`sandbox.rs`).
 //! - [`check_syntax`]: a compile check that runs nothing, for validating configs.
 //! - Phases that are not a request's own step: [`LuaVm::init_worker`] (once per VM),
 //!   [`LuaVm::body_filter`] (once per response body chunk, with `ngx.arg`), and the
@@ -12,12 +14,15 @@
 
 mod api;
 pub mod cjson;
+pub mod limits;
 mod numfmt;
 pub mod request;
 pub mod response;
+mod sandbox;
 pub mod shared_dict;
 mod vm;
 
+pub use limits::{Exceeded, LuaLimits, Sandbox};
 pub use request::{BalancerState, RequestState, SharedRequest};
 pub use response::{LuaResponse, content_response, error_page, status_response};
 pub use shared_dict::{SharedDict, SharedDicts};
@@ -104,6 +109,9 @@ pub enum LuaError {
     Compile(String),
     #[error("{0}")]
     Runtime(String),
+    /// The request went past a [`LuaLimits`] limit and was stopped.
+    #[error("{0}")]
+    Limit(#[from] Exceeded),
 }
 
 /// A syntax error: line (1-based) and LuaJIT's message.

@@ -63,6 +63,8 @@ pub struct RequestState {
     /// `require "ngx.balancer"`'s state once the request goes to an upstream; `None` before
     /// (its functions then answer "no upstream found", as OpenResty's do).
     pub balancer: Option<BalancerState>,
+    /// What the request's Lua has spent of its execution budget, all phases together.
+    pub budget: Rc<crate::limits::Budget>,
 }
 
 /// What the balancer phase reads and writes for one try at an upstream peer.
@@ -133,6 +135,7 @@ impl RequestState {
             cache_skip_store: false,
             body_chunk: None,
             balancer: None,
+            budget: Rc::default(),
         }
     }
 }
@@ -189,7 +192,8 @@ pub fn allow_yield() -> mlua::Result<()> {
     }
 }
 
-/// A request's Lua future: it is the current request whenever it is polled.
+/// A request's Lua future: it is the current request whenever it is polled, and the time each
+/// poll takes is charged to its budget.
 pub struct WithRequest<F> {
     pub request: SharedRequest,
     pub inner: Pin<Box<F>>,
@@ -198,9 +202,14 @@ pub struct WithRequest<F> {
 impl<F: Future> Future for WithRequest<F> {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let previous = CURRENT.with(|c| c.replace(Some(self.request.clone())));
-        let out = self.inner.as_mut().poll(cx);
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let previous = CURRENT.with(|c| c.replace(Some(this.request.clone())));
+        let budget = this.request.try_borrow().ok().map(|r| r.budget.clone());
+        let out = match budget {
+            Some(b) => crate::limits::metered(&b, || this.inner.as_mut().poll(cx)),
+            None => this.inner.as_mut().poll(cx),
+        };
         CURRENT.with(|c| *c.borrow_mut() = previous);
         out
     }

@@ -2,13 +2,14 @@
 //! system path, compiled chunks cached, and each request run in its own coroutine with its own
 //! global table (OpenResty's closure-factory scheme).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use mlua::{Function, Lua, RegistryKey, Table, Value};
 
+use crate::limits::{BudgetLimits, Exceeded, LuaLimits};
 use crate::request::{ExitSignal, SharedRequest, WithRequest};
 use crate::shared_dict::SharedDicts;
 use crate::{LuaError, Phase};
@@ -44,7 +45,10 @@ pub struct LuaVm {
     env_meta: Table,
     setfenv: Function,
     /// Cleared when the VM goes: its recurring timers stop.
-    alive: Rc<std::cell::Cell<bool>>,
+    alive: Rc<Cell<bool>>,
+    limits: LuaLimits,
+    /// Set when the VM hit its memory limit: its owner should build a fresh one.
+    recycle: Rc<Cell<bool>>,
 }
 
 impl Drop for LuaVm {
@@ -54,18 +58,39 @@ impl Drop for LuaVm {
 }
 
 impl LuaVm {
-    /// `modules`: name to source, searched by `require` before the system path.
+    /// `modules`: name to source, searched by `require` before the system path. With the
+    /// default [`LuaLimits`]: see [`LuaVm::with_limits`].
     pub fn new(
         worker_id: usize,
         workers: usize,
         dicts: Arc<SharedDicts>,
         modules: &[(String, String)],
     ) -> Result<LuaVm, LuaError> {
+        Self::with_limits(worker_id, workers, dicts, modules, LuaLimits::default())
+    }
+
+    /// As [`LuaVm::new`], with `limits` on memory, each request's execution and what scripts
+    /// may reach (`docs/lua.md`, "Limits and sandbox").
+    pub fn with_limits(
+        worker_id: usize,
+        workers: usize,
+        dicts: Arc<SharedDicts>,
+        modules: &[(String, String)],
+        limits: LuaLimits,
+    ) -> Result<LuaVm, LuaError> {
         // SAFETY-free: `Lua::new` opens the safe standard libraries; LuaJIT's `ffi` and `jit`
         // come from `unsafe_new` only, which scripts written for OpenResty expect.
         let lua = unsafe { Lua::unsafe_new() };
-        let alive = Rc::new(std::cell::Cell::new(true));
+        let alive = Rc::new(Cell::new(true));
+        let recycle = Rc::new(Cell::new(false));
         let setup = || -> mlua::Result<()> {
+            // First, so no code runs (and no trace compiles) before the limits hold.
+            if let Some(bytes) = limits.memory {
+                lua.set_memory_limit(bytes)?;
+            }
+            if limits.has_budget() {
+                crate::limits::install_budget(&lua, budget_limits(&limits))?;
+            }
             let ngx = lua.create_table()?;
             crate::api::output::install(&lua, &ngx)?;
             crate::api::req::install(&lua, &ngx)?;
@@ -136,19 +161,33 @@ impl LuaVm {
             })?;
             lua.load(
                 r#"
-                local raw_pcall, raw_xpcall, clean = pcall, xpcall, ...
+                local raw_pcall, raw_xpcall, clean, aborted = pcall, xpcall, ...
+                local raw_resume, error = coroutine.resume, error
+                -- A request past its limits cannot catch that error: it goes on up.
                 local function after(ok, ...)
                     if ok then return ok, ... end
+                    if aborted((...)) then error((...), 0) end
                     return ok, clean((...))
                 end
                 pcall = function(...) return after(raw_pcall(...)) end
-                xpcall = function(f, handler, ...)
-                    return raw_xpcall(f, function(e) return handler(clean(e)) end, ...)
+                local function after_x(ok, ...)
+                    if not ok and aborted((...)) then error((...), 0) end
+                    return ok, ...
                 end
+                xpcall = function(f, handler, ...)
+                    return after_x(raw_xpcall(f, function(e)
+                        if aborted(e) then return e end
+                        return handler(clean(e))
+                    end, ...))
+                end
+                coroutine.resume = function(...) return after_x(raw_resume(...)) end
                 "#,
             )
             .set_name("=outpost.pcall")
-            .call::<()>(clean)?;
+            .call::<()>((
+                clean,
+                crate::limits::aborted_fn(&lua, limits.memory, recycle.clone())?,
+            ))?;
             lua.load(
                 r#"
                 local ok_new, new_tab = pcall(require, "table.new")
@@ -188,6 +227,9 @@ impl LuaVm {
                     })?,
                 )?;
             }
+            if let Some(sandbox) = &limits.sandbox {
+                crate::sandbox::install(&lua, sandbox)?;
+            }
             Ok(())
         };
         setup().map_err(|e| LuaError::Setup(e.to_string()))?;
@@ -203,11 +245,29 @@ impl LuaVm {
             env_meta,
             setfenv,
             alive,
+            limits,
+            recycle,
         })
     }
 
     pub fn lua(&self) -> &Lua {
         &self.lua
+    }
+
+    pub fn limits(&self) -> &LuaLimits {
+        &self.limits
+    }
+
+    /// Whether this VM hit its memory limit (or stays near it after a full collection) and
+    /// should be replaced: build a fresh VM for the next requests and drop this one once the
+    /// requests still running on it end. The VM keeps working meanwhile.
+    pub fn needs_recycle(&self) -> bool {
+        self.recycle.get()
+    }
+
+    /// Bytes the VM's heap holds now.
+    pub fn used_memory(&self) -> usize {
+        self.lua.used_memory()
     }
 
     /// PEM certificates that `tcpsock:sslhandshake(..., ssl_verify = true)` trusts besides
@@ -251,6 +311,14 @@ impl LuaVm {
         phase: Phase,
         request: &SharedRequest,
     ) -> Result<Outcome, LuaError> {
+        let budget = request.borrow().budget.clone();
+        // The budget is the request's: once spent, none of its phases runs Lua again. The
+        // phase that spent it logged the error line; one per request is enough.
+        if let Some(why) = budget.exceeded() {
+            tracing::debug!(target: "lua", chunk = name, phase = phase.name(), limit = %why,
+                "Lua phase skipped: the request was stopped by a limit");
+            return Err(LuaError::Limit(why));
+        }
         let factory = self.factory(name, code)?;
         request.borrow_mut().phase = phase;
         request.borrow_mut().exit = None;
@@ -267,7 +335,24 @@ impl LuaVm {
             request: request.clone(),
             inner: Box::pin(handler.call_async::<()>(())),
         };
-        match fut.await {
+        let result = fut.await;
+        self.after_run();
+        // Past a limit, however the script ended: caught or not, or in a C function that no
+        // hook could interrupt.
+        let over = match &result {
+            Err(e) => crate::limits::exceeded_in(e, self.limits.memory),
+            Ok(()) => None,
+        };
+        if let Some(why) = over {
+            budget.exceed(why);
+        }
+        if let Some(why) = budget.check(&budget_limits(&self.limits)) {
+            if matches!(why, Exceeded::Memory(_)) {
+                self.recycle.set(true);
+            }
+            return Err(self.stopped(name, phase, why));
+        }
+        match result {
             Ok(()) => match request.borrow().exit {
                 // ngx.exit in the balancer returns to the script (see `api/output.rs`).
                 Some(code) if phase == Phase::Balancer && code != 0 => Ok(Outcome::Exit(code)),
@@ -279,6 +364,40 @@ impl LuaVm {
                 None => Err(LuaError::Runtime(e.to_string())),
             },
         }
+    }
+}
+
+impl LuaVm {
+    /// The error (and the error-log line) of a request stopped by a limit.
+    fn stopped(&self, name: &str, phase: Phase, why: Exceeded) -> LuaError {
+        tracing::error!(target: "lua", chunk = name, phase = phase.name(), limit = %why,
+            used_memory = self.lua.used_memory(), recycle = self.recycle.get(),
+            "Lua request stopped by a limit");
+        LuaError::Limit(why)
+    }
+
+    /// Near the memory limit after a run: collect, and if the heap stays near it, the live
+    /// data itself is too big and the VM should be replaced before requests start failing.
+    fn after_run(&self) {
+        let Some(limit) = self.limits.memory else {
+            return;
+        };
+        let near = |used: usize| used > limit / 10 * 9;
+        if self.recycle.get() || !near(self.lua.used_memory()) {
+            return;
+        }
+        if self.lua.gc_collect().is_err() || near(self.lua.used_memory()) {
+            tracing::warn!(target: "lua", used_memory = self.lua.used_memory(), limit,
+                "Lua VM stays near its memory limit after a full collection; it will be replaced");
+            self.recycle.set(true);
+        }
+    }
+}
+
+fn budget_limits(limits: &LuaLimits) -> BudgetLimits {
+    BudgetLimits {
+        instructions: limits.instructions,
+        cpu_time: limits.cpu_time,
     }
 }
 

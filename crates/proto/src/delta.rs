@@ -50,6 +50,9 @@ pub fn make(base: &Config, new: &Config) -> Option<ConfigDelta> {
     if base.gslb != new.gslb {
         d.gslb = Some(new.gslb.clone().unwrap_or_default());
     }
+    if base.lua_runtime != new.lua_runtime {
+        d.lua_runtime = Some(new.lua_runtime.clone().unwrap_or_default());
+    }
     d.base_version = base.version;
     let mut rebuilt = apply(base, &d).ok()?;
     rebuilt.version = new.version;
@@ -112,6 +115,10 @@ pub fn apply(base: &Config, d: &ConfigDelta) -> Result<Config, DeltaError> {
     if let Some(gslb) = &d.gslb {
         // An empty section is how a delta says the section was removed.
         out.gslb = (*gslb != Default::default()).then(|| gslb.clone());
+    }
+    if let Some(rt) = &d.lua_runtime {
+        // As for gslb: an empty section says it was removed.
+        out.lua_runtime = (*rt != Default::default()).then(|| rt.clone());
     }
     Ok(out)
 }
@@ -283,6 +290,32 @@ mod tests {
         back.version = 3;
         back.gslb = None;
         assert_eq!(round_trip(&new, &back).gslb, Some(Default::default()));
+    }
+
+    #[test]
+    fn the_lua_runtime_is_sent_whole_when_it_changes_and_empty_when_removed() {
+        let base = config(1, &[("a", "a")]);
+        let mut new = base.clone();
+        new.version = 2;
+        new.lua_runtime = Some(crate::pb::LuaRuntime {
+            instructions_per_request: 5000,
+            sandbox: true,
+            ..Default::default()
+        });
+        let added = round_trip(&base, &new);
+        assert_eq!(added.lua_runtime, new.lua_runtime);
+        assert!(added.upsert_applications.is_empty() && added.server.is_none());
+        let mut back = new.clone();
+        back.version = 3;
+        back.lua_runtime = None;
+        assert_eq!(
+            round_trip(&new, &back).lua_runtime,
+            Some(Default::default())
+        );
+        // Unchanged: not in the delta.
+        let mut same = new.clone();
+        same.version = 3;
+        assert_eq!(round_trip(&new, &same).lua_runtime, None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod application;
 mod field_path;
+mod lua_runtime;
 mod rule;
 mod syntax;
 mod upstream;
@@ -87,6 +88,9 @@ pub fn validate(config: &Config) -> Result<(), ValidationErrors> {
     check_global_lua_modules(config, &root, &mut report);
     if let Some(server) = &config.server {
         check_server(server, &root.field("server"), &mut report);
+    }
+    if let Some(rt) = &config.lua_runtime {
+        lua_runtime::check(rt, &root.field("lua_runtime"), &mut report);
     }
     if let Some(gslb) = &config.gslb
         && let Err(e) = crate::validate_gslb::validate_gslb_section(gslb)

@@ -4,6 +4,7 @@
 
 pub mod cache_storage;
 pub mod host_router;
+pub mod lua_runtime;
 
 pub use cache_storage::CacheStorage;
 
@@ -97,6 +98,8 @@ pub struct Snapshot {
     /// Run once in each worker VM as it starts (`lua_init_worker`); part of the generation,
     /// so changing it starts new VMs.
     pub init_worker: Option<Arc<crate::rules::LuaChunk>>,
+    /// What each worker's VM is built with (`lua_runtime`); part of the generation too.
+    pub lua_limits: outpost_lua::LuaLimits,
     /// How long a request waits for another one filling the same cache key.
     pub cache_lock_timeout: Duration,
 }
@@ -270,17 +273,20 @@ impl Snapshot {
             "init_worker",
         )
         .map_err(|(f, m)| err(format!("lua_{f}"), m))?;
+        let lua_limits = lua_runtime::limits(cfg.lua_runtime.as_ref());
         let lua_generation = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             lua_modules.hash(&mut h);
             init_worker.as_ref().map(|c| &c.code).hash(&mut h);
+            lua_runtime::hash_into(&lua_limits, &mut h);
             h.finish()
         };
         Ok(Snapshot {
             lua_modules: Arc::new(lua_modules),
             lua_generation,
             init_worker,
+            lua_limits,
             cache,
             cache_lock_timeout: cache_storage::lock_timeout(&storage),
             version: cfg.version,

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use outpost_lua::{LuaError, LuaVm, SharedRequest};
 
+use crate::metrics::LuaMetrics;
 use crate::rules::LuaChunk;
 
 type Run = Pin<Box<dyn Future<Output = Result<(Bytes, bool), LuaError>>>>;
@@ -27,6 +28,10 @@ pub struct BodyFilter {
     handlers: Rc<[Arc<LuaChunk>]>,
     state: SharedRequest,
     app: Arc<str>,
+    metrics: LuaMetrics,
+    /// Whether the request was within its limits when the running call started: if it stops
+    /// on a limit, this call is the one that went past it.
+    within: bool,
     /// The call in progress (handlers cannot wait, so it normally ends in its first poll).
     running: Option<Run>,
     /// No more calls: a script ended the body, or the last call ran.
@@ -41,12 +46,15 @@ impl BodyFilter {
         handlers: Vec<Arc<LuaChunk>>,
         state: SharedRequest,
         app: &str,
+        metrics: LuaMetrics,
     ) -> BodyFilter {
         BodyFilter {
             vm,
             handlers: handlers.into(),
             state,
             app: Arc::from(app),
+            metrics,
+            within: true,
             running: None,
             ended: false,
             held: None,
@@ -56,6 +64,7 @@ impl BodyFilter {
     /// Starts the handlers on one chunk; `eof` marks the last call.
     pub fn start(&mut self, data: Bytes, eof: bool) {
         let (vm, handlers, state) = (self.vm.clone(), self.handlers.clone(), self.state.clone());
+        self.within = state.borrow().budget.exceeded().is_none();
         if eof {
             // Whatever the script does with ngx.arg[2] now, nothing follows: nginx would leave
             // such a response open forever.
@@ -100,7 +109,17 @@ impl BodyFilter {
             }
             Err(e) => {
                 self.ended = true;
-                tracing::error!(application = %self.app, phase = "body_filter", error = %e, "failed to run body_filter_by_lua*");
+                if let LuaError::Limit(why) = &e
+                    && self.within
+                {
+                    self.metrics.stopped(why);
+                }
+                super::lua_phase::log_error(
+                    &self.app,
+                    outpost_lua::Phase::BodyFilter,
+                    &e,
+                    "failed to run body_filter_by_lua*",
+                );
                 Poll::Ready(Err(e.to_string()))
             }
         }

@@ -157,9 +157,9 @@ pub async fn handle(
     });
     let balancer = balancer_code
         .zip(lua_state.clone())
-        .map(|(chunk, state)| BalancerLua {
+        .map(|(chunk, request)| BalancerLua {
             snapshot: snapshot.clone(),
-            state,
+            request,
             chunk,
         });
     let mut body = body;
@@ -172,7 +172,7 @@ pub async fn handle(
                 // What the scripts changed goes upstream: headers, URI, arguments; and their
                 // say over the cache (srcache-style).
                 let (headers, target) = {
-                    let s = state.borrow();
+                    let s = state.state.borrow();
                     if let Some((_, key, _)) = &mut cache_key
                         && let Some(k) = &s.cache_key
                     {
@@ -266,7 +266,7 @@ pub async fn handle(
                     let mut headers = std::mem::take(&mut parts.headers);
                     let (skip_lookup, skip_store) =
                         lua_state.as_ref().map_or((false, false), |s| {
-                            let s = s.borrow();
+                            let s = s.state.borrow();
                             (s.cache_skip_lookup, s.cache_skip_store)
                         });
                     if let Some((rule, key, url)) = cache_key

@@ -8,9 +8,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_lua::{Outcome, Phase, SharedRequest};
+use outpost_lua::{LuaError, Outcome, Phase};
 
 use super::error::ProxyError;
+use super::lua_phase::LuaRequest;
 use crate::config::Snapshot;
 use crate::rules::LuaChunk;
 use crate::server::worker::WorkerCtx;
@@ -23,7 +24,7 @@ pub const MAX_LUA_TRIES: u32 = 32;
 #[derive(Clone)]
 pub struct BalancerLua {
     pub snapshot: Arc<Snapshot>,
-    pub state: SharedRequest,
+    pub request: Rc<LuaRequest>,
     pub chunk: Arc<LuaChunk>,
 }
 
@@ -47,26 +48,32 @@ pub async fn choose(
     limit: u32,
     last_failure: Option<(&'static str, u16)>,
 ) -> Result<Choice, ProxyError> {
-    let vm = w
-        .lua_vm(&lua.snapshot)
+    let vm = lua
+        .request
+        .vm(w, &lua.snapshot)
         .map_err(|e| ProxyError::Balancer(e.to_string()))?;
+    let state = &lua.request.state;
     {
-        let mut s = lua.state.borrow_mut();
+        let mut s = state.borrow_mut();
         let b = s.balancer.get_or_insert_with(Default::default);
         b.limit = limit;
         b.begin_try(planned, last_failure);
     }
-    let out = vm
-        .run(
-            &lua.chunk.name,
-            &lua.chunk.code,
-            Phase::Balancer,
-            &lua.state,
-        )
-        .await;
+    let out = super::lua_phase::run_counted(
+        &w.shared.metrics.lua,
+        &vm,
+        &lua.chunk.name,
+        &lua.chunk.code,
+        Phase::Balancer,
+        state,
+    )
+    .await;
     match out {
         Err(e) => {
-            tracing::error!(target: "lua", chunk = %lua.chunk.name, error = %e, "failed to run balancer_by_lua*");
+            // A limit's error was logged by the Lua crate.
+            if !matches!(e, LuaError::Limit(_)) {
+                tracing::error!(target: "lua", chunk = %lua.chunk.name, error = %e, "failed to run balancer_by_lua*");
+            }
             Err(ProxyError::Balancer(e.to_string()))
         }
         // NGX_BUSY and NGX_DECLINED: no peer for this request (502), as nginx's
@@ -78,7 +85,7 @@ pub async fn choose(
         // balancer status patch).
         Ok(Outcome::Exit(code)) => Err(ProxyError::Balancer(format!("ngx.exit({code})"))),
         Ok(Outcome::Continue) => {
-            let s = lua.state.borrow();
+            let s = state.borrow();
             let b = s.balancer.clone().unwrap_or_default();
             Ok(Choice {
                 peer: b.peer,

@@ -3,18 +3,19 @@
 //! (`proxy/body_filter.rs`), log after the response is sent. The balancer runs in the attempt
 //! loop (`proxy/lua_balancer.rs`).
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
-use outpost_lua::{LuaResponse, LuaVm, Outcome, Phase, RequestState, SharedRequest};
+use outpost_lua::{LuaError, LuaResponse, LuaVm, Outcome, Phase, RequestState, SharedRequest};
 
 use super::body::ResponseBody;
 use super::body_filter::BodyFilter;
 use crate::config::{Application, Snapshot};
+use crate::metrics::LuaMetrics;
 use crate::rules::{LuaChunk, LuaHandlers};
 use crate::server::worker::{ConnInfo, WorkerCtx};
 
@@ -22,13 +23,32 @@ use crate::server::worker::{ConnInfo, WorkerCtx};
 /// as nginx's `client_body_buffer_size` keeps small bodies in memory.
 pub const MAX_LUA_BODY: usize = 1 << 20;
 
+/// A request's Lua: its state, and the VM all its phases run on. The VM is the worker's at
+/// the request's first Lua phase and stays the request's: its `ngx.ctx` and what its modules
+/// hold live there, so a VM replaced meanwhile (a reload, a recycle) finishes the requests
+/// that started on it.
+pub struct LuaRequest {
+    pub state: SharedRequest,
+    vm: OnceCell<Rc<LuaVm>>,
+}
+
+impl LuaRequest {
+    pub fn vm(&self, w: &WorkerCtx, snapshot: &Snapshot) -> Result<Rc<LuaVm>, LuaError> {
+        if let Some(vm) = self.vm.get() {
+            return Ok(vm.clone());
+        }
+        let vm = w.lua_vm(snapshot)?;
+        Ok(self.vm.get_or_init(|| vm).clone())
+    }
+}
+
 pub fn request_state(
     parts: &http::request::Parts,
     conn: &ConnInfo,
     host: &str,
     request_id: &str,
     app: &Application,
-) -> SharedRequest {
+) -> Rc<LuaRequest> {
     let mut s = RequestState::new(
         parts.method.clone(),
         parts.uri.path().to_string(),
@@ -46,23 +66,52 @@ pub fn request_state(
     s.server = conn.local;
     s.request_id = request_id.to_string();
     s.declared = app.declared.iter().cloned().collect();
-    Rc::new(RefCell::new(s))
+    Rc::new(LuaRequest {
+        state: Rc::new(RefCell::new(s)),
+        vm: OnceCell::new(),
+    })
 }
 
 /// Runs one phase's chunks in order; the first `ngx.exit` ends the phase.
 async fn run(
+    w: &WorkerCtx,
     vm: &LuaVm,
     chunks: &[Arc<LuaChunk>],
     phase: Phase,
     state: &SharedRequest,
-) -> Result<Outcome, outpost_lua::LuaError> {
+) -> Result<Outcome, LuaError> {
     for c in chunks {
-        match vm.run(&c.name, &c.code, phase, state).await? {
+        match run_counted(&w.shared.metrics.lua, vm, &c.name, &c.code, phase, state).await? {
             Outcome::Continue => {}
             exit => return Ok(exit),
         }
     }
     Ok(Outcome::Continue)
+}
+
+/// `vm.run`, counting the request in the metrics if this run is the one that stopped it
+/// (its later phases fail with the same limit without running).
+pub async fn run_counted(
+    metrics: &LuaMetrics,
+    vm: &LuaVm,
+    name: &str,
+    code: &str,
+    phase: Phase,
+    state: &SharedRequest,
+) -> Result<Outcome, LuaError> {
+    let within = state.borrow().budget.exceeded().is_none();
+    let out = vm.run(name, code, phase, state).await;
+    if within && let Err(LuaError::Limit(why)) = &out {
+        metrics.stopped(why);
+    }
+    out
+}
+
+/// Logs a Lua error, unless it is a limit's: the Lua crate logged that one already.
+pub fn log_error(app: &str, phase: Phase, e: &LuaError, message: &'static str) {
+    if !matches!(e, LuaError::Limit(_)) {
+        tracing::error!(application = app, phase = phase.name(), error = %e, "{message}");
+    }
 }
 
 pub fn to_response(r: LuaResponse) -> Response<ResponseBody> {
@@ -73,8 +122,8 @@ pub fn to_response(r: LuaResponse) -> Response<ResponseBody> {
     resp
 }
 
-fn failed(app: &str, phase: Phase, e: &outpost_lua::LuaError) -> Response<ResponseBody> {
-    tracing::error!(application = app, phase = phase.name(), error = %e, "Lua error");
+fn failed(app: &str, phase: Phase, e: &LuaError) -> Response<ResponseBody> {
+    log_error(app, phase, e, "Lua error");
     to_response(outpost_lua::status_response(500, &HeaderMap::new()))
 }
 
@@ -84,14 +133,15 @@ pub async fn before_content(
     snapshot: &Snapshot,
     app: &Application,
     lua: &LuaHandlers,
-    state: &SharedRequest,
+    req: &LuaRequest,
 ) -> Result<(), Response<ResponseBody>> {
-    let vm = match w.lua_vm(snapshot) {
+    let vm = match req.vm(w, snapshot) {
         Ok(vm) => vm,
         Err(e) => return Err(failed(&app.name, Phase::Rewrite, &e)),
     };
+    let state = &req.state;
     for phase in [Phase::Rewrite, Phase::Access] {
-        match run(&vm, lua.phase(phase), phase, state).await {
+        match run(w, &vm, lua.phase(phase), phase, state).await {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Exit(code)) => {
                 let mut s = state.borrow_mut();
@@ -122,15 +172,16 @@ pub async fn content(
     snapshot: &Snapshot,
     app: &Application,
     lua: &LuaHandlers,
-    state: &SharedRequest,
+    req: &LuaRequest,
     body: Option<Bytes>,
 ) -> Response<ResponseBody> {
-    let vm = match w.lua_vm(snapshot) {
+    let vm = match req.vm(w, snapshot) {
         Ok(vm) => vm,
         Err(e) => return failed(&app.name, Phase::Content, &e),
     };
+    let state = &req.state;
     state.borrow_mut().body = body;
-    match run(&vm, &lua.content, Phase::Content, state).await {
+    match run(w, &vm, &lua.content, Phase::Content, state).await {
         Ok(outcome) => to_response(outpost_lua::content_response(
             &mut state.borrow_mut(),
             outcome,
@@ -138,7 +189,7 @@ pub async fn content(
         Err(e) => {
             if state.borrow().headers_sent {
                 // As nginx: the status is already out; the response ends where it was.
-                tracing::error!(application = %app.name, error = %e, "Lua error after output");
+                log_error(&app.name, Phase::Content, &e, "Lua error after output");
                 to_response(outpost_lua::content_response(
                     &mut state.borrow_mut(),
                     Outcome::Continue,
@@ -156,23 +207,24 @@ pub async fn header_filter(
     snapshot: &Snapshot,
     app: &Application,
     lua: &LuaHandlers,
-    state: &SharedRequest,
+    req: &LuaRequest,
     resp: &mut Response<ResponseBody>,
 ) {
     if lua.header_filter.is_empty() {
         return;
     }
-    let Ok(vm) = w.lua_vm(snapshot) else {
+    let Ok(vm) = req.vm(w, snapshot) else {
         return;
     };
+    let state = &req.state;
     {
         let mut s = state.borrow_mut();
         s.resp_headers = std::mem::take(resp.headers_mut());
         s.status = Some(resp.status().as_u16());
         s.headers_sent = false;
     }
-    if let Err(e) = run(&vm, &lua.header_filter, Phase::HeaderFilter, state).await {
-        tracing::error!(application = %app.name, phase = "header_filter", error = %e, "Lua error");
+    if let Err(e) = run(w, &vm, &lua.header_filter, Phase::HeaderFilter, state).await {
+        log_error(&app.name, Phase::HeaderFilter, &e, "Lua error");
     }
     let mut s = state.borrow_mut();
     *resp.headers_mut() = std::mem::take(&mut s.resp_headers);
@@ -190,11 +242,12 @@ pub async fn after_response(
     snapshot: &Arc<Snapshot>,
     app: &Arc<Application>,
     lua: &LuaHandlers,
-    state: &SharedRequest,
+    req: &Rc<LuaRequest>,
     method: &http::Method,
     resp: &mut Response<ResponseBody>,
 ) {
-    header_filter(w, snapshot, app, lua, state, resp).await;
+    header_filter(w, snapshot, app, lua, req, resp).await;
+    let state = &req.state;
     let status = resp.status();
     let header_only = *method == http::Method::HEAD
         || status.is_informational()
@@ -209,12 +262,13 @@ pub async fn after_response(
             s.resp_headers = resp.headers().clone();
             s.headers_sent = true;
         }
-        match w.lua_vm(snapshot) {
+        match req.vm(w, snapshot) {
             Ok(vm) => resp.body_mut().filter_with(BodyFilter::new(
                 vm,
                 lua.body_filter.clone(),
                 state.clone(),
                 &app.name,
+                w.shared.metrics.lua.clone(),
             )),
             Err(e) => {
                 tracing::error!(application = %app.name, error = %e, "no Lua VM for body_filter")
@@ -231,7 +285,7 @@ pub async fn after_response(
             snapshot.clone(),
             app.clone(),
             lua.clone(),
-            state.clone(),
+            req.clone(),
             status.as_u16(),
             done,
         );
@@ -245,7 +299,7 @@ pub fn log(
     snapshot: Arc<Snapshot>,
     app: Arc<Application>,
     lua: LuaHandlers,
-    state: SharedRequest,
+    req: Rc<LuaRequest>,
     status: u16,
     body_done: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -255,12 +309,12 @@ pub fn log(
     tokio::task::spawn_local(async move {
         // Dropped without a send when the body is dropped: the log phase runs all the same.
         let _ = body_done.await;
-        let Ok(vm) = w.lua_vm(&snapshot) else {
+        let Ok(vm) = req.vm(&w, &snapshot) else {
             return;
         };
-        state.borrow_mut().status = Some(status);
-        if let Err(e) = run(&vm, &lua.log, Phase::Log, &state).await {
-            tracing::error!(application = %app.name, phase = "log", error = %e, "Lua error");
+        req.state.borrow_mut().status = Some(status);
+        if let Err(e) = run(&w, &vm, &lua.log, Phase::Log, &req.state).await {
+            log_error(&app.name, Phase::Log, &e, "Lua error");
         }
     });
 }

@@ -54,23 +54,37 @@ pub struct WorkerCtx {
 }
 
 impl WorkerCtx {
-    /// The worker's Lua VM, built on first use and rebuilt when the config's modules change
-    /// (a reload then starts from fresh module state, as an nginx reload does).
+    /// The worker's Lua VM, built on first use and rebuilt when the config's Lua (modules,
+    /// `lua_init_worker`, `lua_runtime`) changes (a reload then starts from fresh module state,
+    /// as an nginx reload does), or when the VM asks to be replaced after hitting its memory
+    /// limit. Requests keep the VM they started on (`LuaRequest`), so a replaced VM finishes
+    /// them and goes with the last one.
     pub fn lua_vm(
         &self,
         snapshot: &crate::config::Snapshot,
     ) -> Result<Rc<outpost_lua::LuaVm>, outpost_lua::LuaError> {
+        let mut recycle = false;
         if let Some((generation, vm)) = &*self.lua.borrow()
             && *generation == snapshot.lua_generation
         {
-            return Ok(vm.clone());
+            if !vm.needs_recycle() {
+                return Ok(vm.clone());
+            }
+            recycle = true;
         }
-        let vm = Rc::new(outpost_lua::LuaVm::new(
+        let vm = Rc::new(outpost_lua::LuaVm::with_limits(
             self.id,
             self.workers,
             self.shared.dicts.clone(),
             &snapshot.lua_modules,
+            snapshot.lua_limits.clone(),
         )?);
+        if recycle {
+            // The error line was the request's that hit the limit; this says what followed.
+            tracing::info!(target: "lua", worker = self.id,
+                "Lua VM replaced after hitting its memory limit");
+            self.shared.metrics.lua.vm_recycles.inc();
+        }
         *self.lua.borrow_mut() = Some((snapshot.lua_generation, vm.clone()));
         if let Some(chunk) = &snapshot.init_worker {
             self.init_worker(&vm, chunk.clone());
@@ -82,11 +96,16 @@ impl WorkerCtx {
     /// (sleep and cosockets are disabled there, as in OpenResty), so it ends in the first poll;
     /// should it not, the rest runs as a task of the worker.
     fn init_worker(&self, vm: &Rc<outpost_lua::LuaVm>, chunk: Arc<crate::rules::LuaChunk>) {
-        let (vm, worker) = (vm.clone(), self.id);
+        let (vm, worker, metrics) = (vm.clone(), self.id, self.shared.metrics.lua.clone());
         let mut run = Box::pin(async move {
-            if let Err(e) = vm.init_worker(&chunk.name, &chunk.code).await {
+            match vm.init_worker(&chunk.name, &chunk.code).await {
+                Ok(()) => {}
+                // Logged by the Lua crate already.
+                Err(outpost_lua::LuaError::Limit(why)) => metrics.stopped(&why),
                 // As nginx: logged, and the worker serves anyway.
-                tracing::error!(target: "lua", worker, error = %e, "init_worker_by_lua error");
+                Err(e) => {
+                    tracing::error!(target: "lua", worker, error = %e, "init_worker_by_lua error")
+                }
             }
         });
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

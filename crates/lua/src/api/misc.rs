@@ -251,8 +251,9 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
                 tokio::time::sleep(Duration::from_secs_f64(delay.max(0.0))).await;
                 let mut call_args = vec![Value::Boolean(false)];
                 call_args.extend(args);
+                // A timer belongs to no request: each run has a budget of its own.
                 let run = f.call_async::<()>(MultiValue::from_iter(call_args));
-                if let Err(e) = run.await {
+                if let Err(e) = crate::limits::Metered::new(run).await {
                     tracing::error!(target: "lua", error = %e, "lua timer failed");
                 }
                 drop(lua);

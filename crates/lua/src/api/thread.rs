@@ -75,6 +75,11 @@ pub fn install(lua: &Lua, ngx: &Table, alive: Rc<std::cell::Cell<bool>>) -> mlua
                 ));
             }
             let (done, index, rest) = futures_util::future::select_all(handles).await;
+            // A thread stopped by the request's budget stops the request too: a loop of
+            // spawn and wait must not outlive the budget.
+            if let Some(why) = crate::limits::current().and_then(|b| b.exceeded()) {
+                return Err(mlua::Error::external(why));
+            }
             // The others stay waitable.
             let mut rest = rest.into_iter();
             for (i, ud) in owners.iter().enumerate() {
@@ -137,7 +142,8 @@ pub fn install(lua: &Lua, ngx: &Table, alive: Rc<std::cell::Cell<bool>>) -> mlua
                     }
                     let mut call_args = vec![Value::Boolean(false)];
                     call_args.extend(args.iter().cloned());
-                    if let Err(e) = f.call_async::<()>(MultiValue::from_iter(call_args)).await {
+                    let run = f.call_async::<()>(MultiValue::from_iter(call_args));
+                    if let Err(e) = crate::limits::Metered::new(run).await {
                         tracing::error!(target: "lua", error = %e, "lua timer failed");
                     }
                 }
