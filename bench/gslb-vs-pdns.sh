@@ -106,6 +106,11 @@ HZ=$(getconf CLK_TCK)
 RESULTS="$RUN/results.tsv"
 # target|port|pid|queryfile
 TARGETS=("outpost-gslb|$P_OUT|$OUT_PID|q-gslb" "pdns-lua|$P_PDNS|$PDNS_PID|q-gslb" "knot-static|$P_KNOT|$KNOT_PID|q-static" "outpost-static|$P_OUT|$OUT_PID|q-static" "outpost-weighted|$P_OUT|$OUT_PID|q-weighted")
+# ONLY="outpost-gslb knot-static" measures just those (ROUNDS=0 skips the failover part).
+if [ -n "${ONLY:-}" ]; then
+  kept=(); for t in "${TARGETS[@]}"; do [[ " $ONLY " == *" ${t%%|*} "* ]] && kept+=("$t"); done
+  TARGETS=("${kept[@]}")
+fi
 for rep in $(seq 1 "$REPS"); do
   n=${#TARGETS[@]}
   for k in $(seq 0 $((n - 1))); do
@@ -149,7 +154,7 @@ echo
 echo "## failover, $ROUNDS rounds (ms): edge 127.0.0.2 killed -> gone from answers; restored -> back"
 echo "| server | gone | back |"
 echo "|---|---|---|"
-declare -A GONE BACK
+declare -A GONE=([out]="" [pdns]="") BACK=([out]="" [pdns]="")
 for r in $(seq 1 "$ROUNDS"); do
   # Both servers are watched at the same time, from the same event.
   kill "${EDGE[2]}"; wait "${EDGE[2]}" 2>/dev/null || true

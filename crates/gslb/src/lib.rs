@@ -108,7 +108,7 @@ impl Gslb {
         }));
 
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (udp_sockets, tcp) = bind_pair(settings.listen, threads).await?;
+        let (udp_sockets, tcp) = bind_pair(settings.listen, 1).await?;
         let dns_addr = tcp.local_addr().map_err(|source| StartError::Bind {
             addr: settings.listen,
             source,
@@ -117,12 +117,12 @@ impl Gslb {
             state: state.clone(),
             metrics: metrics.clone(),
         };
-        let udp = udp::UdpWorkers::spawn(udp_sockets, Arc::new(handler())).map_err(|source| {
-            StartError::Bind {
+        let udp = udp::UdpWorkers::spawn(&udp_sockets, threads, Arc::new(handler())).map_err(
+            |source| StartError::Bind {
                 addr: dns_addr,
                 source,
-            }
-        })?;
+            },
+        )?;
         let mut server = Server::new(handler());
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64 * 1024);
 
@@ -229,16 +229,16 @@ impl Drop for Gslb {
     }
 }
 
-/// Binds `threads` UDP sockets and a TCP listener on the same port. With port 0 the kernel
+/// Binds `sockets` UDP sockets and a TCP listener on the same port. With port 0 the kernel
 /// picks the UDP port; the TCP bind may find it taken by someone else, so a few tries are made.
 async fn bind_pair(
     addr: SocketAddr,
-    threads: usize,
+    sockets: usize,
 ) -> Result<(Vec<std::net::UdpSocket>, TcpListener), StartError> {
     let err = |source| StartError::Bind { addr, source };
     let mut last = None;
     for _ in 0..if addr.port() == 0 { 8 } else { 1 } {
-        let udp = udp::bind(addr, threads).map_err(err)?;
+        let udp = udp::bind(addr, sockets).map_err(err)?;
         let port_addr = udp[0].local_addr().map_err(err)?;
         match TcpListener::bind(port_addr).await {
             Ok(tcp) => return Ok((udp, tcp)),

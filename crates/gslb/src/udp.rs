@@ -1,9 +1,13 @@
-//! Serving DNS over UDP: one thread per core, each with its own `SO_REUSEPORT` socket and its
-//! own [`AnswerCache`], blocking on `recv_from` (no task per query). A query whose answer was
+//! Serving DNS over UDP: one thread per core, all reading the same socket (the kernel hands
+//! each datagram to one waiting thread, so the load spreads evenly whatever the clients' ports;
+//! with a socket per thread and `SO_REUSEPORT`, a few busy clients can hash onto one thread),
+//! each with its own [`AnswerCache`], blocking in `recvmmsg` (no task per query; queries and
+//! answers in batches, see [`batch`]). A query whose answer was
 //! computed before for the same bytes, model and health is answered from the cache with its
 //! ID rewritten; any other goes through the handler. TCP stays on hickory-server.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -14,6 +18,10 @@ use hickory_server::server::Request;
 
 use crate::answer_cache::{AnswerCache, Epoch};
 use crate::handler::Handler;
+
+mod batch;
+
+use batch::{Received, Replies};
 
 /// Answers kept per thread.
 const CACHE_ENTRIES: usize = 4096;
@@ -28,20 +36,31 @@ pub struct UdpWorkers {
 }
 
 impl UdpWorkers {
-    /// Serves each socket on its own thread.
-    pub fn spawn(sockets: Vec<UdpSocket>, handler: Arc<Handler>) -> std::io::Result<UdpWorkers> {
+    /// Serves the sockets with `threads` threads, spread over them in turn.
+    pub fn spawn(
+        sockets: &[UdpSocket],
+        threads: usize,
+        handler: Arc<Handler>,
+    ) -> std::io::Result<UdpWorkers> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for (i, socket) in sockets.into_iter().enumerate() {
+        let mut running = Vec::new();
+        for i in 0..threads.max(1) {
+            let Some(shared) = sockets.get(i % sockets.len().max(1)) else {
+                break;
+            };
+            let socket = shared.try_clone()?;
             socket.set_read_timeout(Some(STOP_POLL))?;
             let (handler, stop) = (handler.clone(), stop.clone());
-            threads.push(
+            running.push(
                 std::thread::Builder::new()
                     .name(format!("gslb-udp-{i}"))
                     .spawn(move || serve(&socket, &handler, &stop))?,
             );
         }
-        Ok(UdpWorkers { stop, threads })
+        Ok(UdpWorkers {
+            stop,
+            threads: running,
+        })
     }
 
     /// Stops the threads (each within [`STOP_POLL`]) and waits for them.
@@ -76,13 +95,14 @@ pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
 }
 
 fn serve(socket: &UdpSocket, handler: &Handler, stop: &AtomicBool) {
+    let fd = socket.as_raw_fd();
     let mut cache = AnswerCache::new(CACHE_ENTRIES);
     let mut rng = rand::random::<u64>() | 1;
-    let mut buf = vec![0u8; MAX_QUERY];
-    let mut out = Vec::with_capacity(1232);
+    let mut received = Received::new(MAX_QUERY);
+    let mut replies = Replies::new();
     while !stop.load(Ordering::Acquire) {
-        let (n, src) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
+        let n = match received.recv(fd) {
+            Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -98,54 +118,52 @@ fn serve(socket: &UdpSocket, handler: &Handler, stop: &AtomicBool) {
                 continue;
             }
         };
-        // Shorter than a header, or a response (never answer those: reflection loops).
-        if n < 12 || buf[2] & 0x80 != 0 {
-            continue;
-        }
-        rng = xorshift(rng);
-        let query = &buf[..n];
         let snapshot = handler.state.load();
         let epoch = Epoch {
             model: snapshot.serial,
             health: snapshot.health.generation(),
         };
-        let region = || {
-            let ip = src.ip();
-            let full = if ip.is_ipv4() { 32 } else { 128 };
-            snapshot.model.locate(ip, full).map(|g| g.region)
-        };
-        if let Some((answer, counter)) = cache.get(&query[2..], epoch, region, rng) {
-            out.clear();
-            out.extend_from_slice(&query[..2]);
-            out.extend_from_slice(answer.get(2..).unwrap_or_default());
-            counter.inc();
-            send(socket, &out, src);
-            continue;
-        }
-        match Request::from_bytes(query.to_vec(), src, Protocol::Udp) {
-            Ok(request) => {
-                let answer = handler.answer_udp(&snapshot, &request, rng);
-                send(socket, &answer.bytes, src);
-                cache.put(
-                    &query[2..],
-                    epoch,
-                    answer.depends,
-                    &answer.bytes,
-                    &answer.counter,
-                    rng,
-                );
+        for i in 0..n {
+            let Some((query, src)) = received.get(i) else {
+                continue;
+            };
+            // Shorter than a header, or a response (never answer those: reflection loops).
+            if query.len() < 12 || query[2] & 0x80 != 0 {
+                continue;
             }
-            Err(e) => {
-                tracing::debug!(%src, error = %e, "malformed query: FORMERR");
-                send(socket, &formerr(query), src);
+            rng = xorshift(rng);
+            let region = || {
+                let ip = src.ip();
+                let full = if ip.is_ipv4() { 32 } else { 128 };
+                snapshot.model.locate(ip, full).map(|g| g.region)
+            };
+            if let Some((answer, counter)) = cache.get(&query[2..], epoch, region, rng) {
+                let out = replies.next(i);
+                out.extend_from_slice(&query[..2]);
+                out.extend_from_slice(answer.get(2..).unwrap_or_default());
+                counter.inc();
+                continue;
+            }
+            match Request::from_bytes(query.to_vec(), src, Protocol::Udp) {
+                Ok(request) => {
+                    let answer = handler.answer_udp(&snapshot, &request, rng);
+                    replies.next(i).extend_from_slice(&answer.bytes);
+                    cache.put(
+                        &query[2..],
+                        epoch,
+                        answer.depends,
+                        &answer.bytes,
+                        &answer.counter,
+                        rng,
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(%src, error = %e, "malformed query: FORMERR");
+                    replies.next(i).extend_from_slice(&formerr(query));
+                }
             }
         }
-    }
-}
-
-fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
-    if let Err(e) = socket.send_to(bytes, to) {
-        tracing::debug!(%to, error = %e, "UDP send");
+        replies.send(fd, &mut received);
     }
 }
 

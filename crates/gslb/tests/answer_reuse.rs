@@ -93,3 +93,55 @@ async fn answers_by_region_differ_by_client_and_by_ecs() {
     }
     gslb.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_queries_is_answered_each_with_its_own_id() {
+    let gslb = support::start(CONFIG).await;
+    let server = gslb.dns_addr();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Sent back to back, so that the server takes several in one batch.
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..64u16 {
+        let mut q = query("www.cdn.example.com.", RecordType::A);
+        q.metadata.id = 1000 + i;
+        ids.insert(1000 + i);
+        sock.send_to(&q.to_vec().unwrap(), server).await.unwrap();
+    }
+    let mut buf = vec![0u8; 2048];
+    while !ids.is_empty() {
+        let (n, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(3), sock.recv_from(&mut buf))
+                .await
+                .expect("every query answered in time")
+                .unwrap();
+        let reply = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(addresses(&reply), ["192.0.2.80"]);
+        assert!(
+            ids.remove(&reply.metadata.id),
+            "unexpected id {}",
+            reply.metadata.id
+        );
+    }
+    gslb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_malformed_query_gets_formerr_with_its_id() {
+    let gslb = support::start(CONFIG).await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // A header announcing one question, then a name that runs past the end.
+    let bad = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0x3f, b'a'];
+    sock.send_to(&bad, gslb.dns_addr()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(3), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(
+        &buf[..4],
+        [0x12, 0x34, 0x81, 0x01],
+        "QR, RD, FORMERR: {:?}",
+        &buf[..n]
+    );
+    gslb.shutdown().await;
+}
