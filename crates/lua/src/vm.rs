@@ -26,6 +26,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("resty.lock", include_str!("lualib/lock.lua")),
     ("resty.http", include_str!("lualib/http.lua")),
     ("resty.dns.resolver", include_str!("lualib/resolver.lua")),
+    ("resty.mysql", include_str!("lualib/mysql.lua")),
 ];
 
 /// What a phase handler ended with.
