@@ -4,14 +4,13 @@ mod support;
 
 use std::time::Duration;
 
-use outpost_control_plane::pki::{self, NodeRole, join::JoinTicket};
 use outpost_proto::controlplane::v1::config_watch_client::ConfigWatchClient;
 use outpost_proto::controlplane::v1::watch_event::Event;
 use outpost_proto::controlplane::v1::{
     ApplyReport, ConfigDelta, NodeKind, Purge, Release, WatchEvent, WatchRequest,
 };
 use prost::Message;
-use support::{Api, UPSTREAM_API, grpc_url, join_token, start, watch_client};
+use support::{Api, UPSTREAM_API, any_node_client, start, watch_client};
 use tonic::Streaming;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -22,23 +21,6 @@ async fn client(
     node_id: &str,
 ) -> ConfigWatchClient<tonic::transport::Channel> {
     watch_client(cp, cp.bootstrap_token().unwrap(), node_id).await
-}
-
-/// One client watching as several nodes: a control-plane certificate may speak for any node
-/// (an edge's only for itself).
-async fn any_node_client(
-    cp: &outpost_control_plane::ControlPlane,
-) -> ConfigWatchClient<tonic::transport::Channel> {
-    let token = cp.bootstrap_token().unwrap();
-    let join = join_token(&Api::new(cp, token), "control-plane", 600).await;
-    let ticket = JoinTicket {
-        url: grpc_url(cp),
-        token: join,
-    };
-    let id = pki::join::join(&ticket, NodeRole::ControlPlane, "test-watcher", &[], None)
-        .await
-        .expect("joins");
-    ConfigWatchClient::new(id.endpoint(&grpc_url(cp)).unwrap().connect().await.unwrap())
 }
 
 fn hello(node_id: &str, have_version: u64) -> WatchRequest {

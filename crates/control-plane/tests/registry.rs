@@ -5,13 +5,11 @@ mod support;
 
 use std::time::Duration;
 
-use outpost_control_plane::pki::{self, NodeRole, join::JoinTicket};
-use outpost_proto::controlplane::v1::config_watch_client::ConfigWatchClient;
 use outpost_proto::controlplane::v1::watch_event::Event;
 use outpost_proto::controlplane::v1::{
     ApplyReport, NodeKind, RegisteredNode, WatchEvent, WatchRequest,
 };
-use support::{Api, UPSTREAM_API, grpc_url, join_token, start};
+use support::{Api, UPSTREAM_API, any_node_client, start};
 use tonic::Streaming;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -24,22 +22,6 @@ const GSLB: &str = r#"{
   "records": [{"zone": "cdn.example.com", "name": "www", "policy": "POLICY_GEO",
                "pools": [{"regions": ["eu"]}]}]
 }"#;
-
-/// One client that may watch as any node (a control-plane certificate).
-async fn any_node_client(
-    cp: &outpost_control_plane::ControlPlane,
-) -> ConfigWatchClient<tonic::transport::Channel> {
-    let token = cp.bootstrap_token().unwrap();
-    let join = join_token(&Api::new(cp, token), "control-plane", 600).await;
-    let ticket = JoinTicket {
-        url: grpc_url(cp),
-        token: join,
-    };
-    let id = pki::join::join(&ticket, NodeRole::ControlPlane, "test-watcher", &[], None)
-        .await
-        .expect("joins");
-    ConfigWatchClient::new(id.endpoint(&grpc_url(cp)).unwrap().connect().await.unwrap())
-}
 
 fn hello(
     node_id: &str,

@@ -71,14 +71,7 @@ impl Metrics {
         rcode: &'static str,
         policy: &'static str,
     ) {
-        self.queries
-            .get_or_create(&QueryLabels {
-                zone: zone.to_string(),
-                qtype,
-                rcode,
-                policy,
-            })
-            .inc();
+        self.query_counter(zone, qtype, rcode, policy).inc();
     }
 
     /// The counter of `query`'s labels, to count reused answers without a label lookup.

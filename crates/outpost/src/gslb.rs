@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use outpost_control_plane::pki::NodeRole;
@@ -42,10 +41,6 @@ fn read_config(path: &Path) -> anyhow::Result<GslbConfig> {
         .with_context(|| format!("parsing {}", path.display()))
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
 pub async fn run(args: GslbArgs) -> anyhow::Result<()> {
     if args.fed.control_plane.is_some() {
         return run_fed(args).await;
@@ -53,34 +48,18 @@ pub async fn run(args: GslbArgs) -> anyhow::Result<()> {
     let path = args.config.clone().unwrap_or_default();
     let config = read_config(&path)?;
     let gslb = start(&args, config).await?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut last_seen = modified(&path);
-    let mut poll = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let reload = tokio::select! {
-            _ = hup.recv() => true,
-            _ = poll.tick() => {
-                let now = modified(&path);
-                let changed = now != last_seen;
-                last_seen = now;
-                changed
-            }
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        };
-        if reload {
-            match read_config(&path) {
-                Err(e) => tracing::error!("config not reloaded, the old one keeps serving: {e:#}"),
-                Ok(cfg) => match gslb.apply(cfg) {
-                    Ok(()) => tracing::info!(version = gslb.version(), "config reloaded"),
-                    Err(e) => {
-                        tracing::error!("config not reloaded, the old one keeps serving: {e}")
-                    }
-                },
-            }
+    let gslb_ref = &gslb;
+    let path_ref = path.as_path();
+    crate::reload::until_stopped(path_ref, move || async move {
+        match read_config(path_ref) {
+            Err(e) => tracing::error!("config not reloaded, the old one keeps serving: {e:#}"),
+            Ok(cfg) => match gslb_ref.apply(cfg) {
+                Ok(()) => tracing::info!(version = gslb_ref.version(), "config reloaded"),
+                Err(e) => tracing::error!("config not reloaded, the old one keeps serving: {e}"),
+            },
         }
-    }
+    })
+    .await?;
     tracing::info!("shutting down");
     gslb.shutdown().await;
     Ok(())

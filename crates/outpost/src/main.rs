@@ -7,6 +7,7 @@ mod dev;
 mod edge;
 mod fed;
 mod gslb;
+mod reload;
 mod watch;
 
 use clap::{Parser, Subcommand};

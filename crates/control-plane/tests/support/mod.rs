@@ -103,6 +103,21 @@ pub async fn watch_client(
     ConfigWatchClient::new(channel)
 }
 
+/// One client watching as several nodes: a control-plane certificate may speak for any node
+/// (an edge's only for itself).
+pub async fn any_node_client(cp: &ControlPlane) -> ConfigWatchClient<Channel> {
+    let token = cp.bootstrap_token().unwrap();
+    let join = join_token(&Api::new(cp, token), "control-plane", 600).await;
+    let ticket = JoinTicket {
+        url: grpc_url(cp),
+        token: join,
+    };
+    let id = join::join(&ticket, NodeRole::ControlPlane, "test-watcher", &[], None)
+        .await
+        .expect("joins");
+    ConfigWatchClient::new(id.endpoint(&grpc_url(cp)).unwrap().connect().await.unwrap())
+}
+
 pub async fn start(dir: &Path) -> ControlPlane {
     ControlPlane::start(Settings::single(
         dir.to_path_buf(),
