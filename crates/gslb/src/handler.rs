@@ -97,7 +97,7 @@ impl Prepared {
             builder.edns(e);
         }
         builder.build(
-            self.metadata.clone(),
+            self.metadata,
             self.reply.answers.iter(),
             self.reply.authority.iter(),
             std::iter::empty(),

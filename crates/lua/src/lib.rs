@@ -14,6 +14,7 @@
 
 mod api;
 pub mod cjson;
+pub mod ffi_symbols;
 pub mod limits;
 mod numfmt;
 pub mod request;

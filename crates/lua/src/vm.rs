@@ -82,6 +82,8 @@ impl LuaVm {
         // SAFETY-free: `Lua::new` opens the safe standard libraries; LuaJIT's `ffi` and `jit`
         // come from `unsafe_new` only, which scripts written for OpenResty expect.
         let lua = unsafe { Lua::unsafe_new() };
+        // Before any script: lua-resty-string-style libraries look libcrypto up through ffi.C.
+        crate::ffi_symbols::load_libcrypto();
         let alive = Rc::new(Cell::new(true));
         let recycle = Rc::new(Cell::new(false));
         let setup = || -> mlua::Result<()> {
