@@ -414,3 +414,114 @@ fn large_and_binary_values_round_trip_unchanged() {
          1048590 1048590 true \"a\\0b\\13\\\nc\\0\u{fffd}$3\\13\\\n*1\"\n\"OK\" 1048576\n",
     );
 }
+
+/// Ours alone: what lua-resty-redis 0.27 predates (`set_timeouts`, argument checks in
+/// `connect`) and where ours goes its own way (commands sent upper-case).
+#[test]
+fn newer_api_argument_checks_and_upper_case_commands() {
+    let redis = Redis::start(&[]);
+    let out = run_with(
+        "resty.redis",
+        &redis,
+        r##"
+        local red = redis:new()
+        say(red:set_timeouts(1000, 1000, 1000))
+        say(pcall(red.connect, red, 6379))
+        say(pcall(red.connect, red, "127.0.0.1", "x"))
+        say(pcall(red.connect, red, "127.0.0.1", PORT, "opts"))
+        say(pcall(red.connect, red, "unix:SOCKET", 1))
+        say(red:connect("127.0.0.1", tostring(PORT)))
+        say(red:no_such_command("a"))
+        redis.add_commands("object")
+        say(rawget(redis, "object") ~= nil, red:set("k", "v"), red:object("encoding", "k"))
+        say(redis:array_to_hash({ "a", 1, "b", 2, "odd" }).b)
+        say(red:set_keepalive())
+        say(red:get("k"))
+        "##,
+        None,
+    );
+    assert_eq!(
+        out,
+        "\n\
+         false \"bad argument #1 host: string expected, got number\"\n\
+         false \"bad argument #2 port: number expected, got string\"\n\
+         false \"bad argument #3 opts: nil or table expected, got string\"\n\
+         false \"bad argument #2 opts: nil or table expected, got number\"\n\
+         1\n\
+         false \"ERR unknown command 'NO_SUCH_COMMAND', with args beginning with: 'a' \"\n\
+         true \"OK\" \"embstr\"\n2\n1\nnil \"closed\"\n"
+    );
+}
+
+/// Ours alone: lua-resty-redis 0.27 hands the first in-flight message to `unsubscribe`.
+#[test]
+fn messages_in_flight_at_unsubscribe_are_kept_for_read_reply() {
+    let redis = Redis::start(&[]);
+    let out = run_with(
+        "resty.redis",
+        &redis,
+        r##"
+        local sub, pub = connect(), connect()
+        say(sub:subscribe("news"))
+        -- Each publish counts one receiver once the message is in the subscriber's stream.
+        say(pub:publish("news", "one"), pub:publish("news", "two"))
+        say(sub:unsubscribe("news"))
+        say(sub:read_reply())
+        say(sub:read_reply())
+        say(sub:read_reply())
+        say(sub:set_keepalive())
+        "##,
+        None,
+    );
+    assert_eq!(
+        out,
+        "[\"subscribe\",\"news\",1]\n1 1\n[\"unsubscribe\",\"news\",0] nil\n\
+         [\"message\",\"news\",\"one\"]\n[\"message\",\"news\",\"two\"]\n\
+         nil \"not subscribed\"\n1\n"
+    );
+}
+
+#[test]
+fn tls_connections_verify_the_server_and_are_pooled() {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let tls_port = free_port();
+    let redis = Redis::start(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server's TLS port did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let script = r##"
+        local opts = { ssl = true, ssl_verify = true, server_name = "localhost" }
+        for _ = 1, 2 do
+            local red = redis:new()
+            red:set_timeout(2000)
+            say(red:connect("127.0.0.1", TLS_PORT, opts))
+            say(red:get_reused_times(), red:incr("tls"))
+            say(red:set_keepalive())
+        end
+        local red = redis:new()
+        red:set_timeout(2000)
+        say(red:connect("127.0.0.1", TLS_PORT, { ssl = true, ssl_verify = true, server_name = "example.com", pool = "other" }))
+        "##
+    .replace("TLS_PORT", &tls_port.to_string());
+    let out = run_with("resty.redis", &redis, &script, Some(c.cert.pem()));
+    assert_eq!(
+        out,
+        "1\n0 1\n1\n1\n1 2\n1\n\
+         nil \"failed to do ssl handshake: certificate host mismatch\"\n"
+    );
+}
