@@ -501,7 +501,10 @@ fn tls_connections_verify_the_server_and_are_pooled() {
     ]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server's TLS port did not open");
+        assert!(
+            Instant::now() < deadline,
+            "redis-server's TLS port did not open"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let script = r##"
