@@ -27,6 +27,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("resty.http", include_str!("lualib/http.lua")),
     ("resty.dns.resolver", include_str!("lualib/resolver.lua")),
     ("resty.mysql", include_str!("lualib/mysql.lua")),
+    ("resty.redis", include_str!("lualib/redis.lua")),
 ];
 
 /// What a phase handler ended with.

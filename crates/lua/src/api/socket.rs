@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, UserDataRefMut, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use pool::TlsTag;
 use stream::Conn;
@@ -83,6 +83,16 @@ async fn dial(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Str
             let _ = stream.set_nodelay(true);
             Ok(stream)
         }
+    }
+}
+
+/// A new unix domain socket connection; failures in nginx's words (`no such file or
+/// directory`, `connection refused`).
+async fn dial_unix(path: &str, timeout: Duration) -> Result<UnixStream, String> {
+    match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
+        Err(_) => Err("timeout".to_string()),
+        Ok(Err(e)) => Err(os_error_text(&e)),
+        Ok(Ok(stream)) => Ok(stream),
     }
 }
 
@@ -165,6 +175,10 @@ impl TcpSock {
         };
         let tcp = match conn {
             Conn::Plain(tcp) => tcp,
+            Conn::Unix(_) => {
+                self.stream = Some(conn);
+                return nil_err(lua, "ssl over unix domain sockets is not supported");
+            }
             Conn::Tls(_) => {
                 let fits = self.tls.as_ref().is_some_and(|t| t.serves(&want));
                 if fits || !self.untouched {
@@ -264,15 +278,34 @@ impl UserData for TcpSock {
             "connect",
             |lua,
              mut s: UserDataRefMut<TcpSock>,
-             (host, port, opts): (String, Option<u16>, Value)| async move {
-                let Some(port) = port else {
-                    return nil_err(&lua, "unix domain sockets are not supported");
+             (host, port, opts): (String, Value, Value)| async move {
+                // `connect("unix:/path", opts?)`: no port, the options come second.
+                let unix_path = host.strip_prefix("unix:").map(str::to_string);
+                let (port, opts) = match (&unix_path, port) {
+                    (Some(_), opts) => (0, opts),
+                    (None, Value::Nil) => {
+                        let e = format!("failed to parse host name \"{host}\": no port");
+                        return nil_err(&lua, &e);
+                    }
+                    (None, p) => match lua.coerce_integer(p.clone())? {
+                        Some(p) if (0..=65535).contains(&p) => (p as u16, opts),
+                        Some(_) => return nil_err(&lua, "bad port"),
+                        None => {
+                            return Err(mlua::Error::runtime(format!(
+                                "bad argument #2 to 'connect' (number expected, got {})",
+                                p.type_name()
+                            )))
+                        }
+                    },
                 };
                 let pool_name = match &opts {
                     Value::Table(t) => t.get::<Option<String>>("pool")?,
                     _ => None,
                 };
-                let key = pool_name.unwrap_or_else(|| format!("{host}:{port}"));
+                let key = pool_name.unwrap_or_else(|| match &unix_path {
+                    Some(_) => host.clone(),
+                    None => format!("{host}:{port}"),
+                });
                 if let Some(old) = s.stream.take() {
                     old.close_now();
                 }
@@ -290,6 +323,17 @@ impl UserData for TcpSock {
                 }
                 s.key = key;
                 let timeout = s.connect_timeout.unwrap_or(DEFAULT_TIMEOUT);
+                if let Some(path) = unix_path {
+                    s.peer = None;
+                    return match dial_unix(&path, timeout).await {
+                        Err(e) => nil_err(&lua, &e),
+                        Ok(stream) => {
+                            s.stream = Some(Conn::Unix(stream));
+                            s.reused = 0;
+                            Ok(MultiValue::from_iter([Value::Integer(1)]))
+                        }
+                    };
+                }
                 match dial(&host, port, timeout).await {
                     Err(e) => nil_err(&lua, &e),
                     Ok(stream) => {

@@ -1,17 +1,19 @@
-//! The byte stream under a TCP cosocket: plain TCP, or TLS over it after `sslhandshake`.
-//! One type for both, so `send`/`receive`/`receiveuntil` and the pool do not care which.
+//! The byte stream under a TCP cosocket: plain TCP, TLS over it after `sslhandshake`, or a
+//! unix domain socket (`connect("unix:/path")`). One type for all, so `send`/`receive`/
+//! `receiveuntil` and the pool do not care which.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixStream),
 }
 
 impl Conn {
@@ -19,7 +21,7 @@ impl Conn {
     /// enough to pool. A broken TLS state counts as unread data too.
     pub fn has_unread_plaintext(&mut self) -> bool {
         match self {
-            Conn::Plain(_) => false,
+            Conn::Plain(_) | Conn::Unix(_) => false,
             Conn::Tls(t) => t
                 .get_mut()
                 .1
@@ -68,6 +70,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -81,6 +84,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -88,6 +92,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -95,6 +100,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
