@@ -442,3 +442,39 @@ async fn subrequests_are_not_in_the_access_log() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0].contains("/cap?mode=routes"), "{lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subrequest_spends_its_parent_s_budget() {
+    let yaml = r#"
+lua_runtime: {instructions_per_request: 100000}
+shared_dicts: [{name: counters, capacity_bytes: 65536}]
+upstreams: [{name: web, peers: [{address: "@O@"}]}]
+applications:
+  - name: site
+    is_default: true
+    listeners: [{address: "127.0.0.1:0"}]
+    upstream: web
+    rules:
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_EQUALS, values: [/spin]}]
+        actions: [{lua: {content: {inline: "while true do end"}}}]
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_EQUALS, values: [/parent]}]
+        actions:
+          - lua:
+              content:
+                inline: |
+                  local ok, res = pcall(ngx.location.capture, "/spin")
+                  ngx.shared.counters:set("after", "the parent went on")
+                  ngx.say(tostring(ok))
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_EQUALS, values: [/after]}]
+        actions: [{lua: {content: {inline: "ngx.print(tostring(ngx.shared.counters:get('after')))"}}}]
+"#;
+    let origin = Origin::start("origin").await;
+    let node = edge(yaml, &[("O", origin.addr.to_string())]).await;
+    let base = base_url(&node);
+    let c = client();
+    // The budget is spent in the subrequest; the parent cannot catch that and stops too.
+    let (status, _) = get(&c, format!("{base}/parent")).await;
+    assert_eq!(status, 500);
+    let (_, after) = get(&c, format!("{base}/after")).await;
+    assert_eq!(after, "nil");
+}
