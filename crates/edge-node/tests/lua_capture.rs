@@ -23,6 +23,9 @@ applications:
     listeners: [{address: "127.0.0.1:0"}]
     upstream: web
     variables: [{name: dog, default_value: "default"}]
+    cache_rules:
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/c/]}]
+        default_ttl_seconds: 60
     rules:
       - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_EQUALS, values: [/fixed]}]
         actions: [{respond: {status: 200, body: "fixed\n"}}]
@@ -143,6 +146,11 @@ applications:
                     })
                     ngx.print(a.body, b.body)
                     ngx.say("max=", ngx.shared.counters:get("max"))
+                  elseif mode == "cached" then
+                    for _ = 1, 2 do
+                      local r = ngx.location.capture("/c/obj")
+                      ngx.say(r.status, " ", r.body, " | ", r.header["Cache-Status"])
+                    end
                   elseif mode == "broken" then
                     dump(ngx.location.capture("/broken"))
                   elseif mode == "errors" then
@@ -241,6 +249,24 @@ async fn capture_reaches_a_page_rule_a_content_handler_and_the_origin() {
     // The same handler, asked by a client, is no subrequest.
     let (_, body) = get(&c, format!("{base}/sub/echo")).await;
     assert!(body.contains(" sub=false internal=false "), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subrequest_is_served_from_the_cache() {
+    let (origin, node) = start(EdgeSettings::default()).await;
+    let base = base_url(&node);
+    let (_, body) = get(&client(), format!("{base}/cap?mode=cached")).await;
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), 2, "{body}");
+    assert!(
+        lines[0].starts_with("200 origin /c/obj hit 1 | outpost; fwd=miss;"),
+        "{body}"
+    );
+    assert!(
+        lines[1].starts_with("200 origin /c/obj hit 1 | outpost; hit;"),
+        "{body}"
+    );
+    assert_eq!(origin.hits(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
