@@ -11,6 +11,8 @@
 //! - Phases that are not a request's own step: [`LuaVm::init_worker`] (once per VM),
 //!   [`LuaVm::body_filter`] (once per response body chunk, with `ngx.arg`), and the
 //!   balancer's `require "ngx.balancer"` (`api/balancer.rs`, state in [`BalancerState`]).
+//! - Subrequests (`ngx.location.capture`, `api/location.rs`): the host runs them, through a
+//!   [`SubrequestRunner`] it puts in the request's state (`subrequest.rs`).
 
 mod api;
 pub mod cjson;
@@ -21,12 +23,16 @@ pub mod request;
 pub mod response;
 mod sandbox;
 pub mod shared_dict;
+pub mod subrequest;
 mod vm;
 
 pub use limits::{Exceeded, LuaLimits, Sandbox};
+/// A Lua value kept for later (a request's `ngx.ctx` table), as the host holds it.
+pub use mlua::RegistryKey;
 pub use request::{BalancerState, RequestState, SharedRequest};
 pub use response::{LuaResponse, content_response, error_page, status_response};
 pub use shared_dict::{SharedDict, SharedDicts};
+pub use subrequest::{CaptureFuture, Captured, Subrequest, SubrequestRunner};
 pub use vm::{LuaVm, Outcome, SYSTEM_PATH};
 
 /// `ngx.exit` codes with a meaning in the balancer phase (nginx's `NGX_ERROR`, `NGX_BUSY`,

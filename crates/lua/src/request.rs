@@ -63,8 +63,13 @@ pub struct RequestState {
     /// `require "ngx.balancer"`'s state once the request goes to an upstream; `None` before
     /// (its functions then answer "no upstream found", as OpenResty's do).
     pub balancer: Option<BalancerState>,
-    /// What the request's Lua has spent of its execution budget, all phases together.
+    /// What the request's Lua has spent of its execution budget, all phases together (and
+    /// its subrequests', which share it).
     pub budget: Rc<crate::limits::Budget>,
+    /// Runs `ngx.location.capture`'s subrequests; `None` where the host has no pipeline.
+    pub subrequests: Option<Rc<dyn crate::subrequest::SubrequestRunner>>,
+    /// 0 for a main request, 1 for its subrequests, 2 for theirs...
+    pub subrequest_depth: u32,
 }
 
 /// What the balancer phase reads and writes for one try at an upstream peer.
@@ -136,6 +141,8 @@ impl RequestState {
             body_chunk: None,
             balancer: None,
             budget: Rc::default(),
+            subrequests: None,
+            subrequest_depth: 0,
         }
     }
 }

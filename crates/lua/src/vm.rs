@@ -106,6 +106,7 @@ impl LuaVm {
             crate::api::socket::install(&lua, &ngx)?;
             crate::api::thread::install(&lua, &ngx, alive.clone())?;
             crate::api::arg::install(&lua, &ngx)?;
+            crate::api::location::install(&lua, &ngx)?;
             globals.set("ngx", ngx)?;
             let package: Table = globals.get("package")?;
             package.set("path", SYSTEM_PATH)?;

@@ -63,10 +63,28 @@ impl IdleTimer {
     }
 }
 
+/// The body a request arrived with: the client's, streaming, or a Lua subrequest's, whole in
+/// memory (`None`: no body).
+pub enum RequestBody {
+    Client(Incoming),
+    Internal(Option<Bytes>),
+}
+
+impl RequestBody {
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Internal(b) => b.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+}
+
 /// The request body sent to a peer.
 pub enum UpstreamRequestBody {
     Empty,
     Stream(Box<StreamedRequest>),
+    /// A subrequest's body, sent in one frame.
+    Full(Option<Bytes>),
 }
 
 pub struct StreamedRequest {
@@ -116,6 +134,9 @@ impl Body for UpstreamRequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let s = match self.get_mut() {
             UpstreamRequestBody::Empty => return Poll::Ready(None),
+            UpstreamRequestBody::Full(b) => {
+                return Poll::Ready(b.take().map(|b| Ok(Frame::data(b))));
+            }
             UpstreamRequestBody::Stream(s) => s,
         };
         match Pin::new(&mut s.inner).poll_frame(cx) {
@@ -145,6 +166,7 @@ impl Body for UpstreamRequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamRequestBody::Empty => true,
+            UpstreamRequestBody::Full(b) => b.is_none(),
             UpstreamRequestBody::Stream(s) => s.inner.is_end_stream(),
         }
     }
@@ -152,6 +174,9 @@ impl Body for UpstreamRequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamRequestBody::Empty => SizeHint::with_exact(0),
+            UpstreamRequestBody::Full(b) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
             UpstreamRequestBody::Stream(s) => s.inner.size_hint(),
         }
     }

@@ -6,6 +6,9 @@
 //! 3. **content**: the chosen upstream answers (with retries across peers), or the rules did;
 //! 4. **header filter**: hop-by-hop fields out, `Via` and rule headers in;
 //! 5. **log**: when the body is done, the access log line and the metrics.
+//!
+//! Lua subrequests (`ngx.location.capture`, `proxy/subrequest.rs`) take the same way, from
+//! [`serve`], but are internal: no access log line, no request metrics, no Lua log phase.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -19,11 +22,12 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::access_log::{LogRecord, format_line};
-use super::body::{ResponseBody, UpstreamRequestBody};
+use super::body::{RequestBody, ResponseBody, UpstreamRequestBody};
 use super::cache_phase;
 use super::forward::{self, Forwarded, X_REQUEST_ID};
 use super::lua_balancer::BalancerLua;
 use super::lua_phase;
+use super::subrequest::{self, SubrequestSetup};
 use super::upstream_call::{self, UpstreamHead, UpstreamInfo};
 use crate::clock;
 use crate::config::host_router::normalize_host;
@@ -37,11 +41,34 @@ pub async fn handle(
     conn: Rc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let started = Instant::now();
-    let in_flight = conn.begin_request();
+    let caller = Caller::Client {
+        started: Instant::now(),
+        in_flight: conn.begin_request(),
+    };
     let snapshot = w.shared.snapshot.load_full();
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    Ok(serve(w, conn, snapshot, parts, RequestBody::Client(body), caller).await)
+}
 
+/// Who a request is for: a client (its response is counted and logged when its body is
+/// done) or a Lua subrequest (internal: neither).
+pub enum Caller {
+    Client {
+        started: Instant,
+        in_flight: crate::server::worker::InFlight,
+    },
+    Subrequest(Rc<SubrequestSetup>),
+}
+
+/// The pipeline, for a client's request or a subrequest, against `snapshot`.
+pub async fn serve(
+    w: Rc<WorkerCtx>,
+    conn: Rc<ConnInfo>,
+    snapshot: Arc<Snapshot>,
+    mut parts: http::request::Parts,
+    body: RequestBody,
+    caller: Caller,
+) -> Response<ResponseBody> {
     let host_raw = parts
         .uri
         .authority()
@@ -72,7 +99,7 @@ pub async fn handle(
             StatusCode::NOT_FOUND,
             "no application serves this host\n",
         ));
-        return Ok(finish(
+        return finish(
             resp,
             &snapshot,
             None,
@@ -81,10 +108,9 @@ pub async fn handle(
             &host,
             &request_id,
             &logged,
-            started,
             UpstreamInfo::default(),
-            in_flight,
-        ));
+            caller,
+        );
     };
 
     let view = RequestView {
@@ -147,13 +173,19 @@ pub async fn handle(
     };
     let balancer_code = upstream.as_ref().and_then(|u| u.lua_balancer.clone());
     let lua_state = (!lua.is_empty() || balancer_code.is_some()).then(|| {
-        lua_phase::request_state(
+        let state = lua_phase::request_state(
             &parts,
             &conn,
             &host,
             request_id.to_str().unwrap_or(""),
             &app,
-        )
+        );
+        let sub = match &caller {
+            Caller::Subrequest(setup) => Some(setup.as_ref()),
+            Caller::Client { .. } => None,
+        };
+        subrequest::prepare(&state, &w, &conn, &snapshot, &host_raw, parts.version, sub);
+        state
     });
     let balancer = balancer_code
         .zip(lua_state.clone())
@@ -203,7 +235,7 @@ pub async fn handle(
             forward::apply(resp.headers_mut(), &fx.response_headers);
             lua_phase::after_response(&w, &snapshot, &app, &lua, state, &parts.method, &mut resp)
                 .await;
-            return Ok(finish(
+            return finish(
                 resp,
                 &snapshot,
                 Some(&app),
@@ -212,10 +244,9 @@ pub async fn handle(
                 &host,
                 &request_id,
                 &logged,
-                started,
                 UpstreamInfo::default(),
-                in_flight,
-            ));
+                caller,
+            );
         }
     }
 
@@ -251,16 +282,16 @@ pub async fn handle(
                         .as_ref()
                         .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
                     let over_limit = Rc::new(Cell::new(false));
-                    let upstream_body = if body.is_end_stream() {
-                        UpstreamRequestBody::Empty
-                    } else {
-                        UpstreamRequestBody::stream(
-                            body,
+                    let upstream_body = match body {
+                        b if b.is_end_stream() => UpstreamRequestBody::Empty,
+                        RequestBody::Internal(b) => UpstreamRequestBody::Full(b),
+                        RequestBody::Client(b) => UpstreamRequestBody::stream(
+                            b,
                             snapshot.limits.max_body_bytes,
                             over_limit.clone(),
                             app.metrics.bytes_received.clone(),
                             up.send_timeout,
-                        )
+                        ),
                     };
                     let target = rewrite_target(fx.rewritten_path.as_deref(), &parts.uri);
                     let mut headers = std::mem::take(&mut parts.headers);
@@ -390,7 +421,7 @@ pub async fn handle(
     if let Some(state) = &lua_state {
         lua_phase::after_response(&w, &snapshot, &app, &lua, state, &parts.method, &mut resp).await;
     }
-    Ok(finish(
+    finish(
         resp,
         &snapshot,
         Some(&app),
@@ -399,10 +430,9 @@ pub async fn handle(
         &host,
         &request_id,
         &logged,
-        started,
         info,
-        in_flight,
-    ))
+        caller,
+    )
 }
 
 fn via(v: Version) -> &'static str {
@@ -430,8 +460,12 @@ fn rewrite_target(rewritten: Option<&str>, uri: &Uri) -> Uri {
 /// A request body for a Lua content handler, read whole up to [`lua_phase::MAX_LUA_BODY`];
 /// a larger one is not read (`ngx.req.get_body_data` returns nil, as nginx does when the body
 /// went to a file).
-async fn read_small_body(body: &mut Incoming) -> Option<bytes::Bytes> {
+async fn read_small_body(body: &mut RequestBody) -> Option<bytes::Bytes> {
     use http_body_util::BodyExt;
+    let body = match body {
+        RequestBody::Internal(b) => return b.clone(),
+        RequestBody::Client(b) => b,
+    };
     if body.is_end_stream() {
         return None;
     }
@@ -495,10 +529,12 @@ fn finish(
     host: &str,
     request_id: &HeaderValue,
     logged: &LoggedHeaders,
-    started: Instant,
     upstream: UpstreamInfo,
-    in_flight: crate::server::worker::InFlight,
+    caller: Caller,
 ) -> Response<ResponseBody> {
+    let Caller::Client { started, in_flight } = caller else {
+        return resp;
+    };
     let status = resp.status().as_u16();
     let metrics = app.map_or_else(|| snapshot.unrouted.clone(), |a| a.metrics.clone());
     metrics.count(status);

@@ -40,6 +40,17 @@ impl LuaRequest {
         let vm = w.lua_vm(snapshot)?;
         Ok(self.vm.get_or_init(|| vm).clone())
     }
+
+    /// The VM, once a phase has chosen it.
+    pub fn chosen_vm(&self) -> Option<Rc<LuaVm>> {
+        self.vm.get().cloned()
+    }
+
+    /// Runs this request on `vm`: a subrequest's phases run on its parent's VM, where its
+    /// `ctx` table lives.
+    pub fn use_vm(&self, vm: Rc<LuaVm>) {
+        let _ = self.vm.set(vm);
+    }
 }
 
 pub fn request_state(
@@ -275,7 +286,9 @@ pub async fn after_response(
             }
         }
     }
-    if !lua.log.is_empty() {
+    // nginx runs no log phase for subrequests.
+    let internal = state.borrow().subrequest_depth > 0;
+    if !lua.log.is_empty() && !internal {
         let (sent, done) = tokio::sync::oneshot::channel::<()>();
         resp.body_mut().on_finish(Box::new(move |_, _| {
             let _ = sent.send(());

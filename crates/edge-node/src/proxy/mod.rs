@@ -10,5 +10,6 @@ pub mod forward;
 pub mod handler;
 pub mod lua_balancer;
 pub mod lua_phase;
+pub mod subrequest;
 pub mod upgrade;
 pub mod upstream_call;

@@ -272,6 +272,7 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
         lua.create_function(|lua, (_, key): (Table, String)| match key.as_str() {
             "status" => request::with(|r| Ok(Value::Integer(r.status.unwrap_or(0) as i64))),
             "headers_sent" => request::with(|r| Ok(Value::Boolean(r.headers_sent))),
+            "is_subrequest" => request::with(|r| Ok(Value::Boolean(r.subrequest_depth > 0))),
             "ctx" => {
                 let req = request::current()
                     .ok_or_else(|| mlua::Error::runtime("no request ctx found"))?;

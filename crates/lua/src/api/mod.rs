@@ -3,6 +3,7 @@
 pub mod arg;
 pub mod balancer;
 pub mod codec;
+pub mod location;
 pub mod misc;
 pub mod output;
 pub mod re;

@@ -16,7 +16,11 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "http_version",
         lua.create_function(|_, ()| request::with(|r| Ok(r.http_version)))?,
     )?;
-    req.set("is_internal", lua.create_function(|_, ()| Ok(false))?)?;
+    // Subrequests are internal requests in nginx; nothing else here is.
+    req.set(
+        "is_internal",
+        lua.create_function(|_, ()| request::with(|r| Ok(r.subrequest_depth > 0)))?,
+    )?;
     req.set(
         "start_time",
         lua.create_function(|_, ()| {
