@@ -7,12 +7,14 @@
 //! - [`SharedDicts`]: `ngx.shared.DICT`, shared by all workers. [`cjson`]: lua-cjson.
 //! - [`LuaLimits`] (`limits.rs`): a memory limit per VM, an execution budget per request, and
 //!   the sandbox for untrusted code (`sandbox.rs`).
+//! - [`CacheAccess`]: the edge's cache as `require "outpost.cache"` reads and writes it.
 //! - [`check_syntax`]: a compile check that runs nothing, for validating configs.
 //! - Phases that are not a request's own step: [`LuaVm::init_worker`] (once per VM),
 //!   [`LuaVm::body_filter`] (once per response body chunk, with `ngx.arg`), and the
 //!   balancer's `require "ngx.balancer"` (`api/balancer.rs`, state in [`BalancerState`]).
 
 mod api;
+pub mod cache_access;
 pub mod cjson;
 pub mod ffi_symbols;
 pub mod limits;
@@ -23,6 +25,7 @@ mod sandbox;
 pub mod shared_dict;
 mod vm;
 
+pub use cache_access::{CacheAccess, CacheAccessError, CacheFuture, CachedObject, NewObject};
 pub use limits::{Exceeded, LuaLimits, Sandbox};
 pub use request::{BalancerState, RequestState, SharedRequest};
 pub use response::{LuaResponse, content_response, error_page, status_response};
