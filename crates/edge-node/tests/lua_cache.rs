@@ -60,6 +60,16 @@ applications:
       - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_EQUALS, values: [/lua/purge]}]
         actions:
           - lua: {content: {inline: "ngx.say(require('outpost.cache').purge_tag(ngx.var.arg_tag))"}}
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_EQUALS, values: [/lua/timer]}]
+        actions:
+          - lua:
+              content:
+                inline: |
+                  local key = require("keyof")()
+                  local ok, err = ngx.timer.at(0, function()
+                    require("outpost.cache").set(key, {body = "from-timer", ttl = 60})
+                  end)
+                  ngx.say(ok and "true" or "false", " ", tostring(err))
       - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_EQUALS, values: [/lua/hf]}]
         actions:
           - lua:
@@ -258,4 +268,27 @@ async fn the_cache_calls_are_disabled_in_header_filter() {
         header(&h, "x-err"),
         "API disabled in the context of header_filter_by_lua*"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_can_store_objects() {
+    let origin = Origin::start("o").await;
+    let node = start(&origin, None).await;
+    let (base, c) = (base_url(&node), client());
+    let (_, said) = get(&c, &lua_url(&base, "timer", "/c/timer", "")).await;
+    assert_eq!(said, "true nil\n");
+    // The timer runs after the request; poll the object, bounded, with the script's get.
+    let mut stored = false;
+    for _ in 0..50 {
+        let (_, said) = get(&c, &lua_url(&base, "get", "/c/timer", "")).await;
+        if said.ends_with("body=from-timer\n") {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stored, "the timer's set is visible");
+    let (h, body) = get(&c, &format!("{base}/c/timer")).await;
+    assert!(is_hit(&h) && body == "from-timer", "{h:?} {body}");
+    assert_eq!(origin.hits(), 0);
 }
