@@ -193,10 +193,52 @@ impl Cache {
         }
     }
 
-    pub fn remove(&self, key: &KeyHash) {
+    /// Removes the object under `key` from every tier; says whether any tier held it.
+    pub fn remove(&self, key: &KeyHash) -> bool {
+        let mut held = self.memory.get(key).is_some();
         self.memory.remove(key);
         if let Some(d) = &self.disk {
+            held |= d.get(key).is_some();
             d.remove(key);
+        }
+        held
+    }
+
+    /// Stores a whole object at once (one a script made, not a fill from the origin): in
+    /// memory when it fits, and on disk when there is a disk tier. Fails only if no tier took
+    /// it.
+    pub fn put(
+        &self,
+        key: KeyHash,
+        meta: Arc<ObjectMeta>,
+        body: &[Bytes],
+    ) -> Result<(), StorageError> {
+        let mut stored = false;
+        let mut first_error = None;
+        if meta.body_len <= self.memory.max_object() {
+            match self.memory.put(key, meta.clone(), body) {
+                Ok(()) => stored = true,
+                Err(e) => first_error = Some(e),
+            }
+        } else {
+            // An older, smaller copy must not outlive this one in memory.
+            self.memory.remove(&key);
+            first_error = Some(StorageError::TooLarge(meta.body_len));
+        }
+        if let Some(d) = &self.disk {
+            match d.put(key, meta, body) {
+                Ok(()) => stored = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not store an object on disk");
+                    // The memory copy, if any, still serves; a stale disk copy must not.
+                    d.remove(&key);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if !stored => Err(e),
+            _ => Ok(()),
         }
     }
 

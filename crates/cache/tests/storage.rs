@@ -236,3 +236,49 @@ fn disk_tier_evicts_the_least_recently_used_when_full() {
     );
     assert!(d.get(&keys[9]).is_some());
 }
+
+#[test]
+fn a_whole_object_put_into_the_cache_goes_to_each_tier_that_takes_it() {
+    use outpost_cache::{Cache, CacheSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&CacheSettings {
+        memory_bytes: 1 << 20,
+        max_memory_object: 8,
+        disk: Some((dir.path().to_path_buf(), 1 << 20)),
+    })
+    .unwrap();
+    let small = KeyHash::of("small");
+    cache
+        .put(small, meta("u", &["t"], 3), &chunks(&["abc"]))
+        .unwrap();
+    assert!(cache.memory().get(&small).is_some());
+    assert!(cache.disk().unwrap().get(&small).is_some());
+    // Too large for memory: on disk only.
+    let large = KeyHash::of("large");
+    cache
+        .put(large, meta("u", &[], 12), &chunks(&["0123456789ab"]))
+        .unwrap();
+    assert!(cache.memory().get(&large).is_none());
+    assert_eq!(body_of(&cache.get(&large).unwrap()), b"0123456789ab");
+    assert!(cache.remove(&small));
+    assert!(!cache.remove(&small), "nothing left to remove");
+    assert!(cache.get(&small).is_none());
+}
+
+#[test]
+fn a_put_no_tier_takes_is_an_error() {
+    use outpost_cache::{Cache, CacheSettings};
+    let cache = Cache::open(&CacheSettings {
+        memory_bytes: 1 << 20,
+        max_memory_object: 4,
+        disk: None,
+    })
+    .unwrap();
+    let k = KeyHash::of("k");
+    assert!(
+        cache
+            .put(k, meta("u", &[], 5), &chunks(&["hello"]))
+            .is_err()
+    );
+    assert!(cache.get(&k).is_none());
+}

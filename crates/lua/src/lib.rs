@@ -7,6 +7,7 @@
 //! - [`SharedDicts`]: `ngx.shared.DICT`, shared by all workers. [`cjson`]: lua-cjson.
 //! - [`LuaLimits`] (`limits.rs`): a memory limit per VM, an execution budget per request, and
 //!   the sandbox for untrusted code (`sandbox.rs`).
+//! - [`CacheAccess`]: the edge's cache as `require "outpost.cache"` reads and writes it.
 //! - [`check_syntax`]: a compile check that runs nothing, for validating configs.
 //! - Phases that are not a request's own step: [`LuaVm::init_worker`] (once per VM),
 //!   [`LuaVm::body_filter`] (once per response body chunk, with `ngx.arg`), and the
@@ -15,6 +16,7 @@
 //!   [`SubrequestRunner`] it puts in the request's state (`subrequest.rs`).
 
 mod api;
+pub mod cache_access;
 pub mod cjson;
 pub mod ffi_symbols;
 pub mod limits;
@@ -26,6 +28,7 @@ pub mod shared_dict;
 pub mod subrequest;
 mod vm;
 
+pub use cache_access::{CacheAccess, CacheAccessError, CacheFuture, CachedObject, NewObject};
 pub use limits::{Exceeded, LuaLimits, Sandbox};
 /// A Lua value kept for later (a request's `ngx.ctx` table), as the host holds it.
 pub use mlua::RegistryKey;

@@ -122,37 +122,9 @@ impl LuaVm {
             )?;
             crate::api::resty_string::install(&lua, &preload)?;
             // lua-resty-core is built in here: requiring it does nothing.
-            // srcache-style control of the edge's cache for this request.
-            let cache = lua.create_table()?;
-            cache.set(
-                "set_key",
-                lua.create_function(|_, key: String| {
-                    crate::request::with(|r| {
-                        r.cache_key = Some(key);
-                        Ok(())
-                    })
-                })?,
-            )?;
-            cache.set(
-                "skip_lookup",
-                lua.create_function(|_, ()| {
-                    crate::request::with(|r| {
-                        r.cache_skip_lookup = true;
-                        Ok(())
-                    })
-                })?,
-            )?;
-            cache.set(
-                "skip_store",
-                lua.create_function(|_, ()| {
-                    crate::request::with(|r| {
-                        r.cache_skip_store = true;
-                        Ok(())
-                    })
-                })?,
-            )?;
+            // The edge's cache: srcache-style control of it, and its objects.
             let loaded: Table = package.get("loaded")?;
-            loaded.set("outpost.cache", cache)?;
+            crate::api::cache::install(&lua, &loaded)?;
             for empty in ["resty.core", "resty.core.base"] {
                 preload.set(empty, lua.create_function(|lua, ()| lua.create_table())?)?;
             }
@@ -257,6 +229,12 @@ impl LuaVm {
 
     pub fn lua(&self) -> &Lua {
         &self.lua
+    }
+
+    /// The cache `require "outpost.cache"` reads and writes (`get`, `set`, `delete`,
+    /// `purge_tag`, `key`). Without one they answer `nil, "no cache"`.
+    pub fn set_cache_access(&self, access: std::rc::Rc<dyn crate::CacheAccess>) {
+        self.lua.set_app_data(crate::api::cache::CacheSlot(access));
     }
 
     pub fn limits(&self) -> &LuaLimits {

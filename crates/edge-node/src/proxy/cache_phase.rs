@@ -98,7 +98,7 @@ pub fn store_options(rule: &CacheRule) -> StoreOptions {
     }
 }
 
-fn ms(t: SystemTime) -> u64 {
+pub(crate) fn ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
@@ -107,7 +107,7 @@ fn time(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-fn view(meta: &ObjectMeta) -> StoredView<'_> {
+pub(crate) fn view(meta: &ObjectMeta) -> StoredView<'_> {
     StoredView {
         status: StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK),
         headers: &meta.headers,
@@ -690,7 +690,7 @@ fn finish_headers(
 }
 
 /// Purge tags: `Surrogate-Key` (space-separated) and `Cache-Tag` (comma-separated).
-fn tags(h: &HeaderMap) -> Vec<String> {
+pub(crate) fn tags(h: &HeaderMap) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for v in h
         .get_all(&SURROGATE_KEY)

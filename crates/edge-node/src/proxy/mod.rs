@@ -9,6 +9,7 @@ pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod lua_balancer;
+pub mod lua_cache;
 pub mod lua_phase;
 pub mod subrequest;
 pub mod upgrade;

@@ -79,6 +79,9 @@ impl WorkerCtx {
             &snapshot.lua_modules,
             snapshot.lua_limits.clone(),
         )?);
+        vm.set_cache_access(Rc::new(crate::proxy::lua_cache::LuaCache {
+            snapshot: self.shared.snapshot.clone(),
+        }));
         if recycle {
             // The error line was the request's that hit the limit; this says what followed.
             tracing::info!(target: "lua", worker = self.id,

@@ -2,6 +2,7 @@
 
 pub mod arg;
 pub mod balancer;
+pub mod cache;
 pub mod codec;
 pub mod location;
 pub mod misc;
