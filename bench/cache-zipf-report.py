@@ -41,6 +41,7 @@ def derived(r):
         "per_cpu": req / cpu if cpu else None,
         "other": num(r["other_cpu_s"]) / dur if dur else None,
         "errors": num(r["errors"]),
+        "peak": num(r.get("peak_objects")),
     }
 
 
@@ -52,16 +53,17 @@ def main():
     for r in rows:
         by.setdefault(r["peer"], {})[r["rep"]] = (derived(r), r)
     print("| target | hit ratio (1 - origin/client) | hit ratio (cache's own) | origin requests "
-          "| rps | p50 / p99 ms | proxy cores | req/CPU-s | errors | held at the end (last rep) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| rps | p50 / p99 ms | proxy cores | req/CPU-s | errors | peak objects held | held at the end (last rep) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for peer, reps in by.items():
         ds = [d for d, _ in reps.values()]
         m = {k: med([d[k] for d in ds]) for k in ds[0]}
         last = reps[max(reps, key=int)][1]["held"]
         own = "%.3f" % m["self_hit"] if m["self_hit"] is not None else "%.3f (X-Cache)" % m["hdr_hit"]
+        peak = f"{m['peak']:.0f}" if m["peak"] is not None else "NA"
         print(f"| {peer} | {m['hit']:.3f} | {own} | {m['origin']:.0f} | {m['rps'] / 1000:.1f}k "
               f"| {m['p50']:.2f} / {m['p99']:.2f} | {m['cores']:.2f} | {m['per_cpu'] / 1000:.1f}k "
-              f"| {m['errors']:.0f} | {last} |")
+              f"| {m['errors']:.0f} | {peak} | {last} |")
     others = [d["other"] for reps in by.values() for d, _ in reps.values()]
     print(f"\nOther processes' CPU during measured runs: median {med(others):.2f} cores, "
           f"max {max(others):.2f}.")

@@ -5,6 +5,7 @@
 #
 #   bench/cache-zipf.sh                                 # 50,000 x 10 KiB objects, 192 MiB caches
 #   REPS=3 OBJECTS=50000 ZIPF_S=1.0 CACHE_MB=192 OUTPOST_MEMORY_MB=64 bench/cache-zipf.sh
+#   PEERS="outpost outpost-memory" bench/cache-zipf.sh  # two tiers vs all of it in memory
 #
 # One repetition runs every peer once (start position rotated each repetition). For each:
 # a fresh, empty cache is started; WARM_REQUESTS Zipf requests warm it; then REQUESTS Zipf
@@ -107,6 +108,7 @@ kill_tree() {
 }
 cleanup() {
   local i
+  [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null
   for ((i=${#STARTED[@]}-1; i>=0; i--)); do kill_tree "${STARTED[$i]}"; done
   for d in "${CACHEDIRS[@]}"; do rm -rf "$d"; done
   rm -rf "$RUN"
@@ -222,14 +224,20 @@ VCL
       start_bg "varnish-$rep" varnishd -F -j none -n "$PEER_VARNISH_DIR" -f "$RUN/zipf.vcl" \
         -a "127.0.0.1:$PROXY_PORT,HTTP" -s "malloc,${CACHE_MB}m" -p thread_pools="$WORKERS" \
         -p thread_pool_min=200 -p thread_pool_max=5000;;
-    outpost)
+    outpost|outpost-memory)
+      # outpost-memory: the whole capacity in the memory tier, no disk tier (for comparison).
+      if [ "$name" = outpost ]; then
+        storage="memory_bytes: $((OUTPOST_MEMORY_MB << 20))
+    disk_path: \"$PEER_CACHE\"
+    disk_bytes: $((OUTPOST_DISK_MB << 20))"
+      else
+        storage="memory_bytes: $((CACHE_MB << 20))"
+      fi
       cat > "$RUN/edge.yaml" <<YAML
 version: 1
 server:
   cache:
-    memory_bytes: $((OUTPOST_MEMORY_MB << 20))
-    disk_path: "$PEER_CACHE"
-    disk_bytes: $((OUTPOST_DISK_MB << 20))
+    $storage
 upstreams:
   - name: origin
     peers: [{address: "$ORIGIN_HOSTPORT"}]
@@ -242,7 +250,7 @@ applications:
     upstream: origin
     cache_rules: [{}]
 YAML
-      start_bg "outpost-$rep" "$OUTPOST" edge --config "$RUN/edge.yaml" --workers "$WORKERS" \
+      start_bg "$name-$rep" "$OUTPOST" edge --config "$RUN/edge.yaml" --workers "$WORKERS" \
         --admin "127.0.0.1:$ADMIN_PORT" --access-log off;;
     *) die "unknown peer $name";;
   esac
@@ -253,7 +261,7 @@ YAML
 # The cache's own count of hits and lookups, as "hits lookups" (empty if it has none).
 self_counts() {
   case "$1" in
-    outpost) curl -fs "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
+    outpost*) curl -fs "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
         /^outpost_edge_cache_requests_total\{/ && /application="zipf"/ {
           n += $NF; if ($0 ~ /result="hit"/) h += $NF } END { print h + 0, n + 0 }';;
     varnish) varnishstat -n "$PEER_VARNISH_DIR" -1 -f MAIN.cache_hit -f MAIN.cache_miss 2>/dev/null | awk '
@@ -264,7 +272,7 @@ self_counts() {
 # What the cache holds at the end, for the record.
 cache_held() {
   case "$1" in
-    outpost) curl -fs "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
+    outpost*) curl -fs "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
         /^outpost_edge_cache_size_bytes\{/ { split($0, a, "tier=\""); split(a[2], t, "\""); b[t[1]] = $NF }
         /^outpost_edge_cache_objects\{/ { split($0, a, "tier=\""); split(a[2], t, "\""); o[t[1]] = $NF }
         END { printf "mem %.0fMiB/%d disk %.0fMiB/%d", b["memory"] / 1048576, o["memory"], b["disk"] / 1048576, o["disk"] }';;
@@ -276,16 +284,37 @@ cache_held() {
   esac
 }
 
+# Objects held now (Outpost: memory plus disk, which may overlap).
+held_objects() {
+  case "$1" in
+    outpost*) curl -fs "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
+        /^outpost_edge_cache_objects\{/ { n += $NF } END { print n + 0 }';;
+    nginx) find "$PEER_CACHE" -type f -not -name '*.0*' 2>/dev/null | wc -l;;
+    varnish) varnishstat -n "$PEER_VARNISH_DIR" -1 -f MAIN.n_object 2>/dev/null | awk '{ n = $2 } END { print n + 0 }';;
+  esac
+}
+# Samples held_objects twice a second (bounded) and keeps the peak in $RUN/peak: nginx's cache
+# manager enforces max_size only when it wakes, so the end state can hide an overshoot.
+sample_peak() {
+  local max=0 n i
+  echo 0 > "$RUN/peak"
+  for ((i=0; i<MAX_SECONDS*2+10; i++)); do
+    n="$(held_objects "$1")"
+    [ "${n:-0}" -gt "$max" ] && { max="$n"; echo "$max" > "$RUN/peak"; }
+    sleep 0.5
+  done
+}
+
 load() {  # seed requests -> "ZIPF {...}" line, then "CPU user sys"
   local TIMEFORMAT='CPU %U %S'
-  { time nice -n "$BENCH_NICE" "$LOADGEN" --url "http://127.0.0.1:$PROXY_PORT" --objects "$OBJECTS" \
+  { time nice -n "$BENCH_NICE" timeout $((MAX_SECONDS + 30)) "$LOADGEN" --url "http://127.0.0.1:$PROXY_PORT" --objects "$OBJECTS" \
       --s "$ZIPF_S" --seed "$1" --requests "$2" --conns "$CONNS" --threads "$CLIENT_THREADS" \
       --max-seconds "$MAX_SECONDS" --expect-bytes $((OBJECT_KIB * 1024)) ; } 2>&1
 }
 json() { python3 -c 'import json,sys; print(json.loads(sys.argv[1].split(" ",1)[1])[sys.argv[2]])' "$1" "$2"; }
 
 mkdir -p "$(dirname "$RESULTS")"
-printf 'rep\tpeer\trequests\terrors\tduration_s\trps\tp50_ms\tp99_ms\torigin_requests\thit_ratio\theader_hits\tself_hits\tself_lookups\tproxy_cpu_s\tother_cpu_s\twarm_rps\twarm_origin\tdeadline_hit\theld\n' > "$RESULTS"
+printf 'rep\tpeer\trequests\terrors\tduration_s\trps\tp50_ms\tp99_ms\torigin_requests\thit_ratio\theader_hits\tself_hits\tself_lookups\tproxy_cpu_s\tother_cpu_s\twarm_rps\twarm_origin\tdeadline_hit\theld\tpeak_objects\n' > "$RESULTS"
 read -r -a PEER_LIST <<< "$PEERS"
 n=${#PEER_LIST[@]}
 log "run dir $RUN; $OBJECTS objects x $OBJECT_KIB KiB, Zipf s=$ZIPF_S; caches ${CACHE_MB} MiB" \
@@ -303,8 +332,11 @@ for ((rep=1; rep<=REPS; rep++)); do
     sleep 1   # let nginx's cache manager and moka's maintenance catch up, as they would between bursts
     o0=$(origin_count); read -r sh0 sl0 <<< "$(self_counts "$peer") "
     p0=$(cpu_ticks "$PEER_PID"); b0=$(sys_busy_ticks); g0=$(cpu_ticks "$ORIGIN_PID")
+    sample_peak "$peer" & SAMPLER=$!
     out="$(load $((SEED * 1000 + rep * 2 + 1)) "$REQUESTS")"
     p1=$(cpu_ticks "$PEER_PID"); b1=$(sys_busy_ticks); g1=$(cpu_ticks "$ORIGIN_PID")
+    kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
+    peak="$(cat "$RUN/peak")"
     sleep 0.3  # the origin writes its log line after the response
     o1=$(origin_count); read -r sh1 sl1 <<< "$(self_counts "$peer") "
     line="$(grep '^ZIPF ' <<< "$out")" || die "$peer: load generator failed: $out"
@@ -312,21 +344,21 @@ for ((rep=1; rep<=REPS; rep++)); do
     held="$(cache_held "$peer")"
     stop_bg "$PEER_PID"
     row="$(python3 - "$line" "$warm_line" "$rep" "$peer" $((o1 - o0)) "${sh0:-}" "${sl0:-}" "${sh1:-}" "${sl1:-}" \
-        $((p1 - p0)) $((b1 - b0)) $((g1 - g0)) "$lcpu" "$HZ" $((o0 - ow0)) "$held" <<'PY'
+        $((p1 - p0)) $((b1 - b0)) $((g1 - g0)) "$lcpu" "$HZ" $((o0 - ow0)) "$held" "$peak" <<'PY'
 import json, sys
 a = sys.argv[1:]
 m = json.loads(a[0].split(" ", 1)[1]); w = json.loads(a[1].split(" ", 1)[1])
 rep, peer, origin = a[2], a[3], int(a[4])
 sh0, sl0, sh1, sl1 = a[5:9]
 pcpu, busy, ocpu, lcpu, hz = int(a[9]), int(a[10]), int(a[11]), float(a[12]), int(a[13])
-held = a[15]
+held, peak = a[15], a[16]
 self_h = str(int(sh1) - int(sh0)) if sh0 and sh1 else "NA"
 self_l = str(int(sl1) - int(sl0)) if sl0 and sl1 else "NA"
 req = m["requests"]
 other = busy / hz - pcpu / hz - ocpu / hz - lcpu
 print("\t".join(map(str, [rep, peer, req, m["errors"], m["duration_s"], m["rps"], m["p50_ms"], m["p99_ms"],
     origin, "%.4f" % (1 - origin / req if req else 0), m["hits"], self_h, self_l, "%.2f" % (pcpu / hz),
-    "%.2f" % other, w["rps"], a[14], str(m["deadline_hit"] or w["deadline_hit"]).lower(), held])))
+    "%.2f" % other, w["rps"], a[14], str(m["deadline_hit"] or w["deadline_hit"]).lower(), held, peak])))
 PY
 )"
     printf '%s\n' "$row" >> "$RESULTS"

@@ -24,6 +24,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use tokio::net::TcpStream;
 
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct Args {
     url: String,
     objects: u32,
@@ -161,22 +163,17 @@ async fn connection(sh: Arc<Shared>) -> Vec<u32> {
                 .body(Empty::<Bytes>::new())
                 .expect("static request parts are valid");
             let t0 = Instant::now();
-            let resp = match send.send_request(req).await {
-                Ok(r) => r,
-                Err(_) => {
-                    sh.counts.errors.fetch_add(1, Ordering::Relaxed);
-                    reconnects += 1;
-                    continue 'outer;
-                }
+            // A stalled response must not hold the run past its deadline: it counts as an
+            // error and the connection is replaced.
+            let exchange = async {
+                let (parts, body) = send.send_request(req).await.ok()?.into_parts();
+                Some((parts, body.collect().await.ok()?.to_bytes()))
             };
-            let (parts, body) = resp.into_parts();
-            let body = match body.collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    sh.counts.errors.fetch_add(1, Ordering::Relaxed);
-                    reconnects += 1;
-                    continue 'outer;
-                }
+            let Ok(Some((parts, body))) = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await
+            else {
+                sh.counts.errors.fetch_add(1, Ordering::Relaxed);
+                reconnects += 1;
+                continue 'outer;
             };
             let us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
             let good = parts.status == http::StatusCode::OK
