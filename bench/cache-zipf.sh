@@ -108,7 +108,8 @@ kill_tree() {
 }
 cleanup() {
   local i
-  [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null
+  set +e  # stop everything even if one step fails
+  [ -z "${SAMPLER:-}" ] || kill "$SAMPLER" 2>/dev/null || true
   for ((i=${#STARTED[@]}-1; i>=0; i--)); do kill_tree "${STARTED[$i]}"; done
   for d in "${CACHEDIRS[@]}"; do rm -rf "$d"; done
   rm -rf "$RUN"
