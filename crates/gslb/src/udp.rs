@@ -83,9 +83,6 @@ pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
             Some(socket2::Protocol::UDP),
         )?;
         s.set_reuse_port(true)?;
-        if at.is_ipv6() {
-            s.set_only_v6(true)?;
-        }
         s.bind(&at.into())?;
         let s: UdpSocket = s.into();
         at = s.local_addr()?;
