@@ -95,10 +95,10 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     )?;
     req.set(
         "set_uri_args",
-        lua.create_function(|_, v: Value| {
+        lua.create_function(|lua, v: Value| {
             let args = match v {
                 Value::String(s) => s.to_str()?.to_string(),
-                Value::Table(t) => super::codec::encode_args(&t)?,
+                Value::Table(t) => super::codec::encode_args(lua, &t)?,
                 _ => {
                     return Err(mlua::Error::runtime(
                         "bad argument #1 to 'set_uri_args' (string or table expected)",
