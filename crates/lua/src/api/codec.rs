@@ -108,6 +108,8 @@ pub fn decode_args(
         }
         n += 1;
         let (k, v) = match part.iter().position(|&c| c == b'=') {
+            // lua-nginx-module skips an argument with an empty name (`=v`).
+            Some(0) => continue,
             Some(i) => (&part[..i], Some(&part[i + 1..])),
             None => (part, None),
         };
