@@ -335,7 +335,10 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
             "ctx" => {
                 let req = request::current().ok_or_else(|| mlua::Error::runtime("no request ctx found"))?;
                 let Value::Table(new) = value else {
-                    return Err(mlua::Error::runtime("ctx should be a table"));
+                    return Err(mlua::Error::runtime(format!(
+                        "ctx should be a table while getting a {}",
+                        value.type_name()
+                    )));
                 };
                 req.borrow_mut().ctx = Some(lua.create_registry_value(new)?);
                 Ok(())
