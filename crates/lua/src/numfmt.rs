@@ -1,6 +1,11 @@
 //! Numbers as Lua 5.1 and lua-cjson print them: C's `%.14g`.
 
 pub fn fmt_g14(x: f64) -> String {
+    fmt_g(x, 14)
+}
+
+/// C's `%.{p}g` (`p` at least 1).
+pub fn fmt_g(x: f64, p: usize) -> String {
     if x.is_nan() {
         return if x.is_sign_negative() {
             "-nan".into()
@@ -18,17 +23,18 @@ pub fn fmt_g14(x: f64) -> String {
             "0".into()
         };
     }
-    const P: i32 = 14;
-    // Round to P significant digits first; the exponent after rounding decides the style.
-    let sci = format!("{:.*e}", (P - 1) as usize, x);
+    let p = p.max(1);
+    let prec = p as i32;
+    // Round to prec significant digits first; the exponent after rounding decides the style.
+    let sci = format!("{:.*e}", (prec - 1) as usize, x);
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..P).contains(&exp) {
+    if !(-4..prec).contains(&exp) {
         let m = strip_zeros(mantissa);
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{m}e{sign}{:02}", exp.abs())
     } else {
-        let decimals = (P - 1 - exp).max(0) as usize;
+        let decimals = (prec - 1 - exp).max(0) as usize;
         strip_zeros(&format!("{x:.decimals$}")).to_string()
     }
 }

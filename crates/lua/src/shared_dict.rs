@@ -257,11 +257,18 @@ impl SharedDict {
         }
     }
 
-    /// Marks everything expired (OpenResty's `flush_all` frees nothing until reuse).
+    /// Marks everything expired, then frees the three least recently used entries, as
+    /// lua-nginx-module's `flush_all` (its `shdict_expire(ctx, 0)`); the rest wait for reuse.
     pub fn flush_all(&self) {
         let mut g = self.lock();
         for e in g.map.values_mut() {
             e.expires_ms = 1;
+        }
+        for _ in 0..3 {
+            let Some(k) = g.lru.values().next().cloned() else {
+                break;
+            };
+            remove(&mut g, &k);
         }
     }
 

@@ -173,6 +173,34 @@ impl LuaVm {
                         return function(narr, nrec) return {} end
                     end
                 end
+                -- OpenResty's LuaJIT adds these; plain LuaJIT gets them in Lua.
+                local function ext(name, f)
+                    if not pcall(require, name) then
+                        package.preload[name] = function() return f end
+                    end
+                end
+                ext("table.nkeys", function(t)
+                    local n = 0
+                    for _ in pairs(t) do n = n + 1 end
+                    return n
+                end)
+                ext("table.isempty", function(t) return next(t) == nil end)
+                ext("table.isarray", function(t)
+                    local n = 0
+                    for k in pairs(t) do
+                        if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then return false end
+                        n = n + 1
+                    end
+                    for i = 1, n do
+                        if t[i] == nil then return false end
+                    end
+                    return true
+                end)
+                ext("table.clone", function(t)
+                    local c = {}
+                    for k, v in pairs(t) do c[k] = v end
+                    return c
+                end)
                 local ok_clear = pcall(require, "table.clear")
                 if not ok_clear then
                     package.preload["table.clear"] = function()
@@ -309,6 +337,8 @@ impl LuaVm {
         let handler = (|| -> mlua::Result<Function> {
             let f: Function = factory.call(())?;
             let env = lua.create_table()?;
+            // As lua-nginx-module's new globals table: `_G` is the request's own table.
+            env.raw_set("_G", env.clone())?;
             env.set_metatable(Some(self.env_meta.clone()))?;
             self.setfenv.call::<()>((f.clone(), env))?;
             Ok(f)

@@ -86,7 +86,7 @@ fn flag(opts: &Table, name: &str) -> mlua::Result<bool> {
     }
 }
 
-fn options(index: usize, v: Value) -> mlua::Result<Options> {
+fn options(lua: &Lua, index: usize, v: Value) -> mlua::Result<Options> {
     let opts = match v {
         Value::Nil => return Ok(Options::default()),
         Value::Table(t) => t,
@@ -99,7 +99,7 @@ fn options(index: usize, v: Value) -> mlua::Result<Options> {
     };
     let args = match opts.get::<Value>("args")? {
         Value::Nil => None,
-        Value::Table(t) => Some(super::codec::encode_args(&t)?),
+        Value::Table(t) => Some(super::codec::encode_args(lua, &t)?),
         v => match string_like(&v) {
             Some(b) => Some(String::from_utf8_lossy(&b).into_owned()),
             None => return Err(err("Bad args option value")),
@@ -303,7 +303,7 @@ async fn capture_all(lua: &Lua, items: Vec<(Value, Value)>) -> mlua::Result<Mult
     request::allow_in(CAPTURE_PHASES)?;
     let mut built = Vec::with_capacity(items.len());
     for (index, (uri, opts)) in items.into_iter().enumerate() {
-        let o = options(index, opts)?;
+        let o = options(lua, index, opts)?;
         let Some(uri) = string_like(&uri) else {
             return Err(err(format!(
                 "bad argument #1 to 'capture' (string expected, got {})",

@@ -198,8 +198,10 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
                 "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
             ];
             let s = secs % 86_400;
+            // nginx writes a two-digit year up to 2037, as old cookie parsers expect.
+            let y = if y > 2037 { y } else { y % 100 };
             Ok(format!(
-                "{}, {d:02}-{}-{y:04} {:02}:{:02}:{:02} GMT",
+                "{}, {d:02}-{}-{y:02} {:02}:{:02}:{:02} GMT",
                 DAYS[((secs / 86_400) % 7) as usize],
                 MONTHS[(m - 1) as usize],
                 s / 3600,
@@ -219,9 +221,26 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
     )?;
     ngx.set(
         "sleep",
-        lua.create_async_function(|_, secs: f64| async move {
+        lua.create_async_function(|_, secs: Value| async move {
+            let secs = match secs {
+                Value::Integer(i) => i as f64,
+                Value::Number(n) => n,
+                other => {
+                    return Err(mlua::Error::runtime(format!(
+                        "bad argument #1 to '?' (number expected, got {})",
+                        other.type_name()
+                    )));
+                }
+            };
+            if secs < 0.0 || secs.is_nan() {
+                // lua-nginx-module reports the duration in milliseconds.
+                return Err(mlua::Error::runtime(format!(
+                    "invalid sleep duration \"{}\"",
+                    (secs * 1000.0) as i64
+                )));
+            }
             request::allow_yield()?;
-            tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
+            tokio::time::sleep(Duration::from_secs_f64(secs.min(1e9))).await;
             Ok(())
         })?,
     )?;
@@ -245,7 +264,12 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
     let timer = lua.create_table()?;
     timer.set(
         "at",
-        lua.create_function(|lua, (delay, f, args): (f64, mlua::Function, MultiValue)| {
+        lua.create_function(|lua, (delay, f, args): (f64, Value, MultiValue)| {
+            let Value::Function(f) = f else {
+                return Err(mlua::Error::runtime(
+                    "bad argument #2 to '?' (Lua function expected)",
+                ));
+            };
             let lua = lua.clone();
             tokio::task::spawn_local(async move {
                 tokio::time::sleep(Duration::from_secs_f64(delay.max(0.0))).await;
@@ -311,7 +335,10 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
             "ctx" => {
                 let req = request::current().ok_or_else(|| mlua::Error::runtime("no request ctx found"))?;
                 let Value::Table(new) = value else {
-                    return Err(mlua::Error::runtime("ctx should be a table"));
+                    return Err(mlua::Error::runtime(format!(
+                        "ctx should be a table while getting a {}",
+                        value.type_name()
+                    )));
                 };
                 req.borrow_mut().ctx = Some(lua.create_registry_value(new)?);
                 Ok(())

@@ -33,6 +33,8 @@ pub fn render(v: &Value, out: &mut Vec<u8>, _fname: &str, arg: usize) -> mlua::R
         Value::String(s) => out.extend_from_slice(&s.as_bytes()),
         // LuaJIT numbers are doubles: an integral one prints with `%.14g` too.
         Value::Integer(i) => out.extend_from_slice(fmt_g14(*i as f64).as_bytes()),
+        // Integral values go through `(int32_t)` in lua-nginx-module, so -0 prints as 0.
+        Value::Number(n) if *n == 0.0 => out.push(b'0'),
         Value::Number(n) => out.extend_from_slice(fmt_g14(*n).as_bytes()),
         Value::Error(e) => out.extend_from_slice(clean_error(e).as_bytes()),
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),

@@ -478,7 +478,10 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 last = e;
                 pos = if e == s { e + 1 } else { e };
             }
-            t.raw_push(lua.create_string(&subject[last.min(subject.len())..])?)?;
+            // lua-resty-core adds the rest only when it is not empty: no trailing "".
+            if last < subject.len() {
+                t.raw_push(lua.create_string(&subject[last..])?)?;
+            }
             Ok(MultiValue::from_iter([Value::Table(t)]))
         },
     )?;

@@ -95,10 +95,10 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     )?;
     req.set(
         "set_uri_args",
-        lua.create_function(|_, v: Value| {
+        lua.create_function(|lua, v: Value| {
             let args = match v {
                 Value::String(s) => s.to_str()?.to_string(),
-                Value::Table(t) => super::codec::encode_args(&t)?,
+                Value::Table(t) => super::codec::encode_args(lua, &t)?,
                 _ => {
                     return Err(mlua::Error::runtime(
                         "bad argument #1 to 'set_uri_args' (string or table expected)",
@@ -315,8 +315,12 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
                 if values.is_empty() {
                     return None;
                 }
-                let sep: &[u8] = if hn == "cookie" { b"; " } else { b", " };
-                return Some(values.join(sep));
+                // nginx 1.22 joins only Cookie and X-Forwarded-For; others give the first.
+                return match hn.as_str() {
+                    "cookie" => Some(values.join(&b"; "[..])),
+                    "x-forwarded-for" => Some(values.join(&b", "[..])),
+                    _ => Some(values[0].to_vec()),
+                };
             }
             if let Some(a) = name.strip_prefix("arg_") {
                 let args = r.args.as_deref()?;

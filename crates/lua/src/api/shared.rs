@@ -15,20 +15,38 @@ fn now_ms() -> u64 {
 
 pub struct Dict(pub Arc<SharedDict>);
 
-fn to_value(v: &Value) -> mlua::Result<Option<DictValue>> {
+/// A value to store; `Err` for the types a dict cannot hold (lua-resty-core: "bad value type").
+fn to_value(v: &Value) -> Result<Option<DictValue>, &'static str> {
     Ok(match v {
         Value::Nil => None,
         Value::String(s) => Some(DictValue::Str(Bytes::copy_from_slice(&s.as_bytes()))),
         Value::Integer(i) => Some(DictValue::Num(*i as f64)),
         Value::Number(n) => Some(DictValue::Num(*n)),
         Value::Boolean(b) => Some(DictValue::Bool(*b)),
-        other => {
-            return Err(mlua::Error::runtime(format!(
-                "bad value type: {}",
-                other.type_name()
-            )));
-        }
+        _ => return Err("bad value type"),
     })
+}
+
+/// `nil, msg`: how lua-resty-core reports a bad key or value.
+fn fail(lua: &Lua, msg: &str) -> mlua::Result<MultiValue> {
+    Ok(MultiValue::from_iter([
+        Value::Nil,
+        Value::String(lua.create_string(msg)?),
+    ]))
+}
+
+/// lua-resty-core's `tonumber(value)` before handing the value to a C `double`.
+fn number_arg(lua: &Lua, v: &Value) -> mlua::Result<f64> {
+    let n: Option<f64> = match v {
+        Value::Integer(i) => Some(*i as f64),
+        Value::Number(n) => Some(*n),
+        Value::String(_) => lua
+            .globals()
+            .get::<mlua::Function>("tonumber")?
+            .call(v.clone())?,
+        _ => None,
+    };
+    n.ok_or_else(|| mlua::Error::runtime("cannot convert 'nil' to 'double'"))
 }
 
 fn from_value(lua: &Lua, v: DictValue) -> mlua::Result<Value> {
@@ -40,15 +58,34 @@ fn from_value(lua: &Lua, v: DictValue) -> mlua::Result<Value> {
     })
 }
 
-fn key_of(v: &Value) -> mlua::Result<Vec<u8>> {
-    match v {
-        Value::String(s) if !s.as_bytes().is_empty() => Ok(s.as_bytes().to_vec()),
-        Value::Integer(i) => Ok(i.to_string().into_bytes()),
-        Value::Number(n) => Ok(crate::numfmt::fmt_g14(*n).into_bytes()),
-        Value::String(_) => Err(mlua::Error::runtime("empty key")),
-        Value::Nil => Err(mlua::Error::runtime("nil key")),
-        _ => Err(mlua::Error::runtime("bad key type")),
-    }
+/// The key as lua-resty-core takes it: `tostring` of non-strings, 1 to 65535 bytes.
+fn key_of(lua: &Lua, v: &Value) -> mlua::Result<Result<Vec<u8>, &'static str>> {
+    let key = match v {
+        Value::Nil => return Ok(Err("nil key")),
+        Value::String(s) => s.as_bytes().to_vec(),
+        other => {
+            let s: mlua::LuaString = lua
+                .globals()
+                .get::<mlua::Function>("tostring")?
+                .call(other.clone())?;
+            s.as_bytes().to_vec()
+        }
+    };
+    Ok(match key.len() {
+        0 => Err("empty key"),
+        1..=65535 => Ok(key),
+        _ => Err("key too long"),
+    })
+}
+
+/// Unwraps a key, or returns `nil, msg` from the enclosing method.
+macro_rules! key {
+    ($lua:expr, $v:expr) => {
+        match key_of($lua, &$v)? {
+            Ok(k) => k,
+            Err(msg) => return fail($lua, msg),
+        }
+    };
 }
 
 fn set_result(
@@ -70,7 +107,8 @@ fn set_result(
 impl UserData for Dict {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method("get", |lua, d, key: Value| {
-            match d.0.get(&key_of(&key)?, now_ms()) {
+            match d.0.get(&key!(lua, key), now_ms()) {
+                Some((DictValue::List(_), _)) => fail(lua, "value is a list"),
                 Some((v, flags)) => {
                     let v = from_value(lua, v)?;
                     // As lua-resty-core: the flags only when non-zero.
@@ -84,7 +122,8 @@ impl UserData for Dict {
             }
         });
         m.add_method("get_stale", |lua, d, key: Value| {
-            match d.0.get_stale(&key_of(&key)?, now_ms()) {
+            match d.0.get_stale(&key!(lua, key), now_ms()) {
+                Some((DictValue::List(_), _, _)) => fail(lua, "value is a list"),
                 Some((v, flags, stale)) => Ok(MultiValue::from_iter([
                     from_value(lua, v)?,
                     if flags == 0 {
@@ -105,34 +144,43 @@ impl UserData for Dict {
             ("replace", SetMode::Replace),
         ] {
             m.add_method(name, move |lua, d, (key, value, exptime, flags): (Value, Value, Option<f64>, Option<u32>)| {
-                let v = to_value(&value)?;
-                let r = d.0.set(&key_of(&key)?, v, exptime.unwrap_or(0.0), flags.unwrap_or(0), mode, now_ms());
+                let key = key!(lua, key);
+                let exptime = exptime.unwrap_or(0.0);
+                if exptime < 0.0 {
+                    return Err(mlua::Error::runtime("bad \"exptime\" argument"));
+                }
+                let v = match to_value(&value) {
+                    Ok(v) => v,
+                    Err(msg) => return fail(lua, msg),
+                };
+                let r = d.0.set(&key, v, exptime, flags.unwrap_or(0), mode, now_ms());
                 set_result(lua, r)
             });
         }
-        m.add_method("delete", |_, d, key: Value| {
-            d.0.delete(&key_of(&key)?);
-            Ok(())
+        // lua-resty-core's `delete` is `set(key, nil)`, with its three results.
+        m.add_method("delete", |lua, d, key: Value| {
+            d.0.delete(&key!(lua, key));
+            set_result(lua, Ok(false))
         });
         m.add_method(
             "incr",
-            |lua, d, (key, by, init, init_ttl): (Value, f64, Option<f64>, Option<f64>)| match d
-                .0
-                .incr(&key_of(&key)?, by, init, init_ttl.unwrap_or(0.0), now_ms())
-            {
-                Ok((n, forcible)) => Ok(MultiValue::from_iter([
-                    Value::Number(n),
-                    Value::Nil,
-                    Value::Boolean(forcible),
-                ])),
-                Err(e) => Ok(MultiValue::from_iter([
-                    Value::Nil,
-                    Value::String(lua.create_string(e.as_str())?),
-                ])),
+            |lua, d, (key, by, init, init_ttl): (Value, Value, Option<f64>, Option<f64>)| {
+                let key = key!(lua, key);
+                let by = number_arg(lua, &by)?;
+                match d.0.incr(&key, by, init, init_ttl.unwrap_or(0.0), now_ms()) {
+                    // `forcible` only comes back when an `init` was given.
+                    Ok((n, forcible)) if init.is_some() => Ok(MultiValue::from_iter([
+                        Value::Number(n),
+                        Value::Nil,
+                        Value::Boolean(forcible),
+                    ])),
+                    Ok((n, _)) => Ok(MultiValue::from_iter([Value::Number(n)])),
+                    Err(e) => fail(lua, e.as_str()),
+                }
             },
         );
         m.add_method("ttl", |lua, d, key: Value| {
-            match d.0.ttl(&key_of(&key)?, now_ms()) {
+            match d.0.ttl(&key!(lua, key), now_ms()) {
                 Some(t) => Ok(MultiValue::from_iter([Value::Number(t)])),
                 None => Ok(MultiValue::from_iter([
                     Value::Nil,
@@ -141,7 +189,7 @@ impl UserData for Dict {
             }
         });
         m.add_method("expire", |lua, d, (key, ttl): (Value, f64)| {
-            if d.0.expire(&key_of(&key)?, ttl, now_ms()) {
+            if d.0.expire(&key!(lua, key), ttl, now_ms()) {
                 Ok(MultiValue::from_iter([Value::Boolean(true)]))
             } else {
                 Ok(MultiValue::from_iter([
@@ -168,10 +216,11 @@ impl UserData for Dict {
         m.add_method("free_space", |_, d, ()| Ok(d.0.free_space()));
         for (name, left) in [("lpush", true), ("rpush", false)] {
             m.add_method(name, move |lua, d, (key, value): (Value, Value)| {
-                let Some(v) = to_value(&value)? else {
-                    return Err(mlua::Error::runtime("bad value type: nil"));
+                let key = key!(lua, key);
+                let Ok(Some(v)) = to_value(&value) else {
+                    return fail(lua, "bad value type");
                 };
-                match d.0.push(&key_of(&key)?, v, left, now_ms()) {
+                match d.0.push(&key, v, left, now_ms()) {
                     Ok(n) => Ok(MultiValue::from_iter([Value::Integer(n as i64)])),
                     Err(e) => Ok(MultiValue::from_iter([
                         Value::Nil,
@@ -182,7 +231,7 @@ impl UserData for Dict {
         }
         for (name, left) in [("lpop", true), ("rpop", false)] {
             m.add_method(name, move |lua, d, key: Value| {
-                match d.0.pop(&key_of(&key)?, left, now_ms()) {
+                match d.0.pop(&key!(lua, key), left, now_ms()) {
                     Ok(Some(v)) => Ok(MultiValue::from_iter([from_value(lua, v)?])),
                     Ok(None) => Ok(MultiValue::from_iter([Value::Nil])),
                     Err(e) => Ok(MultiValue::from_iter([
@@ -193,7 +242,7 @@ impl UserData for Dict {
             });
         }
         m.add_method("llen", |lua, d, key: Value| {
-            match d.0.llen(&key_of(&key)?, now_ms()) {
+            match d.0.llen(&key!(lua, key), now_ms()) {
                 Ok(n) => Ok(MultiValue::from_iter([Value::Integer(n as i64)])),
                 Err(e) => Ok(MultiValue::from_iter([
                     Value::Nil,
@@ -204,18 +253,41 @@ impl UserData for Dict {
     }
 }
 
+/// lua-resty-core's zones are tables (`type(ngx.shared.dogs) == "table"`) whose methods check
+/// their `self`; ours hold the dict's userdata at `[1]`.
+const ZONE_WRAPPER: &str = r#"
+local names = ...
+local methods = {}
+for name in names:gmatch("%S+") do
+    methods[name] = function(zone, ...)
+        local ud = type(zone) == "table" and rawget(zone, 1)
+        if not ud then error('bad "zone" argument', 2) end
+        return ud[name](ud, ...)
+    end
+end
+local mt = { __index = methods }
+return function(ud) return setmetatable({ ud }, mt) end
+"#;
+
+const METHODS: &str = "get get_stale set safe_set add safe_add replace delete incr ttl expire \
+    flush_all flush_expired get_keys capacity free_space lpush rpush lpop rpop llen";
+
 /// `ngx.shared`: dict names to their handles, resolved on first use.
 pub fn install(lua: &Lua, ngx: &Table, dicts: Arc<SharedDicts>) -> mlua::Result<()> {
     let shared = lua.create_table()?;
     let mt = lua.create_table()?;
+    let wrap: mlua::Function = lua
+        .load(ZONE_WRAPPER)
+        .set_name("=ngx.shared")
+        .call(METHODS)?;
     mt.set(
         "__index",
         lua.create_function(
             move |lua, (t, name): (Table, String)| match dicts.get(&name) {
                 Some(d) => {
-                    let ud = lua.create_userdata(Dict(d))?;
-                    t.raw_set(name, ud.clone())?;
-                    Ok(Value::UserData(ud))
+                    let zone: Value = wrap.call(lua.create_userdata(Dict(d))?)?;
+                    t.raw_set(name, zone.clone())?;
+                    Ok(zone)
                 }
                 None => Ok(Value::Nil),
             },

@@ -126,7 +126,10 @@ pub fn install(lua: &Lua, ngx: &Table, alive: Rc<std::cell::Cell<bool>>) -> mlua
     timer.set(
         "every",
         lua.create_function(move |_, (delay, f, args): (f64, Function, MultiValue)| {
-            if delay <= 0.0 {
+            if delay == 0.0 {
+                return Err(mlua::Error::runtime("delay cannot be zero"));
+            }
+            if delay < 0.0 || delay.is_nan() {
                 return Err(mlua::Error::runtime(
                     "bad argument #1 to 'every' (positive delay expected)",
                 ));
@@ -200,8 +203,9 @@ impl UserData for Semaphore {
             if got {
                 Ok(MultiValue::from_iter([Value::Boolean(true)]))
             } else {
+                // lua-resty-core answers a timeout with `false`, other failures with `nil`.
                 Ok(MultiValue::from_iter([
-                    Value::Nil,
+                    Value::Boolean(false),
                     Value::String(lua.create_string("timeout")?),
                 ]))
             }
