@@ -6,6 +6,7 @@
 //!   with an index ([`DiskTier`]).
 //! - [`Cache`]: lookups through both tiers, fills with request collapsing ([`Fill`]), purges.
 
+mod admission;
 mod body;
 mod disk;
 mod fill;

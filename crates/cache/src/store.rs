@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 
+use crate::admission::DiskAdmission;
 use crate::disk::{DiskTier, DiskWriter, SharedDisk};
 use crate::fill::{Fill, FillEnd};
 use crate::key::KeyHash;
@@ -36,6 +37,8 @@ impl Default for CacheSettings {
 pub struct Cache {
     memory: MemoryTier,
     disk: Option<SharedDisk>,
+    /// Which fills the disk takes; see [`crate::admission`].
+    admission: Mutex<DiskAdmission>,
     fills: Mutex<HashMap<KeyHash, Arc<Fill>>>,
     me: Weak<Cache>,
 }
@@ -73,9 +76,11 @@ impl Cache {
             Some((dir, size)) => Some(SharedDisk(Arc::new(DiskTier::open(dir, *size)?))),
             None => None,
         };
+        let window = DiskAdmission::window_for(settings.disk.as_ref().map_or(0, |d| d.1));
         Ok(Arc::new_cyclic(|me| Cache {
             memory: MemoryTier::new(settings.memory_bytes, settings.max_memory_object),
             disk,
+            admission: Mutex::new(DiskAdmission::new(window)),
             fills: Mutex::new(HashMap::new()),
             me: me.clone(),
         }))
@@ -171,9 +176,17 @@ impl Cache {
             fill,
             memory: None,
             disk: None,
+            disk_admitted: false,
             started: false,
             finished: false,
         })
+    }
+
+    fn admit_to_disk(&self, key: &KeyHash) -> bool {
+        self.admission
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(key)
     }
 
     fn end_fill(&self, key: &KeyHash, fill: &Arc<Fill>) {
@@ -298,6 +311,10 @@ pub struct FillHandle {
     fill: Arc<Fill>,
     memory: Option<Box<dyn TierWriter>>,
     disk: Option<DiskWriter>,
+    /// The object goes to disk even if memory takes it (it missed before, or cannot fit
+    /// memory). Otherwise the disk writer, opened only for a body of unknown length, is a
+    /// fallback for when the body outgrows memory.
+    disk_admitted: bool,
     started: bool,
     finished: bool,
 }
@@ -327,7 +344,12 @@ impl FillHandle {
         if fits_memory {
             self.memory = cache.memory.writer(store_key).ok();
         }
-        if let Some(d) = &cache.disk {
+        let fits_for_sure = declared_len.is_some_and(|n| n <= cache.memory.max_object());
+        self.disk_admitted =
+            !fits_memory || (cache.disk.is_some() && cache.admit_to_disk(&store_key));
+        if let Some(d) = &cache.disk
+            && (self.disk_admitted || !fits_for_sure)
+        {
             match d.disk_writer(store_key) {
                 Ok(w) => self.disk = Some(w),
                 Err(e) => tracing::warn!(error = %e, "cannot open a cache file"),
@@ -409,7 +431,12 @@ impl FillHandle {
             stored_somewhere |= m.commit(meta.clone()).is_ok();
         }
         let mut final_path = None;
-        if let Some(d) = self.disk.take() {
+        // Not admitted and memory took the whole body: the fallback file is not needed.
+        let disk = self
+            .disk
+            .take()
+            .filter(|_| self.disk_admitted || !stored_somewhere);
+        if let Some(d) = disk {
             let key = self.store_key;
             match Box::new(d).commit(meta.clone()) {
                 Ok(()) => {
