@@ -1,16 +1,18 @@
-//! Admission to the disk tier: an object is written to disk on a fill only when it missed at
-//! least once before within a recent window, as nginx's `proxy_cache_min_uses 2` does. Under a
-//! Zipf-like load most misses are objects requested once; writing them would push out objects
-//! that come back. Objects too large for memory skip this (disk is their only tier).
+//! Admission to the disk tier: an object the memory tier drops (see [`crate::victims`]) is
+//! written to disk only when memory dropped it once before within a recent window, much as
+//! nginx's `proxy_cache_min_uses 2` asks for a second request. Under a Zipf-like load most
+//! misses are objects requested once, which memory's TinyLFU turns away at once; writing them
+//! would push out objects that come back. Objects too large for memory skip this (disk is
+//! their only tier).
 //!
-//! The memory of past misses is two bit sets (a "doorkeeper"): misses set bits in the current
-//! one; after `window` misses it becomes the previous one and a fresh one starts, so a key is
+//! The memory of past events is two bit sets (a "doorkeeper"): events set bits in the current
+//! one; after `window` of them it becomes the previous one and a fresh one starts, so a key is
 //! remembered for between one and two windows. A false positive (another key's bit) only
 //! admits an object early; there are no false negatives within the window.
 
 use crate::key::KeyHash;
 
-/// Bits per remembered miss: at 8, about 12% of unseen keys pass as seen.
+/// Bits per remembered event: at 8, about 12% of unseen keys pass as seen.
 const BITS_PER_MISS: usize = 8;
 
 pub(crate) struct DiskAdmission {
@@ -21,7 +23,7 @@ pub(crate) struct DiskAdmission {
 }
 
 impl DiskAdmission {
-    /// Remembers the last `window` to `2 * window` misses.
+    /// Remembers the last `window` to `2 * window` events.
     pub(crate) fn new(window: usize) -> DiskAdmission {
         let window = window.max(64);
         let words = (window * BITS_PER_MISS).div_ceil(64);
@@ -33,9 +35,10 @@ impl DiskAdmission {
         }
     }
 
-    /// A window for a disk of `capacity` bytes: about one miss per 4 KiB of disk, so that an
-    /// object requested twice while the disk turns over once gets in. Capped to keep the
-    /// bit sets at a few MiB.
+    /// A window for a disk of `capacity` bytes: one event per 4 KiB of disk, so an object
+    /// dropped twice while the disk turns over about once gets in (on the benchmark load,
+    /// windows of a quarter to twice this gave the same hit ratio). Capped to keep the bit
+    /// sets at a few MiB.
     pub(crate) fn window_for(capacity: u64) -> usize {
         (capacity / 4096).clamp(1024, 4 << 20) as usize
     }
@@ -48,7 +51,7 @@ impl DiskAdmission {
         (bit / 64, 1 << (bit % 64))
     }
 
-    /// Records a miss on `key`; says whether the object should go to disk (it missed before).
+    /// Records an event for `key`; says whether the object should go to disk (one came before).
     pub(crate) fn admit(&mut self, key: &KeyHash) -> bool {
         let (word, mask) = self.slot(key);
         let seen = (self.current[word] | self.previous[word]) & mask != 0;
@@ -70,7 +73,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_key_is_admitted_on_its_second_miss_not_its_first() {
+    fn a_key_is_admitted_the_second_time_not_the_first() {
         let mut a = DiskAdmission::new(1000);
         let k = KeyHash::of("http://a.test/x");
         assert!(!a.admit(&k));
@@ -79,11 +82,11 @@ mod tests {
     }
 
     #[test]
-    fn a_miss_is_forgotten_after_two_windows() {
+    fn an_event_is_forgotten_after_two_windows() {
         let mut a = DiskAdmission::new(64);
         let k = KeyHash::of("http://a.test/old");
         assert!(!a.admit(&k));
-        // Enough other misses to turn the window over twice.
+        // Enough other events to turn the window over twice.
         let mut others = 0;
         let mut i = 0;
         while others < 2 * 64 + 1 {
@@ -92,7 +95,7 @@ mod tests {
             }
             i += 1;
         }
-        assert!(!a.admit(&k), "a miss two windows ago no longer counts");
+        assert!(!a.admit(&k), "an event two windows ago no longer counts");
     }
 
     #[test]

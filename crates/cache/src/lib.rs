@@ -16,6 +16,7 @@ mod object;
 pub mod policy;
 mod store;
 mod tier;
+mod victims;
 
 pub use body::CachedBody;
 pub use disk::{DiskTier, DiskWriter, SharedDisk};
