@@ -109,10 +109,12 @@ fn main() -> anyhow::Result<()> {
                     fill.push(&body);
                     fill.finish(m);
                 }
+                // A miss waits for the origin; meanwhile the disk writes what memory evicted.
+                cache.settle();
             }
         }
     }
-    cache.memory().settle();
+    cache.settle();
     let memory = keys(cache.memory());
     let disk = cache.disk().map(|d| keys(d)).unwrap_or_default();
     let both = memory.intersection(&disk).count();

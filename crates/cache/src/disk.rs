@@ -332,6 +332,20 @@ impl SharedDisk {
     }
 }
 
+impl SharedDisk {
+    /// Counts a use of the object in another tier; says whether the disk holds it.
+    pub fn touch(&self, key: &KeyHash) -> bool {
+        let mut index = self.0.lock();
+        match index.entries.get_mut(key) {
+            Some(e) => {
+                e.last_used = self.0.clock.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl Tier for SharedDisk {
     fn get(&self, key: &KeyHash) -> Option<Stored> {
         let generation = {

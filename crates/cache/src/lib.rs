@@ -6,6 +6,7 @@
 //!   with an index ([`DiskTier`]).
 //! - [`Cache`]: lookups through both tiers, fills with request collapsing ([`Fill`]), purges.
 
+mod admission;
 mod body;
 mod disk;
 mod fill;
@@ -15,6 +16,7 @@ mod object;
 pub mod policy;
 mod store;
 mod tier;
+mod victims;
 
 pub use body::CachedBody;
 pub use disk::{DiskTier, DiskWriter, SharedDisk};

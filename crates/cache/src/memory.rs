@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
 
 use crate::key::KeyHash;
 use crate::object::ObjectMeta;
 use crate::tier::{BodySource, StorageError, Stored, Tier, TierWriter};
+use crate::victims::VictimSender;
 
 #[derive(Clone)]
 struct Entry {
@@ -24,10 +26,33 @@ pub struct MemoryTier {
 impl MemoryTier {
     /// `capacity` bytes in all; no object over `max_object` bytes.
     pub fn new(capacity: u64, max_object: u64) -> MemoryTier {
-        let cache = Cache::builder()
+        MemoryTier::build(capacity, max_object, None)
+    }
+
+    /// Like `new`, handing each object it evicts or turns away for room to `victims`.
+    pub(crate) fn with_victims(
+        capacity: u64,
+        max_object: u64,
+        victims: VictimSender,
+    ) -> MemoryTier {
+        MemoryTier::build(capacity, max_object, Some(victims))
+    }
+
+    fn build(capacity: u64, max_object: u64, victims: Option<VictimSender>) -> MemoryTier {
+        let builder = Cache::builder()
             .max_capacity(capacity)
-            .weigher(|_, e: &Entry| e.meta.weight().min(u32::MAX as u64) as u32)
-            .build();
+            .weigher(|_, e: &Entry| e.meta.weight().min(u32::MAX as u64) as u32);
+        let cache = match victims {
+            // Only room: a purge (explicit) or a new version (replaced) is not a victim.
+            Some(v) => builder
+                .eviction_listener(move |k: Arc<KeyHash>, e: Entry, cause| {
+                    if cause == RemovalCause::Size {
+                        v.send(*k, e.meta, e.body);
+                    }
+                })
+                .build(),
+            None => builder.build(),
+        };
         MemoryTier { cache, max_object }
     }
 

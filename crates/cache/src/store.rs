@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 
+use crate::admission::DiskAdmission;
 use crate::disk::{DiskTier, DiskWriter, SharedDisk};
 use crate::fill::{Fill, FillEnd};
 use crate::key::KeyHash;
 use crate::memory::MemoryTier;
 use crate::object::ObjectMeta;
 use crate::tier::{BodySource, StorageError, Stored, Tier, TierWriter};
+use crate::victims::{self, PurgeEpoch, Victim};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheSettings {
@@ -36,6 +38,10 @@ impl Default for CacheSettings {
 pub struct Cache {
     memory: MemoryTier,
     disk: Option<SharedDisk>,
+    /// Which memory victims the disk takes: those evicted twice within a window.
+    victim_admission: Mutex<DiskAdmission>,
+    purges: PurgeEpoch,
+    victims_pending: Arc<victims::Pending>,
     fills: Mutex<HashMap<KeyHash, Arc<Fill>>>,
     me: Weak<Cache>,
 }
@@ -73,12 +79,48 @@ impl Cache {
             Some((dir, size)) => Some(SharedDisk(Arc::new(DiskTier::open(dir, *size)?))),
             None => None,
         };
-        Ok(Arc::new_cyclic(|me| Cache {
-            memory: MemoryTier::new(settings.memory_bytes, settings.max_memory_object),
-            disk,
-            fills: Mutex::new(HashMap::new()),
-            me: me.clone(),
+        let window = DiskAdmission::window_for(settings.disk.as_ref().map_or(0, |d| d.1));
+        let purges = PurgeEpoch::default();
+        let pending = Arc::new(victims::Pending::default());
+        Ok(Arc::new_cyclic(|me: &Weak<Cache>| {
+            let memory = (|| {
+                disk.as_ref()?;
+                let cache = me.clone();
+                let sender = victims::spawn(purges.clone(), pending.clone(), move |v, epoch| {
+                    if let Some(c) = cache.upgrade() {
+                        c.take_victim(v, epoch);
+                    }
+                });
+                match sender {
+                    Ok(s) => Some(MemoryTier::with_victims(
+                        settings.memory_bytes,
+                        settings.max_memory_object,
+                        s,
+                    )),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no victim writer; memory evictions are lost");
+                        None
+                    }
+                }
+            })()
+            .unwrap_or_else(|| MemoryTier::new(settings.memory_bytes, settings.max_memory_object));
+            Cache {
+                memory,
+                disk,
+                victim_admission: Mutex::new(DiskAdmission::new(window)),
+                purges: purges.clone(),
+                victims_pending: pending.clone(),
+                fills: Mutex::new(HashMap::new()),
+                me: me.clone(),
+            }
         }))
+    }
+
+    /// Settles the memory tier and waits until the objects it evicted are on disk (or
+    /// dropped); tests and the `zipf_tiers` example use it to see a settled state.
+    pub fn settle(&self) {
+        self.memory.settle();
+        self.victims_pending.wait_empty();
     }
 
     pub fn memory(&self) -> &MemoryTier {
@@ -171,9 +213,32 @@ impl Cache {
             fill,
             memory: None,
             disk: None,
+            disk_only: false,
             started: false,
             finished: false,
         })
+    }
+
+    /// An object memory dropped for room: a use if the disk has it, else maybe a new file.
+    fn take_victim(&self, v: Victim, purges: &PurgeEpoch) {
+        let Some(disk) = &self.disk else { return };
+        if disk.touch(&v.key) {
+            return;
+        }
+        let admitted = self
+            .victim_admission
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(&v.key);
+        if !admitted {
+            return;
+        }
+        let Some(_gate) = purges.unchanged_since(v.epoch) else {
+            return;
+        };
+        if let Err(e) = disk.put(v.key, v.meta, &v.body) {
+            tracing::warn!(error = %e, "could not write an evicted object to disk");
+        }
     }
 
     fn end_fill(&self, key: &KeyHash, fill: &Arc<Fill>) {
@@ -195,6 +260,7 @@ impl Cache {
 
     /// Removes the object under `key` from every tier; says whether any tier held it.
     pub fn remove(&self, key: &KeyHash) -> bool {
+        self.purges.bump();
         let mut held = self.memory.get(key).is_some();
         self.memory.remove(key);
         if let Some(d) = &self.disk {
@@ -245,6 +311,8 @@ impl Cache {
     /// Removes (hard) or marks stale (soft) every object the selector matches; returns how
     /// many objects it touched.
     pub fn purge(&self, selector: &PurgeSelector, soft: bool) -> usize {
+        // A matching object on its way from memory to disk is in neither tier's scan.
+        self.purges.bump();
         let mut keys = std::collections::HashSet::new();
         let mut collect = |k: &KeyHash, url: &str, tags: &[String]| {
             let hit = match selector {
@@ -273,6 +341,7 @@ impl Cache {
 
     /// Soft purge of one object: it stays, but counts as stale from now on.
     fn invalidate(&self, key: &KeyHash) {
+        self.purges.bump();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
@@ -298,6 +367,9 @@ pub struct FillHandle {
     fill: Arc<Fill>,
     memory: Option<Box<dyn TierWriter>>,
     disk: Option<DiskWriter>,
+    /// The body is too large for memory. Otherwise the disk writer, opened only for a body
+    /// of unknown length, is a fallback for when the body outgrows memory.
+    disk_only: bool,
     started: bool,
     finished: bool,
 }
@@ -327,7 +399,12 @@ impl FillHandle {
         if fits_memory {
             self.memory = cache.memory.writer(store_key).ok();
         }
-        if let Some(d) = &cache.disk {
+        // Memory's victims reach the disk later; only what memory cannot take goes now.
+        let fits_for_sure = declared_len.is_some_and(|n| n <= cache.memory.max_object());
+        self.disk_only = !fits_memory;
+        if let Some(d) = &cache.disk
+            && !fits_for_sure
+        {
             match d.disk_writer(store_key) {
                 Ok(w) => self.disk = Some(w),
                 Err(e) => tracing::warn!(error = %e, "cannot open a cache file"),
@@ -409,7 +486,12 @@ impl FillHandle {
             stored_somewhere |= m.commit(meta.clone()).is_ok();
         }
         let mut final_path = None;
-        if let Some(d) = self.disk.take() {
+        // Memory took the whole body: the fallback file is not needed.
+        let disk = self
+            .disk
+            .take()
+            .filter(|_| self.disk_only || !stored_somewhere);
+        if let Some(d) = disk {
             let key = self.store_key;
             match Box::new(d).commit(meta.clone()) {
                 Ok(()) => {
