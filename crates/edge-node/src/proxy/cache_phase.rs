@@ -342,6 +342,7 @@ fn store_and_stream(
         tags: tags(&head.headers),
         body_len: 0,
         invalidated_ms: Default::default(),
+        derived: Default::default(),
     };
     let declared = head
         .headers
