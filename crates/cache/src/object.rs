@@ -1,8 +1,13 @@
 //! What the cache keeps about a stored response besides its body, and its on-disk encoding.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
+use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::policy::StoredFacts;
 
 /// A stored response's head and bookkeeping. Shared (`Arc`) between the tiers and readers; only
 /// the soft-purge flag changes after storing.
@@ -27,6 +32,18 @@ pub struct ObjectMeta {
     /// Soft purge: when (ms since epoch; 0 = never) the object became stale, whatever its
     /// headers say.
     pub invalidated_ms: AtomicU64,
+    /// Worked out from the fields above on first use, so that each hit does not parse the
+    /// stored head again. Build a new `ObjectMeta` (e.g. [`ObjectMeta::clone_meta`]) to change
+    /// its head: this is not recomputed.
+    pub derived: Derived,
+}
+
+/// What hits read from a stored head, computed once per `ObjectMeta` (see
+/// [`ObjectMeta::facts`] and [`ObjectMeta::hit_head`]).
+#[derive(Debug, Default)]
+pub struct Derived {
+    facts: OnceLock<StoredFacts>,
+    hit_head: OnceLock<HeaderMap>,
 }
 
 impl ObjectMeta {
@@ -52,6 +69,24 @@ impl ObjectMeta {
         );
     }
 
+    /// The stored response as [`crate::policy::lookup_with_facts`] reads it.
+    pub fn facts(&self) -> &StoredFacts {
+        self.derived.facts.get_or_init(|| {
+            StoredFacts::of(
+                StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK),
+                &self.headers,
+                time(self.request_time_ms),
+                time(self.response_time_ms),
+            )
+        })
+    }
+
+    /// The head a full hit starts from, built by `build` on first use and kept: the caller
+    /// decides what it holds, and must always pass the same `build`.
+    pub fn hit_head(&self, build: impl FnOnce(&ObjectMeta) -> HeaderMap) -> &HeaderMap {
+        self.derived.hit_head.get_or_init(|| build(self))
+    }
+
     /// Bytes this object costs in memory, roughly: body plus head.
     pub fn weight(&self) -> u64 {
         let head: usize = self
@@ -74,6 +109,7 @@ impl ObjectMeta {
             tags: self.tags.clone(),
             body_len: self.body_len,
             invalidated_ms: AtomicU64::new(self.invalidated_ms.load(Ordering::Relaxed)),
+            derived: Derived::default(),
         }
     }
 
@@ -133,11 +169,16 @@ impl ObjectMeta {
             tags,
             body_len,
             invalidated_ms: AtomicU64::new(invalidated_ms),
+            derived: Derived::default(),
         })
     }
 }
 
 const ENCODING_VERSION: u8 = 2;
+
+fn time(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt object metadata: {0}")]
@@ -214,6 +255,7 @@ mod tests {
             tags: vec!["t1".into(), "t2".into()],
             body_len: 42,
             invalidated_ms: AtomicU64::new(5),
+            derived: Derived::default(),
         };
         let d = ObjectMeta::decode(&m.encode()).unwrap();
         assert_eq!(d.url, m.url);
@@ -237,6 +279,7 @@ mod tests {
             tags: vec![],
             body_len: 0,
             invalidated_ms: AtomicU64::new(0),
+            derived: Derived::default(),
         };
         let bytes = m.encode();
         for cut in 0..bytes.len() {

@@ -188,6 +188,7 @@ impl Cache {
             tags: Vec::new(),
             body_len: 0,
             invalidated_ms: Default::default(),
+            derived: Default::default(),
         });
         let key = KeyHash::of(primary);
         let _ = self.memory.put(key, meta.clone(), &[]);

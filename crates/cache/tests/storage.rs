@@ -25,6 +25,7 @@ fn meta(url: &str, tags: &[&str], body_len: u64) -> Arc<ObjectMeta> {
         tags: tags.iter().map(|s| s.to_string()).collect(),
         body_len,
         invalidated_ms: AtomicU64::new(0),
+        derived: Default::default(),
     })
 }
 

@@ -40,16 +40,35 @@ pub fn current_age(
     response_time: SystemTime,
     now: SystemTime,
 ) -> Duration {
+    age_at(
+        initial_age(resp_headers, request_time, response_time),
+        response_time,
+        now,
+    )
+}
+
+/// `corrected_initial_age` of [`current_age`]: it depends only on the stored response, so a
+/// cache can work it out once when it stores the response.
+pub fn initial_age(
+    resp_headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Duration {
     let date = http_date::header(resp_headers, &DATE).unwrap_or(response_time);
-    let since = |later: SystemTime, earlier: SystemTime| {
-        later.duration_since(earlier).unwrap_or(Duration::ZERO)
-    };
     let apparent_age = since(response_time, date);
     let response_delay = since(response_time, request_time);
     let age = Duration::from_secs(age_value(resp_headers).unwrap_or(0));
     let corrected_age_value = age.saturating_add(response_delay);
-    let corrected_initial_age = apparent_age.max(corrected_age_value);
-    corrected_initial_age.saturating_add(since(now, response_time))
+    apparent_age.max(corrected_age_value)
+}
+
+/// The current age at `now` from a response's `corrected_initial_age`.
+pub fn age_at(initial_age: Duration, response_time: SystemTime, now: SystemTime) -> Duration {
+    initial_age.saturating_add(since(now, response_time))
+}
+
+fn since(later: SystemTime, earlier: SystemTime) -> Duration {
+    later.duration_since(earlier).unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]

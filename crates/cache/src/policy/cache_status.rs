@@ -83,7 +83,9 @@ impl CacheStatus {
     /// This cache's list member, e.g. `outpost; fwd=stale; fwd-status=304; ttl=60`. The name
     /// is a token when it can be one, else a string (§2).
     pub fn header_value(&self, cache_name: &str) -> String {
-        let mut out = String::new();
+        use std::fmt::Write as _;
+        // Sized for the common members: a hit's value fits without growing.
+        let mut out = String::with_capacity(48);
         if structured::is_token(cache_name) {
             out.push_str(cache_name);
         } else {
@@ -97,11 +99,11 @@ impl CacheStatus {
             out.push_str(fwd.as_str());
         }
         if let Some(status) = self.fwd_status {
-            out.push_str(&format!("; fwd-status={status}"));
+            let _ = write!(out, "; fwd-status={status}");
         }
         if let Some(ttl) = self.ttl {
             let ttl = ttl.clamp(-SF_INTEGER_MAX, SF_INTEGER_MAX);
-            out.push_str(&format!("; ttl={ttl}"));
+            let _ = write!(out, "; ttl={ttl}");
         }
         if self.stored {
             out.push_str("; stored");

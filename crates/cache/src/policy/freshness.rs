@@ -80,17 +80,60 @@ pub fn freshness_lifetime(
     response_time: SystemTime,
     opts: &StoreOptions,
 ) -> Option<Duration> {
+    lifetime_from(
+        &FreshnessDates::of(resp_headers, response_time),
+        directives,
+        status,
+        opts,
+    )
+}
+
+/// What [`freshness_lifetime`] reads from the date fields, worked out once: parsing HTTP-dates
+/// is most of its cost, and a stored response's dates do not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreshnessDates {
+    /// `Expires` − `Date` (0 when `Expires` is invalid or earlier); `None` without `Expires`.
+    expires_lifetime: Option<Duration>,
+    /// `Date` − `Last-Modified` (0 when `Last-Modified` is later); `None` without a valid
+    /// `Last-Modified`.
+    since_modified: Option<Duration>,
+}
+
+impl FreshnessDates {
+    /// A missing or invalid `Date` is `response_time`.
+    pub fn of(resp_headers: &HeaderMap, response_time: SystemTime) -> FreshnessDates {
+        let date = || http_date::header(resp_headers, &DATE).unwrap_or(response_time);
+        let expires_lifetime = resp_headers.contains_key(EXPIRES).then(|| {
+            http_date::header(resp_headers, &EXPIRES)
+                .and_then(|expires| expires.duration_since(date()).ok())
+                .unwrap_or(Duration::ZERO)
+        });
+        // A Last-Modified after Date is nonsense; it earns no heuristic lifetime.
+        let since_modified = http_date::header(resp_headers, &LAST_MODIFIED)
+            .map(|lm| date().duration_since(lm).unwrap_or(Duration::ZERO));
+        FreshnessDates {
+            expires_lifetime,
+            since_modified,
+        }
+    }
+}
+
+/// [`freshness_lifetime`] from dates worked out beforehand.
+pub fn lifetime_from(
+    dates: &FreshnessDates,
+    directives: &ResponseDirectives,
+    status: StatusCode,
+    opts: &StoreOptions,
+) -> Option<Duration> {
     if let Some(ttl) = opts.enforce_ttl {
         return Some(ttl);
     }
     if let Some(s) = directives.s_maxage.or(directives.max_age) {
         return Some(Duration::from_secs(s));
     }
-    if directives.source == Source::CacheControl && resp_headers.contains_key(EXPIRES) {
-        let date = http_date::header(resp_headers, &DATE).unwrap_or(response_time);
-        let lifetime = http_date::header(resp_headers, &EXPIRES)
-            .and_then(|expires| expires.duration_since(date).ok())
-            .unwrap_or(Duration::ZERO);
+    if directives.source == Source::CacheControl
+        && let Some(lifetime) = dates.expires_lifetime
+    {
         return Some(lifetime);
     }
     if !(heuristically_cacheable(status) || directives.public) {
@@ -99,19 +142,9 @@ pub fn freshness_lifetime(
     if let Some(ttl) = opts.default_ttl {
         return Some(ttl);
     }
-    heuristic_lifetime(resp_headers, response_time, opts.heuristic_max)
-}
-
-fn heuristic_lifetime(
-    resp_headers: &HeaderMap,
-    response_time: SystemTime,
-    cap: Duration,
-) -> Option<Duration> {
-    let last_modified = http_date::header(resp_headers, &LAST_MODIFIED)?;
-    let date = http_date::header(resp_headers, &DATE).unwrap_or(response_time);
-    // A Last-Modified after Date is nonsense; it earns no heuristic lifetime.
-    let since = date.duration_since(last_modified).unwrap_or(Duration::ZERO);
-    Some((since / 10).min(cap))
+    dates
+        .since_modified
+        .map(|since| (since / 10).min(opts.heuristic_max))
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method, StatusCode};
 
-use super::age::current_age;
-use super::directives::{MaxStale, ResponseDirectives, parse_request, parse_response};
-use super::freshness::{StoreOptions, freshness_lifetime};
+use super::age::{age_at, initial_age};
+use super::directives::{MaxStale, ResponseDirectives, Target, parse_request, parse_response};
+use super::freshness::{FreshnessDates, StoreOptions, lifetime_from};
 
 /// A stored response, as the lookup needs it.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +69,46 @@ impl Lookup {
     }
 }
 
+/// What a lookup reads from a stored response's head, parsed once: the directives for each
+/// [`Target`], the dates, the age on arrival. Everything here is fixed while the response is
+/// stored; only `now` (and a purge) moves a lookup's outcome.
+#[derive(Debug, Clone)]
+pub struct StoredFacts {
+    pub status: StatusCode,
+    pub response_time: SystemTime,
+    /// `corrected_initial_age` (§4.2.3).
+    pub initial_age: std::time::Duration,
+    pub dates: FreshnessDates,
+    cdn: ResponseDirectives,
+    cache_control: ResponseDirectives,
+}
+
+impl StoredFacts {
+    pub fn of(
+        status: StatusCode,
+        headers: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> StoredFacts {
+        StoredFacts {
+            status,
+            response_time,
+            initial_age: initial_age(headers, request_time, response_time),
+            dates: FreshnessDates::of(headers, response_time),
+            cdn: parse_response(headers, Target::Cdn),
+            cache_control: parse_response(headers, Target::CacheControl),
+        }
+    }
+
+    /// The response directives [`parse_response`] gives for `target`.
+    pub fn directives(&self, target: Target) -> &ResponseDirectives {
+        match target {
+            Target::Cdn => &self.cdn,
+            Target::CacheControl => &self.cache_control,
+        }
+    }
+}
+
 /// Decides how a stored response may answer a GET or HEAD request at `now`.
 pub fn lookup_decision(
     req_method: &Method,
@@ -77,28 +117,44 @@ pub fn lookup_decision(
     now: SystemTime,
     opts: &StoreOptions,
 ) -> Lookup {
-    let age = current_age(
+    let facts = StoredFacts::of(
+        stored.status,
         stored.headers,
         stored.request_time,
         stored.response_time,
-        now,
     );
-    let resp = if opts.enforce_ttl.is_some() {
-        ResponseDirectives::default()
-    } else {
-        parse_response(stored.headers, opts.target)
-    };
-    let lifetime = freshness_lifetime(
-        stored.headers,
-        &resp,
-        stored.status,
-        stored.response_time,
+    lookup_with_facts(
+        req_method,
+        req_headers,
+        &facts,
+        stored.invalidated_at,
+        now,
         opts,
     )
-    .unwrap_or(Duration::ZERO);
+}
+
+/// [`lookup_decision`] from a stored response's [`StoredFacts`] (worked out when it was
+/// stored) and when it was purged, if it was.
+pub fn lookup_with_facts(
+    req_method: &Method,
+    req_headers: &HeaderMap,
+    stored: &StoredFacts,
+    invalidated_at: Option<SystemTime>,
+    now: SystemTime,
+    opts: &StoreOptions,
+) -> Lookup {
+    let age = age_at(stored.initial_age, stored.response_time, now);
+    let no_directives = ResponseDirectives::default();
+    let resp = if opts.enforce_ttl.is_some() {
+        &no_directives
+    } else {
+        stored.directives(opts.target)
+    };
+    let lifetime =
+        lifetime_from(&stored.dates, resp, stored.status, opts).unwrap_or(Duration::ZERO);
     // Staleness in seconds, negative while fresh. A purge ends freshness at the purge.
     let mut staleness = secs(age) - secs(lifetime);
-    if let Some(purged) = stored.invalidated_at {
+    if let Some(purged) = invalidated_at {
         staleness = staleness.max(signed_since(now, purged));
     }
     let ttl = -staleness;

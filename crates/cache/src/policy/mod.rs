@@ -30,7 +30,7 @@ pub use directives::{
 };
 pub use freshness::{StoreOptions, freshness_lifetime};
 pub use invalidation::invalidated_uris;
-pub use lookup::{Decision, Lookup, StoredView, lookup_decision};
+pub use lookup::{Decision, Lookup, StoredFacts, StoredView, lookup_decision, lookup_with_facts};
 pub use range::{RangeDecision, range_for};
 pub use storable::{NotStorable, Storable, storable};
 pub use validation::{

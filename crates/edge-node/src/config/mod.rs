@@ -35,7 +35,7 @@ pub struct Application {
     pub cache_rules: Vec<Arc<CacheRule>>,
     pub lua: LuaHandlers,
     pub declared: Vec<(String, String)>,
-    pub metrics: AppMetrics,
+    pub metrics: Arc<AppMetrics>,
 }
 
 impl Application {
@@ -51,7 +51,7 @@ impl Application {
             cache_rules: vec![],
             lua: LuaHandlers::default(),
             declared: vec![],
-            metrics: Metrics::default().app(name),
+            metrics: Arc::new(Metrics::default().app(name)),
         }
     }
 }
@@ -89,7 +89,7 @@ pub struct Snapshot {
     pub limits: Limits,
     pub access_log: AccessLogFormat,
     /// The metrics of requests that match no application.
-    pub unrouted: AppMetrics,
+    pub unrouted: Arc<AppMetrics>,
     pub cache: Arc<outpost_cache::Cache>,
     /// Modules every application can `require` (global ones and each application's), and
     /// a generation that changes with them: workers rebuild their Lua VM when it does.
@@ -196,7 +196,7 @@ impl Snapshot {
                     .iter()
                     .map(|v| (v.name.clone(), v.default_value.clone()))
                     .collect(),
-                metrics: metrics.app(&a.name),
+                metrics: Arc::new(metrics.app(&a.name)),
             });
             for (j, l) in a.listeners.iter().enumerate() {
                 let addr: SocketAddr = l
@@ -296,7 +296,7 @@ impl Snapshot {
             fallback_cert,
             limits,
             access_log,
-            unrouted: metrics.app("-"),
+            unrouted: Arc::new(metrics.app("-")),
         })
     }
 

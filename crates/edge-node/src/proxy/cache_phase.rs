@@ -152,8 +152,16 @@ pub async fn serve(
         .clone()
         .filter(|s| !s.meta.is_variants_marker() && !cr.skip_lookup)
     {
-        let found =
-            policy::lookup_decision(&cr.method, client_headers, &view(&stored.meta), now, &opts);
+        // The stored head's facts are parsed once per object, not on every hit.
+        let meta = &stored.meta;
+        let found = policy::lookup_with_facts(
+            &cr.method,
+            client_headers,
+            meta.facts(),
+            meta.invalidated_at_ms().map(time),
+            now,
+            &opts,
+        );
         let (age, ttl) = (found.age, found.ttl);
         match found.decision {
             Decision::Fresh | Decision::StaleAllowed => {
@@ -342,6 +350,7 @@ fn store_and_stream(
         tags: tags(&head.headers),
         body_len: 0,
         invalidated_ms: Default::default(),
+        derived: Default::default(),
     };
     let declared = head
         .headers
@@ -631,11 +640,14 @@ fn from_stored(
             }
         }
     };
-    let len = match range {
-        Some((s, e)) => e - s,
-        None => meta.body_len,
+    let Some((start, end)) = range else {
+        let mut resp = Response::new(ResponseBody::cached(body));
+        *resp.status_mut() = code;
+        *resp.headers_mut() = meta.hit_head(hit_head).clone();
+        finish_headers(resp.headers_mut(), &cr.rule, &status, Some(age));
+        return resp;
     };
-    let mut resp = respond(cr, meta, age, status, body, Some(len));
+    let mut resp = respond(cr, meta, age, status, body, Some(end - start));
     *resp.status_mut() = code;
     for (k, v) in extra {
         resp.headers_mut().insert(k, v);
@@ -661,6 +673,20 @@ fn respond(
     *resp.headers_mut() = headers;
     finish_headers(resp.headers_mut(), &cr.rule, &status, Some(age));
     resp
+}
+
+/// The head every full hit on `meta` starts from: what [`respond`] and [`finish_headers`]
+/// would make of the stored fields, with `Age` and `Cache-Status` slots that each hit
+/// overwrites in place. Built once per stored object; a hit then copies it without growing it.
+fn hit_head(meta: &ObjectMeta) -> HeaderMap {
+    let mut h = meta.headers.clone();
+    h.remove(header::TRANSFER_ENCODING);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.body_len));
+    h.insert(header::AGE, HeaderValue::from_static("0"));
+    h.insert(CACHE_STATUS.clone(), HeaderValue::from_static(CACHE_NAME));
+    h.remove(&SURROGATE_CONTROL);
+    h.remove(&SURROGATE_KEY);
+    h
 }
 
 /// `Age`, `Cache-Status`, the browser TTL, and the CDN-only fields removed.

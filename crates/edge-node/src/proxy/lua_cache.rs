@@ -176,6 +176,7 @@ fn meta_of(o: &NewObject) -> Result<ObjectMeta, CacheAccessError> {
         tags,
         body_len: o.body.len() as u64,
         invalidated_ms: Default::default(),
+        derived: Default::default(),
     })
 }
 
