@@ -15,6 +15,12 @@ HARNESS="${HARNESS:-$ROOT/../shared/bench/compare.sh}"
 
 (cd "$ROOT" && cargo build --release -p outpost)
 
+# The shared harness's awk scripts use names gawk reserves (`load`): when gawk is the system
+# awk (installing mariadb-server makes it so), run them with mawk.
+if awk --version 2>/dev/null | grep -q "GNU Awk" && command -v mawk >/dev/null; then
+  SHIM="$(mktemp -d)"; ln -s "$(command -v mawk)" "$SHIM/awk"; export PATH="$SHIM:$PATH"
+fi
+
 export WORKERS="${WORKERS:-$(nproc)}"
 export PORT_BASE="${PORT_BASE:-18000}"
 EDGE_PORT=$((PORT_BASE + 501))
