@@ -68,6 +68,7 @@ fn meta(url: &str) -> Arc<ObjectMeta> {
         tags: Vec::new(),
         body_len: BODY as u64,
         invalidated_ms: Default::default(),
+        derived: Default::default(),
     })
 }
 

@@ -25,6 +25,7 @@ fn meta(url: &str, body_len: u64) -> Arc<ObjectMeta> {
         tags: vec![],
         body_len,
         invalidated_ms: AtomicU64::new(0),
+        derived: Default::default(),
     })
 }
 
