@@ -158,18 +158,7 @@ fn object(lua: &Lua, obj: CachedObject) -> mlua::Result<Table> {
             }
         }
     }
-    let mt = lua.create_table()?;
-    mt.set(
-        "__index",
-        lua.create_function(|_, (t, k): (Table, String)| {
-            let norm = k.to_ascii_lowercase().replace('_', "-");
-            if norm == k {
-                return Ok(Value::Nil);
-            }
-            t.raw_get::<Value>(norm)
-        })?,
-    )?;
-    h.set_metatable(Some(mt))?;
+    super::req::fold_header_lookups(lua, &h)?;
     t.set("header", h)?;
     Ok(t)
 }

@@ -62,19 +62,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 }
                 Ok(())
             })?;
-            // Lookups fold case and `_` to `-`, as lua-nginx-module's metatable does.
-            let mt = lua.create_table()?;
-            mt.set(
-                "__index",
-                lua.create_function(|_, (t, k): (Table, String)| {
-                    let norm = k.to_ascii_lowercase().replace('_', "-");
-                    if norm == k {
-                        return Ok(Value::Nil);
-                    }
-                    t.raw_get::<Value>(norm)
-                })?,
-            )?;
-            t.set_metatable(Some(mt))?;
+            fold_header_lookups(lua, &t)?;
             Ok((t, truncated.then_some("truncated")))
         })?,
     )?;
@@ -345,4 +333,22 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
             r.declared.get(name).map(|v| v.as_bytes().to_vec())
         }
     }
+}
+
+/// Makes lookups in a header table fold case and `_` to `-`, as lua-nginx-module's metatable
+/// does (the keys themselves are stored lowercase).
+pub(crate) fn fold_header_lookups(lua: &Lua, headers: &Table) -> mlua::Result<()> {
+    let mt = lua.create_table()?;
+    mt.set(
+        "__index",
+        lua.create_function(|_, (t, k): (Table, String)| {
+            let norm = k.to_ascii_lowercase().replace('_', "-");
+            if norm == k {
+                return Ok(Value::Nil);
+            }
+            t.raw_get::<Value>(norm)
+        })?,
+    )?;
+    headers.set_metatable(Some(mt))?;
+    Ok(())
 }
