@@ -30,6 +30,8 @@ pub struct RequestState {
     pub request_uri: String,
     pub http_version: f64,
     pub headers: HeaderMap,
+    /// `ngx.req.set_header`/`clear_header` ran: `headers` differs from what the client sent.
+    pub headers_changed: bool,
     pub scheme: &'static str,
     /// Lower-case host without port.
     pub host: String,
@@ -119,6 +121,7 @@ impl RequestState {
             request_uri,
             http_version: 1.1,
             headers,
+            headers_changed: false,
             scheme: "http",
             host: String::new(),
             client: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -43,8 +43,9 @@ impl HostRouter {
     }
 }
 
-/// The host of a request, lowercase, without port or trailing dot.
-pub fn normalize_host(raw: &str) -> String {
+/// The host of a request, lowercase, without port or trailing dot; borrowed from `raw` when
+/// that is already lowercase (the common case: no allocation per request).
+pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let without_port = if raw.starts_with('[') {
         raw.split_once(']')
             .map_or(raw, |(h, _)| &raw[..h.len() + 1])
@@ -57,7 +58,12 @@ pub fn normalize_host(raw: &str) -> String {
             }
         })
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = without_port.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]

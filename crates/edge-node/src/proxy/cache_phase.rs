@@ -62,7 +62,7 @@ pub struct CacheRequest {
     /// The primary key text, from the rule's key parts.
     pub key: String,
     /// `scheme://host/path?query`, for purges.
-    pub url: String,
+    pub url: CacheUrl,
     /// GET or HEAD.
     pub method: Method,
     /// The request head as the client sent it; [`Forwarding`] is applied when it goes
@@ -76,6 +76,27 @@ pub struct CacheRequest {
     pub skip_store: bool,
     /// The upstream's `lua_balancer` with this request's Lua state, when it has one.
     pub balancer: Option<BalancerLua>,
+}
+
+/// A request's `scheme://host/path?query` (what purges by URL and prefix match), kept in
+/// parts and written out only when something is stored: a hit never formats it.
+#[derive(Clone)]
+pub struct CacheUrl {
+    pub scheme: &'static str,
+    /// The host as the request gave it (`Host` or the authority); normalised when written.
+    pub host: HeaderValue,
+    pub target: Option<http::uri::PathAndQuery>,
+}
+
+impl CacheUrl {
+    pub fn text(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.scheme,
+            crate::config::host_router::normalize_host(self.host.to_str().unwrap_or("")),
+            self.target.as_ref().map_or("/", |pq| pq.as_str())
+        )
+    }
 }
 
 /// What the forwarding headers need, owned: they are built only when a request goes upstream
@@ -333,14 +354,14 @@ fn store_and_stream(
         policy::VaryFields::Fields(f) if !f.is_empty() => {
             let names: Vec<String> = f.iter().map(|n| n.as_str().to_string()).collect();
             let secondary = policy::secondary_key(&vary, &cr.head.headers).unwrap_or_default();
-            cache.put_variants_marker(&cr.key, &cr.url, names.clone());
+            cache.put_variants_marker(&cr.key, &cr.url.text(), names.clone());
             let key = KeyHash::variant(&cr.key, &secondary);
             (names, secondary, key)
         }
         _ => (Vec::new(), String::new(), handle.key()),
     };
     let meta = ObjectMeta {
-        url: cr.url.clone(),
+        url: cr.url.text(),
         status: head.status.as_u16(),
         headers: stored_headers,
         request_time_ms: ms(request_time),
@@ -699,7 +720,9 @@ fn finish_headers(
     if let Some(age) = age {
         h.insert(header::AGE, HeaderValue::from(age.as_secs()));
     }
-    if let Ok(v) = HeaderValue::from_str(&status.header_value(CACHE_NAME)) {
+    // The formatted text becomes the value's storage: no second copy.
+    let value = Bytes::from(status.header_value(CACHE_NAME));
+    if let Ok(v) = HeaderValue::from_maybe_shared(value) {
         h.insert(CACHE_STATUS.clone(), v);
     }
     if let Some(ttl) = rule.browser_ttl {

@@ -69,19 +69,13 @@ pub async fn serve(
     body: RequestBody,
     caller: Caller,
 ) -> Response<ResponseBody> {
-    let host_raw = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    let host = normalize_host(&host_raw);
+    // The Host header's value is shared with the parsed request, not copied.
+    let host_value = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).unwrap_or(HeaderValue::from_static("")),
+        None => (parts.headers.get(header::HOST).cloned()).unwrap_or(HeaderValue::from_static("")),
+    };
+    let host_raw = host_value.to_str().unwrap_or("");
+    let host = normalize_host(host_raw);
     let request_id = request_id(&parts.headers);
     // Kept for the access log: the request headers move upstream with the request.
     let logged = LoggedHeaders {
@@ -139,12 +133,11 @@ pub async fn serve(
     // GET and HEAD are looked up under the rule's key; other methods may invalidate.
     let mut cache_key = cache_rule.as_ref().and_then(|r| {
         matches!(parts.method, Method::GET | Method::HEAD).then(|| {
-            let url = format!(
-                "{}://{}{}",
-                conn.scheme,
-                host,
-                parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
-            );
+            let url = cache_phase::CacheUrl {
+                scheme: conn.scheme,
+                host: host_value.clone(),
+                target: parts.uri.path_and_query().cloned(),
+            };
             (r.clone(), r.key(&view), url)
         })
     });
@@ -165,11 +158,11 @@ pub async fn serve(
 
     // Lua: the application's code, then its matching rules', phase by phase.
     let lua = if fx.lua.is_empty() {
-        app.lua.clone()
+        std::borrow::Cow::Borrowed(&app.lua)
     } else {
         let mut l = app.lua.clone();
         l.extend(&fx.lua);
-        l
+        std::borrow::Cow::Owned(l)
     };
     let balancer_code = upstream.as_ref().and_then(|u| u.lua_balancer.clone());
     let lua_state = (!lua.is_empty() || balancer_code.is_some()).then(|| {
@@ -184,7 +177,7 @@ pub async fn serve(
             Caller::Subrequest(setup) => Some(setup.as_ref()),
             Caller::Client { .. } => None,
         };
-        subrequest::prepare(&state, &w, &conn, &snapshot, &host_raw, parts.version, sub);
+        subrequest::prepare(&state, &w, &conn, &snapshot, host_raw, parts.version, sub);
         state
     });
     let balancer = balancer_code
@@ -200,35 +193,36 @@ pub async fn serve(
     if let Some(state) = lua_state.as_ref().filter(|_| fx.respond.is_none()) {
         let early = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
             Err(resp) => Some(resp),
-            Ok(()) => {
+            Ok(()) if lua.content.is_empty() => {
                 // What the scripts changed goes upstream: headers, URI, arguments; and their
-                // say over the cache (srcache-style).
-                let (headers, target) = {
-                    let s = state.state.borrow();
-                    if let Some((_, key, _)) = &mut cache_key
-                        && let Some(k) = &s.cache_key
-                    {
-                        *key = k.clone();
-                    }
+                // say over the cache (srcache-style). Copied only when they changed it.
+                let s = state.state.borrow();
+                if let Some((_, key, _)) = &mut cache_key
+                    && let Some(k) = &s.cache_key
+                {
+                    *key = k.clone();
+                }
+                if s.headers_changed {
+                    parts.headers = s.headers.clone();
+                }
+                let same_target =
+                    s.uri == parts.uri.path() && s.args.as_deref() == parts.uri.query();
+                if !same_target {
                     let target = match &s.args {
                         Some(a) => format!("{}?{a}", s.uri),
                         None => s.uri.clone(),
                     };
-                    (s.headers.clone(), target)
-                };
-                parts.headers = headers;
-                if target != parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
-                    && let Ok(uri) = target.parse::<Uri>()
-                {
-                    parts.uri = uri;
-                    fx.rewritten_path = None;
+                    if let Ok(uri) = target.parse::<Uri>() {
+                        parts.uri = uri;
+                        fx.rewritten_path = None;
+                    }
                 }
-                if lua.content.is_empty() {
-                    None
-                } else {
-                    let data = read_small_body(&mut body).await;
-                    Some(lua_phase::content(&w, &snapshot, &app, &lua, state, data).await)
-                }
+                None
+            }
+            // The content handler answers: nothing goes upstream.
+            Ok(()) => {
+                let data = read_small_body(&mut body).await;
+                Some(lua_phase::content(&w, &snapshot, &app, &lua, state, data).await)
             }
         };
         if let Some(mut resp) = early {
@@ -320,7 +314,7 @@ pub async fn serve(
                             forward: cache_phase::Forwarding {
                                 client_ip: conn.client.ip(),
                                 scheme: conn.scheme,
-                                host: host_raw.clone(),
+                                host: host_raw.to_string(),
                                 request_id: request_id.clone(),
                                 via: via(parts.version),
                                 ops: std::mem::take(&mut fx.request_headers),
@@ -336,7 +330,7 @@ pub async fn serve(
                         let fwd = Forwarded {
                             client_ip: conn.client.ip(),
                             scheme: conn.scheme,
-                            host: &host_raw,
+                            host: host_raw,
                             request_id: &request_id,
                             via: via(parts.version),
                             upgrade: upgrade.clone(),

@@ -209,6 +209,7 @@ fn set_header(name: &str, value: Value) -> mlua::Result<()> {
     let hn = HeaderName::from_bytes(name.replace('_', "-").as_bytes())
         .map_err(|_| mlua::Error::runtime(format!("invalid header name \"{name}\"")))?;
     request::with(|r| {
+        r.headers_changed = true;
         r.headers.remove(&hn);
         let mut add = |v: &Value| -> mlua::Result<()> {
             let mut bytes = Vec::new();
