@@ -131,6 +131,49 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
     );
 }
 
+/// A short header timeout and a long idle timeout, as nginx's 60 s/75 s defaults are apart.
+const SHORT_HEADER_LONG_IDLE: &str = r#"
+server: {header_timeout_ms: 300, idle_timeout_ms: 60000}
+upstreams: [{name: web, peers: [{address: "@O@"}]}]
+applications: [{name: site, is_default: true, listeners: [{address: "127.0.0.1:0"}], upstream: web}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_waits_the_idle_timeout_and_a_head_only_the_header_timeout() {
+    let origin = Origin::start("origin").await;
+    let node = edge(SHORT_HEADER_LONG_IDLE, &[("O", origin.addr.to_string())]).await;
+    let mut s = TcpStream::connect(plain_addr(&node)).await.unwrap();
+    s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut s).await.map(|r| r.0), Some(200));
+    // Idle between requests for three header timeouts: the connection is still there
+    // (nginx's keepalive_timeout, not its client_header_timeout).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_response(&mut s).await.map(|r| r.0),
+        Some(200),
+        "an idle keep-alive connection was closed before its idle timeout"
+    );
+    // A head that starts and stalls is cut off by the header timeout: the wait is bounded
+    // far below the 60 s idle timeout.
+    s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(10)).await,
+        "a stalled head was not cut off by the header timeout"
+    );
+    assert_eq!(
+        origin.hits(),
+        2,
+        "the stalled head never reached the origin"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_and_bodies_are_refused() {
     let origin = Origin::start("origin").await;

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::conn_watch::{self, HeadState, HeadWatch, Watch};
 use crate::config::{Limits, Snapshot};
 use crate::metrics::Metrics;
 use crate::proxy::access_log::AccessLog;
@@ -137,8 +138,9 @@ pub struct ConnInfo {
     pub listener: SocketAddr,
     pub scheme: &'static str,
     pub access_log: AccessLog,
-    in_flight: Cell<u32>,
     last_active: Cell<Instant>,
+    /// Requests in flight and the head being received, for the watchdog (`conn_watch`).
+    watch: Arc<HeadState>,
 }
 
 /// A request in flight on a connection; the idle timer only runs when there is none.
@@ -146,14 +148,14 @@ pub struct InFlight(Rc<ConnInfo>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.set(self.0.in_flight.get() - 1);
+        self.0.watch.end_request();
         self.0.last_active.set(Instant::now());
     }
 }
 
 impl ConnInfo {
     pub fn begin_request(self: &Rc<Self>) -> InFlight {
-        self.in_flight.set(self.in_flight.get() + 1);
+        self.watch.begin_request();
         InFlight(self.clone())
     }
 }
@@ -292,36 +294,48 @@ async fn serve_connection(
     };
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(key);
+    let now = Instant::now();
     let info = Rc::new(ConnInfo {
         client,
         local,
         listener: key,
         scheme: if tls { "https" } else { "http" },
         access_log: ctx.shared.access_log.clone(),
-        in_flight: Cell::new(0),
-        last_active: Cell::new(Instant::now()),
+        last_active: Cell::new(now),
+        watch: Arc::new(HeadState::new(now)),
     });
     if tls {
         let acceptor = tokio_rustls::TlsAcceptor::from(ctx.shared.tls.clone());
         match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(s)) => serve_http(ctx, info, s, limits).await,
+            Ok(Ok(s)) => {
+                // HTTP/2 has no request heads to time this way: its frames keep coming on an
+                // idle connection (PING, SETTINGS), and its idle timeout is the one that counts.
+                let h1 = s.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
+                serve_http(ctx, info, s, limits, h1).await
+            }
             Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
         }
     } else {
-        serve_http(ctx, info, stream, limits).await
+        serve_http(ctx, info, stream, limits, true).await
     }
 }
 
-async fn serve_http<IO>(ctx: Rc<WorkerCtx>, info: Rc<ConnInfo>, io: IO, limits: Limits)
-where
+async fn serve_http<IO>(
+    ctx: Rc<WorkerCtx>,
+    info: Rc<ConnInfo>,
+    io: IO,
+    limits: Limits,
+    times_heads: bool,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(LocalExec);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        // The connection's watchdog enforces it: no timer per request.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
@@ -332,6 +346,10 @@ where
         let (ctx, info) = (ctx.clone(), info.clone());
         service_fn(move |req| handler::handle(ctx.clone(), info.clone(), req))
     };
+    if !times_heads {
+        info.watch.untimed();
+    }
+    let io = HeadWatch::new(io, info.watch.clone());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutdown = ctx.shutdown.clone();
@@ -339,10 +357,10 @@ where
     if draining {
         conn.as_mut().graceful_shutdown();
     }
-    let idle = limits.idle_timeout;
+    let (header, idle) = (limits.header_timeout, limits.idle_timeout);
     // One timer for the connection's life, re-armed only when it fires: a fresh `sleep` per
     // loop turn would insert and remove a timer entry on every wake-up of the connection.
-    let watchdog = tokio::time::sleep(idle);
+    let watchdog = tokio::time::sleep(header.min(idle));
     tokio::pin!(watchdog);
     loop {
         tokio::select! {
@@ -357,13 +375,18 @@ where
                 conn.as_mut().graceful_shutdown();
             }
             _ = watchdog.as_mut(), if !draining => {
-                let idle_since = info.last_active.get();
                 let now = Instant::now();
-                if info.in_flight.get() == 0 && idle_since + idle <= now {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                } else {
-                    watchdog.as_mut().reset(idle_since.max(now) + idle);
+                let (in_flight, started) = (info.watch.in_flight(), info.watch.head_started());
+                match conn_watch::decide(now, in_flight, started, info.last_active.get(), header, idle) {
+                    Watch::Close => {
+                        tracing::debug!(client = %info.client, "request head not received in time");
+                        return;
+                    }
+                    Watch::Drain => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Watch::Wait(at) => watchdog.as_mut().reset(at),
                 }
             }
         }

@@ -1,0 +1,250 @@
+//! The two clocks of a client connection, as nginx has them: a request head must arrive whole
+//! within `header_timeout` of its first byte (`client_header_timeout`: slowloris), and a
+//! keep-alive connection with nothing in flight is closed after `idle_timeout`
+//! (`keepalive_timeout`).
+//!
+//! One watchdog timer per connection checks both, so a request costs no timer of its own: the
+//! connection's reads note when a head starts to arrive ([`HeadWatch`]), and [`decide`] says
+//! what the watchdog does when it fires.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// What a connection's requests and reads tell its watchdog. Atomic only because hyper wants
+/// the stream `Send`: one worker thread reads and writes it.
+#[derive(Debug)]
+pub struct HeadState {
+    base: Instant,
+    in_flight: AtomicU32,
+    /// Off for HTTP/2, whose frames are not request heads.
+    times_heads: std::sync::atomic::AtomicBool,
+    /// When the head being received began to arrive, in nanoseconds after `base` plus one;
+    /// 0 when none is.
+    head_started: AtomicU64,
+}
+
+impl HeadState {
+    /// A new connection: its first request's head is due from now.
+    pub fn new(now: Instant) -> Self {
+        HeadState {
+            base: now,
+            in_flight: AtomicU32::new(0),
+            times_heads: std::sync::atomic::AtomicBool::new(true),
+            head_started: AtomicU64::new(1),
+        }
+    }
+
+    /// Only the idle timeout applies (HTTP/2).
+    pub fn untimed(&self) {
+        self.times_heads.store(false, Relaxed);
+        self.head_started.store(0, Relaxed);
+    }
+
+    pub fn begin_request(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+        self.head_started.store(0, Relaxed);
+    }
+
+    pub fn end_request(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Bytes arrived from the client: with nothing in flight they start a request head, whose
+    /// header timeout runs from now.
+    pub fn head_arriving(&self) {
+        if self.in_flight.load(Relaxed) == 0
+            && self.head_started.load(Relaxed) == 0
+            && self.times_heads.load(Relaxed)
+        {
+            let since = Instant::now().saturating_duration_since(self.base);
+            self.head_started
+                .store(since.as_nanos() as u64 + 1, Relaxed);
+        }
+    }
+
+    pub fn head_started(&self) -> Option<Instant> {
+        match self.head_started.load(Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        }
+    }
+}
+
+/// What the watchdog does now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// A head took too long: drop the connection.
+    Close,
+    /// Idle for too long: close it once nothing is in flight (graceful).
+    Drain,
+    /// Look again then.
+    Wait(Instant),
+}
+
+/// The connection's state when the watchdog fires: requests in flight, when the head being
+/// received started to arrive (if one is), and when the last request ended.
+pub fn decide(
+    now: Instant,
+    in_flight: u32,
+    head_started: Option<Instant>,
+    last_active: Instant,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+) -> Watch {
+    if in_flight > 0 {
+        // A head that starts after this request ends is caught within one period.
+        return Watch::Wait(now + header_timeout.min(idle_timeout));
+    }
+    if let Some(started) = head_started {
+        let deadline = started + header_timeout;
+        return if now >= deadline {
+            Watch::Close
+        } else {
+            Watch::Wait(deadline)
+        };
+    }
+    let idle_deadline = last_active + idle_timeout;
+    if now >= idle_deadline {
+        return Watch::Drain;
+    }
+    Watch::Wait(idle_deadline.min(now + header_timeout))
+}
+
+/// The client stream, noting on the connection when bytes of a new request head arrive while
+/// no request is in flight.
+pub struct HeadWatch<IO> {
+    inner: IO,
+    state: Arc<HeadState>,
+}
+
+impl<IO> HeadWatch<IO> {
+    pub fn new(inner: IO, state: Arc<HeadState>) -> Self {
+        HeadWatch { inner, state }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for HeadWatch<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.state.head_arriving();
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for HeadWatch<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: Duration = Duration::from_secs(30);
+    const IDLE: Duration = Duration::from_secs(75);
+
+    #[test]
+    fn a_head_must_complete_within_the_header_timeout_of_its_first_byte() {
+        let t0 = Instant::now();
+        let started = Some(t0 + Duration::from_secs(5));
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(
+            decide(at(20), 0, started, t0, HEADER, IDLE),
+            Watch::Wait(at(35))
+        );
+        assert_eq!(decide(at(35), 0, started, t0, HEADER, IDLE), Watch::Close);
+    }
+
+    #[test]
+    fn an_idle_keep_alive_connection_lasts_the_idle_timeout_not_the_header_timeout() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        // Looks again within a header period, in case a head starts meanwhile.
+        assert_eq!(
+            decide(at(40), 0, None, t0, HEADER, IDLE),
+            Watch::Wait(at(70))
+        );
+        assert_eq!(
+            decide(at(70), 0, None, t0, HEADER, IDLE),
+            Watch::Wait(at(75))
+        );
+        assert_eq!(decide(at(75), 0, None, t0, HEADER, IDLE), Watch::Drain);
+    }
+
+    #[test]
+    fn a_head_starts_with_bytes_that_arrive_while_nothing_is_in_flight() {
+        let t0 = Instant::now();
+        let s = HeadState::new(t0);
+        assert_eq!(
+            s.head_started(),
+            Some(t0),
+            "the first head is due from the accept"
+        );
+        s.begin_request();
+        assert_eq!(s.head_started(), None);
+        s.head_arriving();
+        assert_eq!(s.head_started(), None, "body bytes of a request in flight");
+        s.end_request();
+        s.head_arriving();
+        let started = s.head_started().expect("a new head");
+        s.head_arriving();
+        assert_eq!(
+            s.head_started(),
+            Some(started),
+            "the clock runs from the first byte"
+        );
+    }
+
+    #[test]
+    fn nothing_closes_while_a_request_is_in_flight() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(
+            decide(at(500), 1, Some(t0), t0, HEADER, IDLE),
+            Watch::Wait(at(530))
+        );
+    }
+}
