@@ -120,7 +120,7 @@ pub async fn serve(
         request_id: request_id.to_str().unwrap_or(""),
         declared: &app.declared,
     };
-    let mut fx = rules::evaluate(&app.rules, &view, &w.shared.limiter, clock::now_ms());
+    let mut fx = rules::evaluate(&app.rules, &view, &w.shared.limiter, clock::now_ms);
     let cache_rule = fx
         .cache
         .clone()

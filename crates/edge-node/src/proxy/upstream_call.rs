@@ -22,7 +22,7 @@ use super::lua_balancer::{self, BalancerLua, MAX_LUA_TRIES};
 use crate::clock;
 use crate::server::worker::WorkerCtx;
 use crate::upstream::Upstream;
-use crate::upstream::balancer::Pick;
+use crate::upstream::balancer::{BalancerKind, Pick};
 use crate::upstream::connector;
 use crate::upstream::peer::Peer;
 use crate::upstream::pool::PoolKey;
@@ -156,8 +156,11 @@ pub async fn call(
                     continue;
                 }
                 peer.state.record_success();
-                peer.state
-                    .observe_latency(elapsed.as_micros() as f64, clock::now_ms());
+                // Only peak-EWMA reads the average: other upstreams skip the shared write.
+                if up.kind == BalancerKind::PeakEwma {
+                    peer.state
+                        .observe_latency(elapsed.as_micros() as f64, clock::now_ms());
+                }
                 up.metrics.duration.observe(elapsed.as_secs_f64());
                 info.status = Some(status);
                 info.response_time = Some(elapsed);

@@ -242,12 +242,13 @@ fn status(code: u32) -> Result<StatusCode, String> {
         .ok_or_else(|| format!("{code} is not an HTTP status"))
 }
 
-/// Runs the rules against a request; `now_ms` is the rate limiter's clock.
+/// Runs the rules against a request; `now_ms` is the rate limiter's clock, read only when a
+/// rate limit applies.
 pub fn evaluate(
     rules: &[PageRule],
     request: &RequestView<'_>,
     limiter: &RateLimiter,
-    now_ms: u64,
+    now_ms: impl Fn() -> u64,
 ) -> RuleEffects {
     let original_path = request.path;
     let mut fx = RuleEffects::default();
@@ -321,7 +322,7 @@ pub fn evaluate(
                     key,
                     params,
                     status,
-                } => match limiter.check(*id, key.render(&r), params, now_ms) {
+                } => match limiter.check(*id, key.render(&r), params, now_ms()) {
                     LimitDecision::Pass => {}
                     LimitDecision::Delay(d) => fx.delay = fx.delay.max(d),
                     LimitDecision::Reject => {

@@ -82,6 +82,8 @@ impl PeerSet {
                     && group.peers[i].state.is_available(now_ms)
             };
             let index = match kind {
+                // One peer: nothing to balance, and no shared state to touch.
+                _ if group.peers.len() == 1 => eligible(0).then_some(0),
                 BalancerKind::RoundRobin => group.round_robin(eligible),
                 BalancerKind::LeastConn => least_conn(&group.peers, eligible, random),
                 BalancerKind::ConsistentHash => ring_lookup(&group.ring, hash, eligible),

@@ -27,7 +27,9 @@ pub struct PassiveParams {
 
 #[derive(Debug)]
 pub struct PeerState {
-    active: AtomicU32,
+    /// Written by every request on every worker: on a cache line of its own, so the health
+    /// fields each request reads are not invalidated by other workers' counting.
+    active: Padded<AtomicU32>,
     /// Set by the active health checker; peers start healthy.
     healthy: AtomicBool,
     fails: AtomicU32,
@@ -41,7 +43,7 @@ pub struct PeerState {
 impl Default for PeerState {
     fn default() -> Self {
         PeerState {
-            active: AtomicU32::new(0),
+            active: Padded(AtomicU32::new(0)),
             healthy: AtomicBool::new(true),
             fails: AtomicU32::new(0),
             fail_window_start_ms: AtomicU64::new(0),
@@ -49,6 +51,18 @@ impl Default for PeerState {
             ewma_us: AtomicU64::new(0f64.to_bits()),
             ewma_stamp_ms: AtomicU64::new(0),
         }
+    }
+}
+
+/// A value alone on its (64-byte) cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 

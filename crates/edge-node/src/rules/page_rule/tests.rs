@@ -22,7 +22,7 @@ fn indent(s: &str) -> String {
 }
 
 fn run(rules: &[PageRule], req: &OwnedRequest, limiter: &RateLimiter, now_ms: u64) -> RuleEffects {
-    evaluate(rules, &req.view(), limiter, now_ms)
+    evaluate(rules, &req.view(), limiter, || now_ms)
 }
 
 #[test]
