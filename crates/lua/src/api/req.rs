@@ -240,31 +240,15 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
         "args" | "query_string" => r.args.as_deref().map(|a| a.as_bytes().to_vec()),
         "is_args" => s(if r.args.is_some() { "?" } else { "" }),
         "request_uri" => s(&r.request_uri),
-        "request_line" => s(&format!(
-            "{} {} {}",
-            r.method,
-            r.request_uri,
-            if r.http_version >= 2.0 {
-                "HTTP/2.0"
-            } else if r.http_version == 1.0 {
-                "HTTP/1.0"
-            } else {
-                "HTTP/1.1"
-            }
-        )),
+        // The line as the client sent it: rewrites of the URI do not show here.
+        "request" => s(&format!("{} {} {}", r.method, r.request_uri, protocol(r))),
         "request_method" => s(r.method.as_str()),
         "scheme" => s(r.scheme),
         "https" => s(if r.scheme == "https" { "on" } else { "" }),
         "host" => s(&r.host),
         "server_port" => s(&r.server.port().to_string()),
         "server_addr" => s(&r.server.ip().to_string()),
-        "server_protocol" => s(if r.http_version >= 2.0 {
-            "HTTP/2.0"
-        } else if r.http_version == 1.0 {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
-        }),
+        "server_protocol" => s(protocol(r)),
         "remote_addr" => s(&r.client.ip().to_string()),
         "remote_port" => s(&r.client.port().to_string()),
         "binary_remote_addr" => Some(match r.client.ip() {
@@ -333,6 +317,17 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
             let _ = unescape;
             r.declared.get(name).map(|v| v.as_bytes().to_vec())
         }
+    }
+}
+
+/// `$server_protocol`: how nginx names the request's HTTP version.
+fn protocol(r: &RequestState) -> &'static str {
+    if r.http_version >= 2.0 {
+        "HTTP/2.0"
+    } else if r.http_version == 1.0 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
     }
 }
 
