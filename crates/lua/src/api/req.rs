@@ -38,7 +38,9 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             let mut truncated = false;
             request::with(|r| {
                 let max = max.unwrap_or(100);
-                for (n, (k, v)) in r.headers.iter().enumerate() {
+                // nginx (`underscores_in_headers off`) ignores names with '_' as invalid.
+                let sent = r.headers.iter().filter(|(k, _)| !k.as_str().contains('_'));
+                for (n, (k, v)) in sent.enumerate() {
                     if max > 0 && n as i64 >= max {
                         truncated = true;
                         break;
