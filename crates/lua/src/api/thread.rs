@@ -85,7 +85,7 @@ pub fn install(lua: &Lua, ngx: &Table, alive: Rc<std::cell::Cell<bool>>) -> mlua
                 let t = ud.borrow::<LightThread>()?;
                 let Some(h) = t.handle.borrow_mut().take() else {
                     return Ok(MultiValue::from_iter([
-                        Value::Boolean(false),
+                        Value::Nil,
                         Value::String(lua.create_string("already waited or killed")?),
                     ]));
                 };
@@ -136,9 +136,10 @@ pub fn install(lua: &Lua, ngx: &Table, alive: Rc<std::cell::Cell<bool>>) -> mlua
             };
             let t = ud.borrow::<LightThread>()?;
             match t.handle.borrow_mut().take() {
+                // lua-nginx-module answers a kill with the number 1.
                 Some(h) => {
                     h.abort();
-                    Ok(MultiValue::from_iter([Value::Boolean(true)]))
+                    Ok(MultiValue::from_iter([Value::Integer(1)]))
                 }
                 None => Ok(MultiValue::from_iter([
                     Value::Nil,
