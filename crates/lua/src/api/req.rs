@@ -299,8 +299,9 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
             }
             if let Some(a) = name.strip_prefix("arg_") {
                 let args = r.args.as_deref()?;
+                // As nginx's ngx_http_arg: an argument without '=' has no value to give.
                 return args.split('&').find_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    let (k, v) = kv.split_once('=')?;
                     k.eq_ignore_ascii_case(a).then(|| v.as_bytes().to_vec())
                 });
             }
