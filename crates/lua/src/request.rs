@@ -21,7 +21,10 @@ use crate::Phase;
 /// The request state the `ngx` API reads and writes.
 pub struct RequestState {
     pub phase: Phase,
+    /// After any `ngx.req.set_method` (nginx's `$request_method`).
     pub method: Method,
+    /// The method the client sent, for `$request`.
+    pub original_method: Method,
     /// The path, after any rewrite (nginx's `$uri`).
     pub uri: String,
     /// The query string without `?` (nginx's `$args`).
@@ -115,6 +118,7 @@ impl RequestState {
         };
         RequestState {
             phase: Phase::Content,
+            original_method: method.clone(),
             method,
             uri,
             args,

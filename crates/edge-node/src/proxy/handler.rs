@@ -194,9 +194,12 @@ pub async fn serve(
         let early = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
             Err(resp) => Some(resp),
             Ok(()) if lua.content.is_empty() => {
-                // What the scripts changed goes upstream: headers, URI, arguments; and their
-                // say over the cache (srcache-style). Copied only when they changed it.
+                // What the scripts changed goes upstream: method, headers, URI, arguments; and
+                // their say over the cache (srcache-style). Copied only when they changed it.
                 let s = state.state.borrow();
+                if s.method != parts.method {
+                    parts.method = s.method.clone();
+                }
                 if let Some((_, key, _)) = &mut cache_key
                     && let Some(k) = &s.cache_key
                 {

@@ -13,6 +13,17 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         lua.create_function(|_, ()| request::with(|r| Ok(r.method.as_str().to_string())))?,
     )?;
     req.set(
+        "set_method",
+        lua.create_function(|_, id: i64| {
+            let method = crate::subrequest::method_of(id)
+                .ok_or_else(|| mlua::Error::runtime(format!("unsupported HTTP method: {id}")))?;
+            request::with(|r| {
+                r.method = method;
+                Ok(())
+            })
+        })?,
+    )?;
+    req.set(
         "http_version",
         lua.create_function(|_, ()| request::with(|r| Ok(r.http_version)))?,
     )?;
@@ -243,7 +254,12 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
         "is_args" => s(if r.args.is_some() { "?" } else { "" }),
         "request_uri" => s(&r.request_uri),
         // The line as the client sent it: rewrites of the URI do not show here.
-        "request" => s(&format!("{} {} {}", r.method, r.request_uri, protocol(r))),
+        "request" => s(&format!(
+            "{} {} {}",
+            r.original_method,
+            r.request_uri,
+            protocol(r)
+        )),
         "request_method" => s(r.method.as_str()),
         "scheme" => s(r.scheme),
         "https" => s(if r.scheme == "https" { "on" } else { "" }),
