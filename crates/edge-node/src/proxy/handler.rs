@@ -208,17 +208,13 @@ pub async fn serve(
                 if s.headers_changed {
                     parts.headers = s.headers.clone();
                 }
-                let same_target =
-                    s.uri == parts.uri.path() && s.args.as_deref() == parts.uri.query();
-                if !same_target {
-                    let target = match &s.args {
-                        Some(a) => format!("{}?{a}", s.uri),
-                        None => s.uri.clone(),
-                    };
-                    if let Ok(uri) = target.parse::<Uri>() {
-                        parts.uri = uri;
-                        fx.rewritten_path = None;
-                    }
+                // Untouched, the client's target goes upstream byte for byte ($uri is
+                // decoded, so it is no copy of the path to compare with).
+                if s.uri_changed
+                    && let Ok(uri) = s.upstream_target().parse::<Uri>()
+                {
+                    parts.uri = uri;
+                    fx.rewritten_path = None;
                 }
                 None
             }

@@ -108,6 +108,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             };
             request::with(|r| {
                 r.args = (!args.is_empty()).then_some(args);
+                r.uri_changed = true;
                 Ok(())
             })
         })?,
@@ -120,6 +121,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             }
             request::with(|r| {
                 r.uri = uri;
+                r.uri_changed = true;
                 Ok(())
             })
         })?,
@@ -201,6 +203,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             request::with(|r| match name.as_str() {
                 "args" => {
                     r.args = (!value.is_empty()).then_some(value);
+                    r.uri_changed = true;
                     Ok(())
                 }
                 _ if r.declared.contains_key(&name) => {
