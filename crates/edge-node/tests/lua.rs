@@ -46,6 +46,15 @@ applications:
       - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/fixed]}]
         actions:
           - respond: {status: 200, body: "fixed\n"}
+      - conditions: [{subject: SUBJECT_ARG, name: m, operator: OPERATOR_EQUALS, values: [put]}]
+        actions:
+          - lua: {rewrite: {inline: "ngx.req.set_method(ngx.HTTP_PUT)"}}
+      - conditions: [{subject: SUBJECT_ARG, name: u, operator: OPERATOR_EQUALS, values: [show]}]
+        actions:
+          - lua: {rewrite: {inline: "ngx.req.set_header('X-Seen-Uri', ngx.var.uri)"}}
+      - conditions: [{subject: SUBJECT_ARG, name: u, operator: OPERATOR_EQUALS, values: [set]}]
+        actions:
+          - lua: {rewrite: {inline: "ngx.req.set_uri('/echo-headers/x y#')"}}
       - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/post]}]
         actions:
           - lua: {content: {inline: "ngx.req.read_body() ngx.say(ngx.req.get_method(), ' ', ngx.req.get_body_data())"}}
@@ -82,6 +91,39 @@ async fn phases_run_in_order_around_the_upstream() {
     let seen = r.text().await.unwrap();
     assert!(seen.contains("x-hits: 1"), "{seen}");
 
+    // ngx.req.set_method changes the method the origin sees.
+    let r = c
+        .get(format!("{base}/echo-headers?m=put"))
+        .send()
+        .await
+        .unwrap();
+    let seen = r.text().await.unwrap();
+    assert!(seen.starts_with("PUT /echo-headers?m=put\n"), "{seen}");
+
+    // Lua sees $uri decoded and normalised; untouched, the client's target goes upstream
+    // byte for byte. A URI a script sets goes upstream escaped, as nginx's proxy does.
+    let r = c
+        .get(format!("{base}/echo-headers/a%20b//%41?u=show"))
+        .send()
+        .await
+        .unwrap();
+    let seen = r.text().await.unwrap();
+    assert!(
+        seen.starts_with("GET /echo-headers/a%20b//%41?u=show\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("x-seen-uri: /echo-headers/a b/A\n"), "{seen}");
+    let r = c
+        .get(format!("{base}/echo-headers/old?u=set"))
+        .send()
+        .await
+        .unwrap();
+    let seen = r.text().await.unwrap();
+    assert!(
+        seen.starts_with("GET /echo-headers/x%20y%23?u=set\n"),
+        "{seen}"
+    );
+
     // A rule's respond is nginx's `return`: no access code (X-Had-Ctx false), but the
     // header_filter runs on its response, as header_filter_by_lua does on a `return`.
     let r = c.get(format!("{base}/fixed")).send().await.unwrap();
@@ -116,7 +158,7 @@ async fn phases_run_in_order_around_the_upstream() {
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "POST payload\n");
 
-    // The log phase ran after each of the 5 responses so far (it may trail them).
+    // The log phase ran after each of the 8 responses so far (it may trail them).
     let logged = eventually(Duration::from_secs(5), || {
         let c = c.clone();
         let url = format!("{base}/logged");
@@ -131,12 +173,16 @@ async fn phases_run_in_order_around_the_upstream() {
                 .unwrap()
                 .parse()
                 .unwrap_or(0.0);
-            n >= 5.0
+            n >= 8.0
         }
     })
     .await;
     assert!(logged, "the log phase counted every request");
-    assert_eq!(origin.hits(), 1, "only /echo-headers reached the origin");
+    assert_eq!(
+        origin.hits(),
+        4,
+        "only the /echo-headers requests reached the origin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@
 //!   balancer's `require "ngx.balancer"` (`api/balancer.rs`, state in [`BalancerState`]).
 //! - Subrequests (`ngx.location.capture`, `api/location.rs`): the host runs them, through a
 //!   [`SubrequestRunner`] it puts in the request's state (`subrequest.rs`).
+//! - [`uri`]: nginx's `$uri` (decoded, normalised) and its escaping on the way upstream.
 
 mod api;
 pub mod cache_access;
@@ -26,6 +27,7 @@ pub mod response;
 mod sandbox;
 pub mod shared_dict;
 pub mod subrequest;
+pub mod uri;
 mod vm;
 
 pub use cache_access::{CacheAccess, CacheAccessError, CacheFuture, CachedObject, NewObject};

@@ -21,11 +21,18 @@ use crate::Phase;
 /// The request state the `ngx` API reads and writes.
 pub struct RequestState {
     pub phase: Phase,
+    /// After any `ngx.req.set_method` (nginx's `$request_method`).
     pub method: Method,
-    /// The path, after any rewrite (nginx's `$uri`).
+    /// The method the client sent, for `$request`.
+    pub original_method: Method,
+    /// The path, after any rewrite (nginx's `$uri`): decoded and normalised for a client's
+    /// request once the host calls [`RequestState::decode_uri`], as given for a subrequest.
     pub uri: String,
     /// The query string without `?` (nginx's `$args`).
     pub args: Option<String>,
+    /// A script changed `uri` or `args` (`ngx.req.set_uri`, `set_uri_args`, `ngx.var.args`):
+    /// the upstream gets [`RequestState::upstream_target`] instead of the client's target.
+    pub uri_changed: bool,
     /// The original request target (`$request_uri`).
     pub request_uri: String,
     pub http_version: f64,
@@ -115,9 +122,11 @@ impl RequestState {
         };
         RequestState {
             phase: Phase::Content,
+            original_method: method.clone(),
             method,
             uri,
             args,
+            uri_changed: false,
             request_uri,
             http_version: 1.1,
             headers,
@@ -146,6 +155,26 @@ impl RequestState {
             budget: Rc::default(),
             subrequests: None,
             subrequest_depth: 0,
+        }
+    }
+}
+
+impl RequestState {
+    /// Makes `uri` nginx's `$uri` for a client's request: percent-decoded and normalised. A
+    /// path nginx would refuse (or not UTF-8) stays as sent.
+    pub fn decode_uri(&mut self) {
+        if let Some(u) = crate::uri::normalise(&self.uri) {
+            self.uri = u;
+        }
+    }
+
+    /// What goes upstream after a script changed the URI, as nginx's proxy builds it:
+    /// `$uri` escaped again, then `?$args`.
+    pub fn upstream_target(&self) -> String {
+        let path = crate::uri::escape(&self.uri);
+        match &self.args {
+            Some(a) => format!("{path}?{a}"),
+            None => path,
         }
     }
 }

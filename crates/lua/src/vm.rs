@@ -49,8 +49,11 @@ pub struct LuaVm {
     /// Cleared when the VM goes: its recurring timers stop.
     alive: Rc<Cell<bool>>,
     limits: LuaLimits,
-    /// Set when the VM hit its memory limit: its owner should build a fresh one.
+    /// Set when the VM hit its memory limit, or a script asked for a graceful exit: its
+    /// owner should build a fresh one.
     recycle: Rc<Cell<bool>>,
+    /// `ngx.process.signal_graceful_exit()` ran.
+    exiting: Rc<Cell<bool>>,
 }
 
 impl Drop for LuaVm {
@@ -87,6 +90,7 @@ impl LuaVm {
         crate::ffi_symbols::load_libcrypto();
         let alive = Rc::new(Cell::new(true));
         let recycle = Rc::new(Cell::new(false));
+        let exiting = Rc::new(Cell::new(false));
         let setup = || -> mlua::Result<()> {
             // First, so no code runs (and no trace compiles) before the limits hold.
             if let Some(bytes) = limits.memory {
@@ -99,7 +103,7 @@ impl LuaVm {
             crate::api::output::install(&lua, &ngx)?;
             crate::api::req::install(&lua, &ngx)?;
             crate::api::codec::install(&lua, &ngx)?;
-            crate::api::misc::install(&lua, &ngx, worker_id, workers)?;
+            crate::api::misc::install(&lua, &ngx, worker_id, workers, exiting.clone())?;
             crate::api::shared::install(&lua, &ngx, dicts)?;
             let globals = lua.globals();
             crate::api::re::install(&lua, &ngx)?;
@@ -125,6 +129,15 @@ impl LuaVm {
             // The edge's cache: srcache-style control of it, and its objects.
             let loaded: Table = package.get("loaded")?;
             crate::api::cache::install(&lua, &loaded)?;
+            crate::api::process::install(
+                &lua,
+                &loaded,
+                crate::api::process::Exit {
+                    exiting: exiting.clone(),
+                    alive: alive.clone(),
+                    recycle: recycle.clone(),
+                },
+            )?;
             for empty in ["resty.core", "resty.core.base"] {
                 preload.set(empty, lua.create_function(|lua, ()| lua.create_table())?)?;
             }
@@ -252,6 +265,7 @@ impl LuaVm {
             alive,
             limits,
             recycle,
+            exiting,
         })
     }
 
@@ -274,6 +288,12 @@ impl LuaVm {
     /// requests still running on it end. The VM keeps working meanwhile.
     pub fn needs_recycle(&self) -> bool {
         self.recycle.get()
+    }
+
+    /// Whether a script called `ngx.process.signal_graceful_exit()` (which also sets
+    /// [`LuaVm::needs_recycle`]): the VM is replaced by choice, not for its memory.
+    pub fn exiting(&self) -> bool {
+        self.exiting.get()
     }
 
     /// Bytes the VM's heap holds now.

@@ -355,3 +355,24 @@ fn resty_lock_one_holder_at_a_time() {
         "dictionary not found\n0\nnillocked\nniltimeout\n1\nnilunlocked\n0\ntrue\ntrue true\n1\n"
     );
 }
+
+#[test]
+fn ngx_process_reports_a_worker_and_a_graceful_exit_retires_the_vm() {
+    let h = harness();
+    let code = r#"
+        local process = require "ngx.process"
+        ngx.say(process.type(), ' ', process.get_master_pid() == ngx.worker.pid())
+        ngx.say(tostring(ngx.worker.exiting()), ' ', select('#', process.enable_privileged_agent()))
+        ngx.say(process.enable_privileged_agent())
+        process.signal_graceful_exit()
+        ngx.say(tostring(ngx.worker.exiting()))
+    "#;
+    assert!(!h.vm.needs_recycle() && !h.vm.exiting());
+    let r = block_on(h.run(&get("/t"), &[(Phase::Content, code)]));
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        "worker true\nfalse 2\nnilAPI disabled in the current context\ntrue\n"
+    );
+    assert!(h.vm.needs_recycle(), "the worker should build a fresh VM");
+    assert!(h.vm.exiting());
+}

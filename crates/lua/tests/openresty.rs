@@ -96,11 +96,19 @@ fn corpus() {
             continue;
         }
         let req = &case["request"];
+        // A list value is a header sent once per element, in order (as the capture sent it).
         let headers = req["headers"]
             .as_object()
             .map(|m| {
                 m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .flat_map(|(k, v)| {
+                        match v {
+                            Value::Array(vs) => vs.iter().collect::<Vec<_>>(),
+                            v => vec![v],
+                        }
+                        .into_iter()
+                        .map(move |v| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -194,9 +194,12 @@ pub async fn serve(
         let early = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
             Err(resp) => Some(resp),
             Ok(()) if lua.content.is_empty() => {
-                // What the scripts changed goes upstream: headers, URI, arguments; and their
-                // say over the cache (srcache-style). Copied only when they changed it.
+                // What the scripts changed goes upstream: method, headers, URI, arguments; and
+                // their say over the cache (srcache-style). Copied only when they changed it.
                 let s = state.state.borrow();
+                if s.method != parts.method {
+                    parts.method = s.method.clone();
+                }
                 if let Some((_, key, _)) = &mut cache_key
                     && let Some(k) = &s.cache_key
                 {
@@ -205,17 +208,13 @@ pub async fn serve(
                 if s.headers_changed {
                     parts.headers = s.headers.clone();
                 }
-                let same_target =
-                    s.uri == parts.uri.path() && s.args.as_deref() == parts.uri.query();
-                if !same_target {
-                    let target = match &s.args {
-                        Some(a) => format!("{}?{a}", s.uri),
-                        None => s.uri.clone(),
-                    };
-                    if let Ok(uri) = target.parse::<Uri>() {
-                        parts.uri = uri;
-                        fx.rewritten_path = None;
-                    }
+                // Untouched, the client's target goes upstream byte for byte ($uri is
+                // decoded, so it is no copy of the path to compare with).
+                if s.uri_changed
+                    && let Ok(uri) = s.upstream_target().parse::<Uri>()
+                {
+                    parts.uri = uri;
+                    fx.rewritten_path = None;
                 }
                 None
             }

@@ -61,7 +61,9 @@ pub fn prepare(
     };
     let mut s = state.state.borrow_mut();
     s.subrequests = Some(Rc::new(runner));
+    // A client's request gets nginx's decoded $uri; a subrequest's is its path as given.
     let Some(setup) = sub else {
+        s.decode_uri();
         return;
     };
     s.subrequest_depth = setup.depth;

@@ -58,20 +58,22 @@ impl WorkerCtx {
     /// The worker's Lua VM, built on first use and rebuilt when the config's Lua (modules,
     /// `lua_init_worker`, `lua_runtime`) changes (a reload then starts from fresh module state,
     /// as an nginx reload does), or when the VM asks to be replaced after hitting its memory
-    /// limit. Requests keep the VM they started on (`LuaRequest`), so a replaced VM finishes
-    /// them and goes with the last one.
+    /// limit or a script's `ngx.process.signal_graceful_exit()`. Requests keep the VM they
+    /// started on (`LuaRequest`), so a replaced VM finishes them and goes with the last one.
     pub fn lua_vm(
         &self,
         snapshot: &crate::config::Snapshot,
     ) -> Result<Rc<outpost_lua::LuaVm>, outpost_lua::LuaError> {
-        let mut recycle = false;
+        // Why the VM in use is replaced: `Some(true)` a script's graceful exit, `Some(false)`
+        // its memory.
+        let mut recycle = None;
         if let Some((generation, vm)) = &*self.lua.borrow()
             && *generation == snapshot.lua_generation
         {
             if !vm.needs_recycle() {
                 return Ok(vm.clone());
             }
-            recycle = true;
+            recycle = Some(vm.exiting());
         }
         let vm = Rc::new(outpost_lua::LuaVm::with_limits(
             self.id,
@@ -83,11 +85,16 @@ impl WorkerCtx {
         vm.set_cache_access(Rc::new(crate::proxy::lua_cache::LuaCache {
             snapshot: self.shared.snapshot.clone(),
         }));
-        if recycle {
-            // The error line was the request's that hit the limit; this says what followed.
-            tracing::info!(target: "lua", worker = self.id,
-                "Lua VM replaced after hitting its memory limit");
-            self.shared.metrics.lua.vm_recycles.inc();
+        match recycle {
+            Some(true) => tracing::info!(target: "lua", worker = self.id,
+                "Lua VM replaced after ngx.process.signal_graceful_exit()"),
+            Some(false) => {
+                // The error line was the request's that hit the limit; this says what followed.
+                tracing::info!(target: "lua", worker = self.id,
+                    "Lua VM replaced after hitting its memory limit");
+                self.shared.metrics.lua.vm_recycles.inc();
+            }
+            None => {}
         }
         *self.lua.borrow_mut() = Some((snapshot.lua_generation, vm.clone()));
         if let Some(chunk) = &snapshot.init_worker {

@@ -47,6 +47,11 @@ pub fn escape(b: &[u8]) -> String {
     escape_with(b, &ESCAPE_COMPONENT)
 }
 
+/// `ngx.escape_uri` type 0, the set nginx escapes in a path it sends upstream.
+pub fn escape_path(b: &[u8]) -> String {
+    escape_with(b, &ESCAPE_URI)
+}
+
 /// HMAC (RFC 2104) over SHA-1, for `ngx.hmac_sha1`.
 fn hmac_sha1(key: &[u8], msg: &[u8]) -> Vec<u8> {
     const BLOCK: usize = 64;

@@ -28,7 +28,7 @@ const BUILT_IN: &[&str] = &[
     "query_string",
     "is_args",
     "request_uri",
-    "request_line",
+    "request",
     "request_method",
     "scheme",
     "https",

@@ -96,7 +96,13 @@ fn datetime(secs: u64) -> String {
     )
 }
 
-pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua::Result<()> {
+pub fn install(
+    lua: &Lua,
+    ngx: &Table,
+    worker_id: usize,
+    workers: usize,
+    exiting: std::rc::Rc<std::cell::Cell<bool>>,
+) -> mlua::Result<()> {
     for (name, v) in LEVELS.iter().chain(STATUSES.iter()) {
         ngx.set(*name, *v)?;
     }
@@ -249,7 +255,11 @@ pub fn install(lua: &Lua, ngx: &Table, worker_id: usize, workers: usize) -> mlua
     worker.set("id", lua.create_function(move |_, ()| Ok(worker_id))?)?;
     worker.set("count", lua.create_function(move |_, ()| Ok(workers))?)?;
     worker.set("pid", lua.create_function(|_, ()| Ok(std::process::id()))?)?;
-    worker.set("exiting", lua.create_function(|_, ()| Ok(false))?)?;
+    // Set by `ngx.process.signal_graceful_exit()`.
+    worker.set(
+        "exiting",
+        lua.create_function(move |_, ()| Ok(exiting.get()))?,
+    )?;
     ngx.set("worker", worker)?;
 
     let config = lua.create_table()?;

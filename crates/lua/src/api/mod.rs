@@ -7,6 +7,7 @@ pub mod codec;
 pub mod location;
 pub mod misc;
 pub mod output;
+pub mod process;
 pub mod re;
 pub mod req;
 pub mod resty_string;

@@ -13,6 +13,17 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         lua.create_function(|_, ()| request::with(|r| Ok(r.method.as_str().to_string())))?,
     )?;
     req.set(
+        "set_method",
+        lua.create_function(|_, id: i64| {
+            let method = crate::subrequest::method_of(id)
+                .ok_or_else(|| mlua::Error::runtime(format!("unsupported HTTP method: {id}")))?;
+            request::with(|r| {
+                r.method = method;
+                Ok(())
+            })
+        })?,
+    )?;
+    req.set(
         "http_version",
         lua.create_function(|_, ()| request::with(|r| Ok(r.http_version)))?,
     )?;
@@ -38,7 +49,9 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             let mut truncated = false;
             request::with(|r| {
                 let max = max.unwrap_or(100);
-                for (n, (k, v)) in r.headers.iter().enumerate() {
+                // nginx (`underscores_in_headers off`) ignores names with '_' as invalid.
+                let sent = r.headers.iter().filter(|(k, _)| !k.as_str().contains('_'));
+                for (n, (k, v)) in sent.enumerate() {
                     if max > 0 && n as i64 >= max {
                         truncated = true;
                         break;
@@ -95,6 +108,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             };
             request::with(|r| {
                 r.args = (!args.is_empty()).then_some(args);
+                r.uri_changed = true;
                 Ok(())
             })
         })?,
@@ -107,6 +121,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             }
             request::with(|r| {
                 r.uri = uri;
+                r.uri_changed = true;
                 Ok(())
             })
         })?,
@@ -188,6 +203,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             request::with(|r| match name.as_str() {
                 "args" => {
                     r.args = (!value.is_empty()).then_some(value);
+                    r.uri_changed = true;
                     Ok(())
                 }
                 _ if r.declared.contains_key(&name) => {
@@ -240,17 +256,12 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
         "args" | "query_string" => r.args.as_deref().map(|a| a.as_bytes().to_vec()),
         "is_args" => s(if r.args.is_some() { "?" } else { "" }),
         "request_uri" => s(&r.request_uri),
-        "request_line" => s(&format!(
+        // The line as the client sent it: rewrites of the URI do not show here.
+        "request" => s(&format!(
             "{} {} {}",
-            r.method,
+            r.original_method,
             r.request_uri,
-            if r.http_version >= 2.0 {
-                "HTTP/2.0"
-            } else if r.http_version == 1.0 {
-                "HTTP/1.0"
-            } else {
-                "HTTP/1.1"
-            }
+            protocol(r)
         )),
         "request_method" => s(r.method.as_str()),
         "scheme" => s(r.scheme),
@@ -258,13 +269,7 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
         "host" => s(&r.host),
         "server_port" => s(&r.server.port().to_string()),
         "server_addr" => s(&r.server.ip().to_string()),
-        "server_protocol" => s(if r.http_version >= 2.0 {
-            "HTTP/2.0"
-        } else if r.http_version == 1.0 {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
-        }),
+        "server_protocol" => s(protocol(r)),
         "remote_addr" => s(&r.client.ip().to_string()),
         "remote_port" => s(&r.client.port().to_string()),
         "binary_remote_addr" => Some(match r.client.ip() {
@@ -313,8 +318,9 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
             }
             if let Some(a) = name.strip_prefix("arg_") {
                 let args = r.args.as_deref()?;
+                // As nginx's ngx_http_arg: an argument without '=' has no value to give.
                 return args.split('&').find_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    let (k, v) = kv.split_once('=')?;
                     k.eq_ignore_ascii_case(a).then(|| v.as_bytes().to_vec())
                 });
             }
@@ -333,6 +339,17 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
             let _ = unescape;
             r.declared.get(name).map(|v| v.as_bytes().to_vec())
         }
+    }
+}
+
+/// `$server_protocol`: how nginx names the request's HTTP version.
+fn protocol(r: &RequestState) -> &'static str {
+    if r.http_version >= 2.0 {
+        "HTTP/2.0"
+    } else if r.http_version == 1.0 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
     }
 }
 

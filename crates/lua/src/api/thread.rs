@@ -12,16 +12,31 @@ use crate::request::{self, WithRequest};
 
 type Outcome = Result<Vec<Value>, String>;
 
-/// A spawned light thread: its task, then its result once waited for.
+/// A spawned light thread's task, until it is waited for or killed.
 pub struct LightThread {
     handle: RefCell<Option<JoinHandle<Outcome>>>,
 }
 
 impl UserData for LightThread {}
 
-fn spawn(lua: &Lua, f: Function, args: MultiValue) -> mlua::Result<LightThread> {
+/// The registry name of the table from each light thread's coroutine (what `spawn` returns,
+/// as in OpenResty) to its [`LightThread`]. Weak keys: a thread no script can name any more
+/// leaves it, and its task runs on detached.
+const THREADS: &str = "outpost.light_threads";
+
+/// The task of the light thread `v`, if `v` is one.
+fn light_thread(lua: &Lua, v: &Value) -> mlua::Result<Option<mlua::AnyUserData>> {
+    let threads: Table = lua.named_registry_value(THREADS)?;
+    match v {
+        Value::Thread(_) => threads.raw_get(v.clone()),
+        _ => Ok(None),
+    }
+}
+
+fn spawn(lua: &Lua, f: Function, args: MultiValue) -> mlua::Result<mlua::Thread> {
     request::allow_yield()?;
     let thread = lua.create_thread(f)?;
+    let coroutine = thread.clone();
     let fut = thread.into_async::<MultiValue>(args)?;
     let run = async move {
         fut.await
@@ -35,12 +50,20 @@ fn spawn(lua: &Lua, f: Function, args: MultiValue) -> mlua::Result<LightThread> 
         }),
         None => tokio::task::spawn_local(run),
     };
-    Ok(LightThread {
+    let task = lua.create_userdata(LightThread {
         handle: RefCell::new(Some(handle)),
-    })
+    })?;
+    let threads: Table = lua.named_registry_value(THREADS)?;
+    threads.raw_set(coroutine.clone(), task)?;
+    Ok(coroutine)
 }
 
 pub fn install(lua: &Lua, ngx: &Table, alive: Rc<std::cell::Cell<bool>>) -> mlua::Result<()> {
+    let threads = lua.create_table()?;
+    let weak_keys = lua.create_table()?;
+    weak_keys.set("__mode", "k")?;
+    threads.set_metatable(Some(weak_keys))?;
+    lua.set_named_registry_value(THREADS, threads)?;
     let t = lua.create_table()?;
     t.set(
         "spawn",
@@ -54,7 +77,7 @@ pub fn install(lua: &Lua, ngx: &Table, alive: Rc<std::cell::Cell<bool>>) -> mlua
             let mut handles = Vec::new();
             let mut owners = Vec::new();
             for v in threads {
-                let Value::UserData(ud) = v else {
+                let Some(ud) = light_thread(&lua, &v)? else {
                     return Err(mlua::Error::runtime(
                         "bad argument #1 to 'wait' (coroutine expected)",
                     ));
@@ -62,7 +85,7 @@ pub fn install(lua: &Lua, ngx: &Table, alive: Rc<std::cell::Cell<bool>>) -> mlua
                 let t = ud.borrow::<LightThread>()?;
                 let Some(h) = t.handle.borrow_mut().take() else {
                     return Ok(MultiValue::from_iter([
-                        Value::Boolean(false),
+                        Value::Nil,
                         Value::String(lua.create_string("already waited or killed")?),
                     ]));
                 };
@@ -105,12 +128,18 @@ pub fn install(lua: &Lua, ngx: &Table, alive: Rc<std::cell::Cell<bool>>) -> mlua
     )?;
     t.set(
         "kill",
-        lua.create_function(|lua, ud: mlua::AnyUserData| {
+        lua.create_function(|lua, v: Value| {
+            let Some(ud) = light_thread(lua, &v)? else {
+                return Err(mlua::Error::runtime(
+                    "bad argument #1 to 'kill' (coroutine expected)",
+                ));
+            };
             let t = ud.borrow::<LightThread>()?;
             match t.handle.borrow_mut().take() {
+                // lua-nginx-module answers a kill with the number 1.
                 Some(h) => {
                     h.abort();
-                    Ok(MultiValue::from_iter([Value::Boolean(true)]))
+                    Ok(MultiValue::from_iter([Value::Integer(1)]))
                 }
                 None => Ok(MultiValue::from_iter([
                     Value::Nil,

@@ -60,6 +60,8 @@ impl Harness {
                     .to_ascii_lowercase()
             })
             .unwrap_or_else(|| "localhost".into());
+        // As the edge does for a client's request.
+        state.decode_uri();
         state.body = req.body.clone().map(Into::into);
         let state = Rc::new(RefCell::new(state));
         let mut resp = None;
