@@ -8,6 +8,7 @@
 #   CASE=hit REPS=7 bench/cpu-split.sh    # cache hits (nginx proxy_cache on tmpfs)
 #   CASE=lua bench/cpu-split.sh           # content_by_lua returning a short string
 #   SYSCALLS=1 bench/cpu-split.sh         # also count system calls per request (strace -c)
+#   BASELINE_BIN=/tmp/outpost-old bench/cpu-split.sh   # a second edge binary beside them (A/B)
 #
 # Needs: apt-get install -y nginx libnginx-mod-http-lua wrk strace. Builds the release binary.
 # Prints medians over REPS of: requests/s, user and system CPU microseconds per request,
@@ -69,18 +70,36 @@ nice -n "$NICE" nginx -c "$RUN/nginx.conf" -g 'daemon off;' & PIDS_TO_KILL+=("$!
 ORIGIN_HOSTPORT="127.0.0.1:$ORIGIN" nice -n "$NICE" "$ROOT/bench/run-edge.sh" "$EDGE" "$ADMIN" "$WORKERS" \
   "$EDGE_CACHE" "$EDGE_LUA" "$EDGE_LUA_ACCESS" > "$RUN/edge.log" 2>&1 &
 PIDS_TO_KILL+=("$!")
+if [ -n "${BASELINE_BIN:-}" ]; then
+  B=$((PORT_BASE + 10))
+  ORIGIN_HOSTPORT="127.0.0.1:$ORIGIN" OUTPOST_BIN="$BASELINE_BIN" nice -n "$NICE" \
+    "$ROOT/bench/run-edge.sh" "$B" $((B + 1)) "$WORKERS" $((B + 2)) $((B + 3)) $((B + 4)) \
+    > "$RUN/baseline.log" 2>&1 &
+  PIDS_TO_KILL+=("$!")
+fi
 for _ in $(seq 1 100); do curl -fs -o /dev/null "http://127.0.0.1:$EDGE/1k.bin" && [ -s "$RUN/nginx.pid" ] && break; sleep 0.1; done
 
 case "$CASE" in
-  pass) NGINX_URL="http://127.0.0.1:$NGINX/1k.bin"; EDGE_URL="http://127.0.0.1:$EDGE/1k.bin" ;;
-  hit) NGINX_URL="http://127.0.0.1:$NGINX/hit/1k.bin"; EDGE_URL="http://127.0.0.1:$EDGE_CACHE/1k.bin" ;;
-  lua) NGINX_URL="http://127.0.0.1:$NGINX/lua"; EDGE_URL="http://localhost:$EDGE_LUA/" ;;
+  pass) NGINX_URL="http://127.0.0.1:$NGINX/1k.bin"; EDGE_URL="http://127.0.0.1:$EDGE/1k.bin"
+        BASE_URL="http://127.0.0.1:$((PORT_BASE + 10))/1k.bin" ;;
+  hit) NGINX_URL="http://127.0.0.1:$NGINX/hit/1k.bin"; EDGE_URL="http://127.0.0.1:$EDGE_CACHE/1k.bin"
+       BASE_URL="http://127.0.0.1:$((PORT_BASE + 12))/1k.bin" ;;
+  lua) NGINX_URL="http://127.0.0.1:$NGINX/lua"; EDGE_URL="http://localhost:$EDGE_LUA/"
+       BASE_URL="http://localhost:$((PORT_BASE + 13))/" ;;
   *) echo "CASE is pass, hit or lua" >&2; exit 2 ;;
 esac
+TARGETS="nginx outpost"
+if [ -n "${BASELINE_BIN:-}" ]; then
+  TARGETS="nginx outpost baseline"
+  for _ in $(seq 1 100); do curl -fs -o /dev/null "$BASE_URL" && break; sleep 0.1; done
+  curl -fs -o /dev/null "$BASE_URL"
+fi
 for u in "$NGINX_URL" "$EDGE_URL"; do curl -fs -o /dev/null "$u"; curl -fs -o /dev/null "$u"; done
 
-nginx_workers() { pgrep -P "$(cat "$RUN/nginx.pid")" | tr '\n' ' '; }
-edge_pid() { pgrep -f "target/release/outpost edge --config" | head -1; }
+# The workers (and the cache manager, which serves no request), not the cache loader, which
+# exits a minute after the start.
+nginx_workers() { pgrep -P "$(cat "$RUN/nginx.pid")" -f "worker process|cache manager" | tr '\n' ' '; }
+edge_pid() { pgrep -f "edge --config .* --admin 127.0.0.1:$1" | head -1; }
 # utime, stime (ticks) and context switches of every thread of the given processes.
 sample() {
   local u=0 s=0 cs=0 p t f
@@ -107,14 +126,17 @@ measure() {  # name url pids...
 }
 rows="$RUN/rows.tsv"
 for rep in $(seq 1 "$REPS"); do
-  if [ $((rep % 2)) = 1 ]; then order="nginx edge"; else order="edge nginx"; fi
-  for who in $order; do
-    if [ "$who" = nginx ]; then
+  # Rotate who goes first.
+  read -r -a order <<< "$TARGETS"
+  n=${#order[@]}
+  for ((k = 0; k < n; k++)); do
+    who="${order[$(( (k + rep - 1) % n ))]}"
+    case "$who" in
       # shellcheck disable=SC2046
-      measure nginx "$NGINX_URL" $(nginx_workers) >> "$rows"
-    else
-      measure outpost "$EDGE_URL" "$(edge_pid)" >> "$rows"
-    fi
+      nginx) measure nginx "$NGINX_URL" $(nginx_workers) >> "$rows" ;;
+      outpost) measure outpost "$EDGE_URL" "$(edge_pid "$ADMIN")" >> "$rows" ;;
+      baseline) measure baseline "$BASE_URL" "$(edge_pid $((PORT_BASE + 11)))" >> "$rows" ;;
+    esac
     sleep 1
   done
 done
@@ -136,11 +158,14 @@ if "nginx" in med and "outpost" in med:
     n, o = med["nginx"], med["outpost"]
     print(f"outpost/nginx requests per CPU-second: {(n[1]+n[2])/(o[1]+o[2]):.2f}x")
     print(f"outpost's kernel time per request as a share of nginx's total: {o[2]/(n[1]+n[2]):.2f}")
+if "baseline" in med and "outpost" in med:
+    b, o = med["baseline"], med["outpost"]
+    print(f"outpost/baseline requests per CPU-second: {(b[1]+b[2])/(o[1]+o[2]):.2f}x")
 PY
 
 if [ "${SYSCALLS:-0}" = 1 ]; then
   for who in nginx outpost; do
-    if [ "$who" = nginx ]; then pids="$(nginx_workers)"; url="$NGINX_URL"; else pids="$(edge_pid)"; url="$EDGE_URL"; fi
+    if [ "$who" = nginx ]; then pids="$(nginx_workers)"; url="$NGINX_URL"; else pids="$(edge_pid "$ADMIN")"; url="$EDGE_URL"; fi
     args=(); for p in $pids; do args+=(-p "$p"); done
     strace -f -c -o "$RUN/strace.$who" "${args[@]}" 2>/dev/null & sp=$!
     sleep 1

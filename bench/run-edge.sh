@@ -52,5 +52,5 @@ cat >> "$conf" <<YAML
           if n < 0 then return ngx.exit(429) end
 YAML
 fi
-exec "$ROOT/target/release/outpost" edge --config "$conf" --workers "$workers" \
+exec "${OUTPOST_BIN:-$ROOT/target/release/outpost}" edge --config "$conf" --workers "$workers" \
   --admin "127.0.0.1:${admin}" --access-log off
