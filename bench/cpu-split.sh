@@ -8,6 +8,7 @@
 #   CASE=hit REPS=7 bench/cpu-split.sh    # cache hits (nginx proxy_cache on tmpfs)
 #   CASE=lua bench/cpu-split.sh           # content_by_lua returning a short string
 #   SYSCALLS=1 bench/cpu-split.sh         # also count system calls per request (strace -c)
+#   CLOSE=1 bench/cpu-split.sh            # a new connection per request (Connection: close)
 #   BASELINE_BIN=/tmp/outpost-old bench/cpu-split.sh   # a second edge binary beside them (A/B)
 #
 # Needs: apt-get install -y nginx libnginx-mod-http-lua wrk strace. Builds the release binary.
@@ -113,11 +114,13 @@ sample() {
   echo "$u $s $cs"
 }
 HZ="$(getconf CLK_TCK)"
+WRK_ARGS=(-t2 -c"$CONNS" -d"${DURATION}s")
+[ "${CLOSE:-0}" = 1 ] && WRK_ARGS+=(-H "Connection: close")
 measure() {  # name url pids...
   local name="$1" url="$2"; shift 2
   local b a out req
   read -r -a b < <(sample "$@")
-  out="$(nice -n "$NICE" wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url")"
+  out="$(nice -n "$NICE" wrk "${WRK_ARGS[@]}" "$url")"
   read -r -a a < <(sample "$@")
   req="$(awk '/requests in/ { print $1 }' <<< "$out")"
   awk -v n="$name" -v r="$req" -v d="$DURATION" -v u=$((a[0] - b[0])) -v s=$((a[1] - b[1])) \
@@ -141,7 +144,7 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
-echo "# CASE=$CASE, $CONNS connections, $WORKERS workers, $REPS x ${DURATION}s, medians"
+echo "# CASE=$CASE, CLOSE=${CLOSE:-0}, $CONNS connections, $WORKERS workers, $REPS x ${DURATION}s, medians"
 python3 - "$rows" <<'PY'
 import sys, statistics as st
 rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n") if l]
@@ -169,7 +172,7 @@ if [ "${SYSCALLS:-0}" = 1 ]; then
     args=(); for p in $pids; do args+=(-p "$p"); done
     strace -f -c -o "$RUN/strace.$who" "${args[@]}" 2>/dev/null & sp=$!
     sleep 1
-    req="$(wrk -t2 -c"$CONNS" -d3s "$url" | awk '/requests in/ { print $1 }')"
+    req="$(wrk "${WRK_ARGS[@]}" "$url" | awk '/requests in/ { print $1 }')"
     kill -INT "$sp"; wait "$sp" 2>/dev/null || true
     awk -v w="$who" -v r="$req" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
         n = $4; printf "%s syscalls/req %-14s %.2f\n", w, $NF, n / r }' "$RUN/strace.$who" |

@@ -55,6 +55,9 @@ applications:
       - conditions: [{subject: SUBJECT_ARG, name: u, operator: OPERATOR_EQUALS, values: [set]}]
         actions:
           - lua: {rewrite: {inline: "ngx.req.set_uri('/echo-headers/x y#')"}}
+      - conditions: [{subject: SUBJECT_ARG, name: hf, operator: OPERATOR_EQUALS, values: [deny]}]
+        actions:
+          - lua: {header_filter: {inline: "if ngx.status == 200 then return ngx.exit(403) end"}}
       - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/post]}]
         actions:
           - lua: {content: {inline: "ngx.req.read_body() ngx.say(ngx.req.get_method(), ' ', ngx.req.get_body_data())"}}
@@ -150,6 +153,20 @@ async fn phases_run_in_order_around_the_upstream() {
         c.get(format!("{base}/boom")).send().await.unwrap().status(),
         500
     );
+    // ngx.exit in header_filter replaces the origin's response with the status's own page,
+    // as nginx finalises the request there.
+    let r = c
+        .get(format!("{base}/echo-headers?hf=deny"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("403 Forbidden"), "{page}");
+    assert!(
+        !page.contains("GET /echo-headers"),
+        "the origin's body leaked: {page}"
+    );
     let r = c
         .post(format!("{base}/post"))
         .body("payload")
@@ -180,7 +197,7 @@ async fn phases_run_in_order_around_the_upstream() {
     assert!(logged, "the log phase counted every request");
     assert_eq!(
         origin.hits(),
-        4,
+        5,
         "only the /echo-headers requests reached the origin"
     );
 }

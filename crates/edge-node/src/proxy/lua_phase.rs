@@ -234,15 +234,26 @@ pub async fn header_filter(
         s.status = Some(resp.status().as_u16());
         s.headers_sent = false;
     }
-    if let Err(e) = run(w, &vm, &lua.header_filter, Phase::HeaderFilter, state).await {
-        log_error(&app.name, Phase::HeaderFilter, &e, "Lua error");
-    }
+    let outcome = run(w, &vm, &lua.header_filter, Phase::HeaderFilter, state).await;
     let mut s = state.borrow_mut();
     *resp.headers_mut() = std::mem::take(&mut s.resp_headers);
     if let Some(code) = s.status.and_then(|c| StatusCode::from_u16(c).ok()) {
         *resp.status_mut() = code;
     }
     s.headers_sent = true;
+    match outcome {
+        Err(e) => log_error(&app.name, Phase::HeaderFilter, &e, "Lua error"),
+        // As nginx: `ngx.exit(status)` here finalises the request with that status, its own
+        // page replacing the response (whose body is dropped unsent).
+        Ok(Outcome::Exit(code)) if code >= 200 => {
+            let code = u16::try_from(code)
+                .ok()
+                .filter(|c| *c <= 999)
+                .unwrap_or(500);
+            *resp = to_response(outpost_lua::status_response(code, &HeaderMap::new()));
+        }
+        Ok(_) => {}
+    }
 }
 
 /// The phases every response goes through: header_filter now, body_filter on each chunk of

@@ -108,12 +108,10 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     ngx.set(
         "exit",
         lua.create_function(|_, code: i64| -> mlua::Result<()> {
-            // ngx.exit in header_filter is refused here (OpenResty allows it there).
+            // In header_filter it ends the phase; the host finalises the request with the
+            // status (as OpenResty does).
             let p = request::phase_now();
-            if matches!(
-                p,
-                Phase::HeaderFilter | Phase::BodyFilter | Phase::Log | Phase::InitWorker
-            ) {
+            if matches!(p, Phase::BodyFilter | Phase::Log | Phase::InitWorker) {
                 return Err(p.disabled());
             }
             if p == Phase::Balancer {

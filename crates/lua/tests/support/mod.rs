@@ -101,12 +101,18 @@ impl Harness {
                 s.resp_headers = std::mem::take(&mut resp.headers);
                 s.status = Some(resp.status);
             }
-            if let Err(e) = self.vm.run("t", code, Phase::HeaderFilter, &state).await {
-                eprintln!("lua error: {e}");
-            }
+            let outcome = self.vm.run("t", code, Phase::HeaderFilter, &state).await;
             let mut s = state.borrow_mut();
             resp.headers = std::mem::take(&mut s.resp_headers);
             resp.status = s.status.unwrap_or(resp.status);
+            match outcome {
+                Err(e) => eprintln!("lua error: {e}"),
+                // As the edge: the status's own page replaces the response.
+                Ok(Outcome::Exit(code)) if code >= 200 => {
+                    resp = outpost_lua::status_response(code as u16, &HeaderMap::new());
+                }
+                Ok(_) => {}
+            }
         }
         if let Some((_, code)) = phases.iter().find(|(p, _)| *p == Phase::BodyFilter) {
             // As the edge: the body as one chunk (if any), then ("", true).
