@@ -151,8 +151,10 @@ impl LuaVm {
             })?;
             lua.load(
                 r#"
-                local raw_pcall, raw_xpcall, clean, aborted = pcall, xpcall, ...
-                local raw_resume, error = coroutine.resume, error
+                local raw_pcall, raw_xpcall, clean, aborted, pending = pcall, xpcall, ...
+                local raw_resume, raw_yield, error = coroutine.resume, coroutine.yield, error
+                local status, create, select = coroutine.status, coroutine.create, select
+                local unpack = unpack
                 -- A request past its limits cannot catch that error: it goes on up.
                 local function after(ok, ...)
                     if ok then return ok, ... end
@@ -170,13 +172,41 @@ impl LuaVm {
                         return handler(clean(e))
                     end, ...))
                 end
-                coroutine.resume = function(...) return after_x(raw_resume(...)) end
+                -- A script's own coroutine that waits (ngx.sleep, a cosocket) yields the
+                -- "pending" marker of the async call inside it; as OpenResty does, the wait
+                -- passes up to the request's own coroutine, and the script's coroutine goes on
+                -- where it was once the wait is over.
+                local function resumed(co, ok, first, ...)
+                    if ok and first == pending and select('#', ...) == 0
+                        and status(co) == "suspended" then
+                        return resumed(co, raw_resume(co, raw_yield(pending)))
+                    end
+                    return ok, first, ...
+                end
+                coroutine.resume = function(co, ...)
+                    return after_x(resumed(co, raw_resume(co, ...)))
+                end
+                local resume = coroutine.resume
+                -- As LuaJIT's own wrap: a string error gets the wrapper's caller's position.
+                local function wrapped(ok, ...)
+                    if not ok then
+                        local e = ...
+                        if type(e) == "string" then error(e, 2) end
+                        error(e, 0)
+                    end
+                    return ...
+                end
+                coroutine.wrap = function(f)
+                    local co = create(f)
+                    return function(...) return wrapped(resume(co, ...)) end
+                end
                 "#,
             )
             .set_name("=outpost.pcall")
             .call::<()>((
                 clean,
                 crate::limits::aborted_fn(&lua, limits.memory, recycle.clone())?,
+                Value::LightUserData(Lua::poll_pending()),
             ))?;
             lua.load(
                 r#"

@@ -90,6 +90,62 @@ fn send_receive_lines_bytes_until_and_keepalive() {
     );
 }
 
+/// Scripts' own coroutines may wait on cosockets and `ngx.sleep` (lua-resty-http reads a
+/// body through `coroutine.wrap`): the wait goes up to the request and the coroutine goes on,
+/// also two coroutines deep, with `coroutine.yield` values still reaching their resumer.
+#[test]
+fn cosockets_and_sleep_wait_inside_the_scripts_own_coroutines() {
+    let h = harness();
+    let body = block_on(async {
+        // Sends three lines, one every 20 ms, so each read waits.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::task::spawn_local(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::task::spawn_local(async move {
+                    use tokio::io::AsyncWriteExt;
+                    for line in ["one", "two", "three"] {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if s.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let code = format!(
+            r#"
+            local sock = ngx.socket.tcp()
+            sock:settimeout(2000)
+            assert(sock:connect("127.0.0.1", {port}))
+            local reader = coroutine.wrap(function()
+                while true do
+                    local line, err = sock:receive()
+                    if not line then return nil, err end
+                    coroutine.yield(line)
+                end
+            end)
+            local outer = coroutine.create(function()
+                local got = {{}}
+                for _ = 1, 3 do
+                    ngx.sleep(0.001)
+                    got[#got + 1] = reader()
+                end
+                local back = coroutine.yield(table.concat(got, ","))
+                return back .. "!"
+            end)
+            local ok1, lines = coroutine.resume(outer)
+            local ok2, last = coroutine.resume(outer, "done")
+            ngx.say(tostring(ok1), " ", lines, " ", tostring(ok2), " ", last, " ", coroutine.status(outer))
+            sock:close()
+            "#
+        );
+        let r = h.run(&get("/t"), &[(Phase::Content, code.as_str())]).await;
+        String::from_utf8_lossy(&r.body).into_owned()
+    });
+    assert_eq!(body, "true one,two,three true done! dead\n");
+}
+
 struct Redis(Child);
 
 impl Drop for Redis {
