@@ -7,15 +7,6 @@ mod support;
 use outpost_lua::Phase;
 use support::*;
 
-fn get(path: &str) -> Req<'_> {
-    Req {
-        method: "GET",
-        path,
-        headers: vec![],
-        body: None,
-    }
-}
-
 fn content(code: &str) -> (u16, String, http::HeaderMap) {
     let h = harness();
     let r = block_on(h.run(&get("/t?a=1&b=2&a=3"), &[(Phase::Content, code)]));

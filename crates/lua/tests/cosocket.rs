@@ -10,15 +10,6 @@ use std::time::{Duration, Instant};
 use outpost_lua::Phase;
 use support::*;
 
-fn get(path: &str) -> Req<'_> {
-    Req {
-        method: "GET",
-        path,
-        headers: vec![],
-        body: None,
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -4,7 +4,7 @@
 mod support;
 
 use outpost_lua::Phase;
-use support::{Req, block_on, harness};
+use support::{block_on, get, harness};
 
 #[test]
 fn debians_lua_resty_lrucache_runs_unchanged() {
@@ -16,12 +16,7 @@ fn debians_lua_resty_lrucache_runs_unchanged() {
         );
     }
     let h = harness();
-    let req = Req {
-        method: "GET",
-        path: "/",
-        headers: vec![],
-        body: None,
-    };
+    let req = get("/");
     let r = block_on(h.run(
         &req,
         &[(

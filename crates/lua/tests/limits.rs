@@ -63,19 +63,10 @@ async fn stopped_by(vm: &LuaVm, code: &str) -> Option<Exceeded> {
     }
 }
 
-fn get() -> Req<'static> {
-    Req {
-        method: "GET",
-        path: "/t",
-        headers: vec![],
-        body: None,
-    }
-}
-
 /// Status and body of a request whose content handler is `code`.
 async fn content(vm: LuaVm, code: &str) -> (LuaVm, u16, String) {
     let h = Harness { vm };
-    let r = h.run(&get(), &[(Phase::Content, code)]).await;
+    let r = h.run(&get("/t"), &[(Phase::Content, code)]).await;
     (
         h.vm,
         r.status,

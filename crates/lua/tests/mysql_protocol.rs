@@ -169,7 +169,7 @@ fn resty_mysql_follows_a_switch_to_native_password_and_joins_split_packets() {
             db:close()
             "#
         );
-        let r = h.run(&get(), &[(Phase::Content, code.as_str())]).await;
+        let r = h.run(&get("/t"), &[(Phase::Content, code.as_str())]).await;
         String::from_utf8_lossy(&r.body).into_owned()
     });
     let last = |n: usize| (b'a' + (n % 26) as u8) as char;
@@ -196,13 +196,4 @@ fn resty_mysql_follows_a_switch_to_native_password_and_joins_split_packets() {
         "the client numbers its packets after the server's"
     );
     assert!(seen.switched_token_ok);
-}
-
-fn get() -> Req<'static> {
-    Req {
-        method: "GET",
-        path: "/t",
-        headers: vec![],
-        body: None,
-    }
 }

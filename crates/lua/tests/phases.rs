@@ -133,12 +133,7 @@ fn ngx_arg_reads_and_refuses_as_openresty_does() {
     });
     // Outside body_filter: reading is lua-resty-core's error, writing lua-nginx-module's.
     let out = block_on(h.run(
-        &Req {
-            method: "GET",
-            path: "/t",
-            headers: vec![],
-            body: None,
-        },
+        &get("/t"),
         &[(
             Phase::Content,
             "local function strip(e) return (tostring(e):gsub('^[^\\n]-:%d+: ', '')) end\n\
@@ -288,15 +283,7 @@ ngx.say(tostring(b.set_current_peer("127.0.0.1", 80)), " ", select(2, b.set_curr
 ngx.say(tostring(select(3, b.get_last_failure())))
 ngx.say(tostring(select(2, b.set_more_tries(1))))
 "#;
-    let out = block_on(h.run(
-        &Req {
-            method: "GET",
-            path: "/t",
-            headers: vec![],
-            body: None,
-        },
-        &[(Phase::Content, code)],
-    ));
+    let out = block_on(h.run(&get("/t"), &[(Phase::Content, code)]));
     assert_eq!(
         String::from_utf8_lossy(&out.body),
         "nil no upstream found\nno upstream found\nno upstream found\n"

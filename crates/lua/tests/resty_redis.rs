@@ -108,12 +108,7 @@ fn run_with(lib: &str, redis: &Redis, script: &str, trust: Option<String>) -> St
         if let Some(pem) = trust {
             h.vm.set_ssl_trusted_certificate(&pem).unwrap();
         }
-        let req = Req {
-            method: "GET",
-            path: "/t",
-            headers: vec![],
-            body: None,
-        };
+        let req = get("/t");
         let r = block_on(h.run(&req, &[(Phase::Content, code.as_str())]));
         assert_eq!(r.status, 200, "{lib}: {}", String::from_utf8_lossy(&r.body));
         String::from_utf8_lossy(&r.body).into_owned()

@@ -5,7 +5,7 @@
 mod support;
 
 use outpost_lua::Phase;
-use support::{Req, block_on, harness};
+use support::{block_on, get, harness};
 
 #[test]
 fn lua_resty_string_runs_unchanged_through_ffi() {
@@ -14,12 +14,7 @@ fn lua_resty_string_runs_unchanged_through_ffi() {
         "needs Debian's lua-nginx-string (./test installs it)"
     );
     let h = harness();
-    let req = Req {
-        method: "GET",
-        path: "/",
-        headers: vec![],
-        body: None,
-    };
+    let req = get("/");
     let r = block_on(h.run(
         &req,
         &[(

@@ -11,17 +11,8 @@ use outpost_lua::Phase;
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-fn get() -> Req<'static> {
-    Req {
-        method: "GET",
-        path: "/t",
-        headers: vec![],
-        body: None,
-    }
-}
-
 async fn content(h: &Harness, code: &str) -> String {
-    let r = h.run(&get(), &[(Phase::Content, code)]).await;
+    let r = h.run(&get("/t"), &[(Phase::Content, code)]).await;
     assert_eq!(r.status, 200, "body: {}", String::from_utf8_lossy(&r.body));
     String::from_utf8_lossy(&r.body).into_owned()
 }
@@ -203,7 +194,7 @@ fn udp_resolves_host_names_and_refuses_a_second_waiter() {
 fn udp_sockets_are_refused_where_the_request_cannot_yield() {
     let h = harness();
     let r = block_on(h.run(
-        &get(),
+        &get("/t"),
         &[
             (Phase::Content, "ngx.say('body')"),
             (

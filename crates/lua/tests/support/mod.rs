@@ -148,6 +148,17 @@ impl Harness {
 }
 
 /// Runs `f` on a current-thread runtime inside a `LocalSet`, as an edge worker does.
+/// A plain GET of `path`, no headers, no body.
+#[allow(dead_code)] // Not every test file builds one.
+pub fn get(path: &str) -> Req<'_> {
+    Req {
+        method: "GET",
+        path,
+        headers: vec![],
+        body: None,
+    }
+}
+
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
