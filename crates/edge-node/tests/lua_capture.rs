@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use outpost_edge_node::EdgeSettings;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const APP: &str = r#"
 shared_dicts: [{name: counters, capacity_bytes: 1048576}]
@@ -183,26 +182,7 @@ applications:
 
 /// An origin that promises 100 bytes, sends 4, and closes the connection.
 async fn broken_origin() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf")
-                    .await;
-            });
-        }
-    });
-    addr
+    canned_origin(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf").await
 }
 
 async fn start(settings: EdgeSettings) -> (Origin, std::sync::Arc<outpost_edge_node::EdgeNode>) {

@@ -231,6 +231,31 @@ async fn answer(name: &str, hits: &AtomicUsize, mut req: Request<Incoming>) -> R
 }
 
 /// Starts an edge with two workers from YAML; `@NAME@` placeholders are replaced first.
+/// A raw origin that reads each request head and answers it with `response`, bytes as given
+/// (for responses a well-behaved server would not send: cut short, or failing).
+#[allow(dead_code)] // Not every test file uses one.
+pub async fn canned_origin(response: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(response).await;
+            });
+        }
+    });
+    addr
+}
+
 pub async fn edge(yaml: &str, vars: &[(&str, String)]) -> Arc<EdgeNode> {
     edge_with(EdgeSettings::default(), yaml, vars).await
 }
