@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use mlua::{Function, Lua, RegistryKey, Table, Value};
+use mlua::{Function, Lua, Table, Value};
 
 use crate::limits::{BudgetLimits, Exceeded, LuaLimits};
 use crate::request::{ExitSignal, SharedRequest, WithRequest};
@@ -30,6 +30,23 @@ const BUNDLED: &[(&str, &str)] = &[
     ("resty.redis", include_str!("lualib/redis.lua")),
 ];
 
+/// Runs one chunk for one request, all on the Lua side so that setting up the request costs
+/// one coroutine resume and no protected calls from Rust (each of those allocates in mlua):
+/// a fresh closure from the chunk's factory, and a globals table of its own whose `_G` is
+/// itself, as lua-nginx-module gives every request. `setfenv` and friends are captured here,
+/// before any script can replace them.
+const RUNNER: &str = r#"
+local setmetatable, setfenv = setmetatable, setfenv
+local meta = { __index = _G }
+return function(factory)
+  local f = factory()
+  local env = {}
+  env._G = env
+  setfenv(f, setmetatable(env, meta))
+  return f()
+end
+"#;
+
 /// What a phase handler ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -42,10 +59,9 @@ pub enum Outcome {
 pub struct LuaVm {
     lua: Lua,
     /// Chunk source to its closure factory.
-    chunks: RefCell<HashMap<String, Rc<RegistryKey>>>,
-    /// Made once: the metatable of every request's globals (`__index = _G`), and `setfenv`.
-    env_meta: Table,
-    setfenv: Function,
+    chunks: RefCell<HashMap<String, Function>>,
+    /// Made once: the Lua function that runs a chunk for one request (see [`RUNNER`]).
+    runner: Function,
     /// Cleared when the VM goes: its recurring timers stop.
     alive: Rc<Cell<bool>>,
     limits: LuaLimits,
@@ -281,17 +297,15 @@ impl LuaVm {
             Ok(())
         };
         setup().map_err(|e| LuaError::Setup(e.to_string()))?;
-        let made = || -> mlua::Result<(Table, Function)> {
-            let mt = lua.create_table()?;
-            mt.set("__index", lua.globals())?;
-            Ok((mt, lua.globals().get("setfenv")?))
-        };
-        let (env_meta, setfenv) = made().map_err(|e| LuaError::Setup(e.to_string()))?;
+        let runner: Function = lua
+            .load(RUNNER)
+            .set_name("=outpost.request")
+            .call(())
+            .map_err(|e| LuaError::Setup(e.to_string()))?;
         Ok(LuaVm {
             lua,
             chunks: RefCell::new(HashMap::new()),
-            env_meta,
-            setfenv,
+            runner,
             alive,
             limits,
             recycle,
@@ -340,11 +354,8 @@ impl LuaVm {
 
     /// The closure factory for `code`, compiled once.
     fn factory(&self, name: &str, code: &str) -> Result<Function, LuaError> {
-        if let Some(k) = self.chunks.borrow().get(code) {
-            return self
-                .lua
-                .registry_value(k)
-                .map_err(|e| LuaError::Compile(e.to_string()));
+        if let Some(f) = self.chunks.borrow().get(code) {
+            return Ok(f.clone());
         }
         // On one line with the code, so error line numbers are the script's own.
         let wrapped = format!("return function(...) {code}\nend");
@@ -354,13 +365,7 @@ impl LuaVm {
             .set_name(format!("={name}"))
             .into_function()
             .map_err(|e| LuaError::Compile(e.to_string()))?;
-        let key = self
-            .lua
-            .create_registry_value(f.clone())
-            .map_err(|e| LuaError::Compile(e.to_string()))?;
-        self.chunks
-            .borrow_mut()
-            .insert(code.to_string(), Rc::new(key));
+        self.chunks.borrow_mut().insert(code.to_string(), f.clone());
         Ok(f)
     }
 
@@ -383,20 +388,9 @@ impl LuaVm {
         let factory = self.factory(name, code)?;
         request.borrow_mut().phase = phase;
         request.borrow_mut().exit = None;
-        let lua = &self.lua;
-        let handler = (|| -> mlua::Result<Function> {
-            let f: Function = factory.call(())?;
-            let env = lua.create_table()?;
-            // As lua-nginx-module's new globals table: `_G` is the request's own table.
-            env.raw_set("_G", env.clone())?;
-            env.set_metatable(Some(self.env_meta.clone()))?;
-            self.setfenv.call::<()>((f.clone(), env))?;
-            Ok(f)
-        })()
-        .map_err(|e| LuaError::Runtime(e.to_string()))?;
         let fut = WithRequest {
             request: request.clone(),
-            inner: Box::pin(handler.call_async::<()>(())),
+            inner: Box::pin(self.runner.call_async::<()>(factory)),
         };
         let result = fut.await;
         self.after_run();
