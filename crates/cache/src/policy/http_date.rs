@@ -2,8 +2,10 @@
 //!
 //! Recipients must accept IMF-fixdate, rfc850 and asctime, which `httpdate` does. We also
 //! accept day, month and `GMT` in the wrong case (`THU`, `AUG`, `gMT`): nothing else could be
-//! meant, and cache-tests.fyi counts reusing those as optimal. Anything else (`UTC`, two-digit
-//! years in IMF-fixdate, dashes, missing comma) stays invalid.
+//! meant, and cache-tests.fyi counts reusing those as optimal. A weekday that does not match
+//! the date is ignored, as Apache Traffic Server and nginx ignore it: the day of the week is
+//! redundant, and the date is what the sender meant. Anything else (`UTC`, two-digit years in
+//! IMF-fixdate, dashes, missing comma) stays invalid.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,10 +48,28 @@ pub fn parse(value: &[u8]) -> Option<SystemTime> {
         return Some(t);
     }
     let fixed = canonical_case(s);
-    if fixed == s {
+    if fixed != s
+        && let Ok(t) = httpdate::parse_http_date(&fixed)
+    {
+        return Some(t);
+    }
+    any_weekday(&fixed)
+}
+
+/// `s` parsed with its leading weekday replaced by each of the seven in turn (the same form,
+/// short or long): at most one matches the date, since `httpdate` checks them against each other.
+fn any_weekday(s: &str) -> Option<SystemTime> {
+    let len = s.find(|c: char| !c.is_ascii_alphabetic())?;
+    let days = match len {
+        3 => &NAMES[..7],
+        6..=9 => &NAMES[7..14],
+        _ => return None,
+    };
+    if !days.contains(&&s[..len]) {
         return None;
     }
-    httpdate::parse_http_date(&fixed).ok()
+    days.iter()
+        .find_map(|day| httpdate::parse_http_date(&format!("{day}{}", &s[len..])).ok())
 }
 
 /// The first line of `name` as an HTTP-date. Later lines are ignored (RFC 9111 §4.2.1 lets a
@@ -122,6 +142,19 @@ mod tests {
             "Thu, 18 Aug 2050 02.01.18 GMT",
             "Thu, 18 Aug 2050 2:01:18 GMT",
         ] {
+            assert_eq!(parse(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    // RFC 9110 §5.6.7 makes the weekday redundant; ATS and nginx ignore a wrong one.
+    #[test]
+    fn a_weekday_that_does_not_match_the_date_is_ignored_rfc9110_5_6_7() {
+        let t = parse(b"Mon, 08 Aug 2050 02:01:18 GMT").unwrap();
+        assert_eq!(parse(b"Thu Aug  8 02:01:18 2050"), Some(t));
+        assert_eq!(parse(b"Thu, 08 Aug 2050 02:01:18 GMT"), Some(t));
+        assert_eq!(parse(b"Thursday, 08-Aug-50 02:01:18 GMT"), Some(t));
+        assert_eq!(parse(b"THU, 08 AUG 2050 02:01:18 GMT"), Some(t));
+        for bad in ["Xyz, 08 Aug 2050 02:01:18 GMT", "Thu, 32 Aug 2050 02:01:18 GMT"] {
             assert_eq!(parse(bad.as_bytes()), None, "{bad}");
         }
     }
