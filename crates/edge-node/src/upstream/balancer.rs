@@ -76,10 +76,19 @@ impl PeerSet {
         now_ms: u64,
         random: u64,
     ) -> Option<Pick> {
+        // As nginx: the only server of an upstream is never taken out by its failures
+        // (`max_fails` is ignored); being down for a few seconds would only turn the next
+        // requests into 502s. An active health check still takes it out.
+        let single = self.len() == 1;
         for (backup, group) in [(false, &self.primary), (true, &self.backup)] {
             let eligible = |i: usize| {
+                let state = &group.peers[i].state;
                 !tried.contains(&Pick { backup, index: i })
-                    && group.peers[i].state.is_available(now_ms)
+                    && if single {
+                        state.is_healthy()
+                    } else {
+                        state.is_available(now_ms)
+                    }
             };
             let index = match kind {
                 // One peer: nothing to balance, and no shared state to touch.
