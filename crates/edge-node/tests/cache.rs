@@ -25,6 +25,8 @@ applications:
         browser_ttl_seconds: 30
       - conditions: [{subject: SUBJECT_ARG, name: rule, operator: OPERATOR_EQUALS, values: [nocache]}]
         bypass: true
+      - conditions: [{subject: SUBJECT_ARG, name: rule, operator: OPERATOR_EQUALS, values: [sie]}]
+        stale_if_error_seconds: 600
       - {}
 "#;
 
@@ -326,6 +328,27 @@ async fn stale_if_error_serves_the_stored_response_when_the_origin_is_down_rfc58
     origin2.kill();
     let (s, _, _) = get(&c, &url2).await;
     assert_eq!(s, 502);
+}
+
+// RFC 9111 §4.2.4: serving stale while disconnected, by the operator's rule (nginx's
+// `proxy_cache_use_stale`), unless the response forbids it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_serves_stale_when_the_origin_is_down_unless_the_response_forbids_it_rfc9111_4_2_4()
+{
+    let origin = Origin::start("o").await;
+    let node = cached_edge(&origin).await;
+    let c = client();
+    let base = base_url(&node);
+    let url = format!("{base}/c/rsie?cc=max-age=10&age=20&rule=sie");
+    let strict = format!("{base}/c/rsie-mr?cc=max-age=10,%20must-revalidate&age=20&rule=sie");
+    let (_, _, first) = get(&c, &url).await;
+    get(&c, &strict).await;
+    origin.kill();
+    let (s, h, body) = get(&c, &url).await;
+    assert_eq!((s, body), (200, first));
+    assert!(cache_status(&h).contains("stale-if-error"), "{h:?}");
+    let (s, _, _) = get(&c, &strict).await;
+    assert_eq!(s, 502, "must-revalidate forbids serving stale");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,6 +115,7 @@ pub fn store_options(rule: &CacheRule) -> StoreOptions {
     StoreOptions {
         default_ttl: rule.default_ttl,
         enforce_ttl: if rule.enforce { rule.default_ttl } else { None },
+        stale_if_error_default: rule.stale_if_error,
         ..StoreOptions::default()
     }
 }

@@ -21,6 +21,9 @@ pub struct CacheRule {
     pub browser_ttl: Option<u32>,
     /// Matching requests are never looked up nor stored.
     pub bypass: bool,
+    /// A `stale-if-error` for responses without one (nginx's `proxy_cache_use_stale error
+    /// timeout http_5xx`, ATS's `max_stale_age`).
+    pub stale_if_error: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +81,8 @@ impl CacheRule {
             enforce: r.enforce,
             browser_ttl: (r.browser_ttl_seconds > 0).then_some(r.browser_ttl_seconds),
             bypass: r.bypass,
+            stale_if_error: (r.stale_if_error_seconds > 0)
+                .then(|| Duration::from_secs(u64::from(r.stale_if_error_seconds))),
         })
     }
 
