@@ -97,9 +97,15 @@ pub fn content_response(r: &mut RequestState, outcome: Outcome) -> LuaResponse {
             HeaderValue::from_static(default_type(&r.uri)),
         );
     }
+    let output = std::mem::take(&mut r.output);
     LuaResponse {
         status,
         headers,
-        body: Bytes::from(std::mem::take(&mut r.output)),
+        // A HEAD gets the head only: what the script printed is dropped, as nginx drops it.
+        body: if r.method == http::Method::HEAD {
+            Bytes::new()
+        } else {
+            Bytes::from(output)
+        },
     }
 }

@@ -115,7 +115,12 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     )?;
     req.set(
         "set_uri",
-        lua.create_function(|_, (uri, _jump): (String, Option<bool>)| {
+        lua.create_function(|_, (uri, jump): (String, Option<bool>)| {
+            // Jumping to the new location is a rewrite-phase thing (the request goes through
+            // the location search again); elsewhere OpenResty refuses the call.
+            if jump == Some(true) {
+                request::allow_in(&[crate::Phase::Rewrite])?;
+            }
             if uri.is_empty() {
                 return Err(mlua::Error::runtime("attempt to use zero-length uri"));
             }
@@ -142,6 +147,12 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     )?;
     req.set("discard_body", lua.create_function(|_, ()| Ok(()))?)?;
     req.set(
+        "raw_header",
+        lua.create_function(|lua, no_request_line: Option<bool>| {
+            request::with(|r| lua.create_string(raw_header(r, no_request_line.unwrap_or(false))))
+        })?,
+    )?;
+    req.set(
         "get_body_file",
         lua.create_function(|_, ()| Ok(Value::Nil))?,
     )?;
@@ -158,7 +169,13 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "set_body_data",
         lua.create_function(|_, data: mlua::LuaString| {
             request::with(|r| {
-                r.body = Some(bytes::Bytes::copy_from_slice(&data.as_bytes()));
+                let body = bytes::Bytes::copy_from_slice(&data.as_bytes());
+                // As nginx: the request now says how long its new body is.
+                r.headers
+                    .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                r.headers.remove(http::header::TRANSFER_ENCODING);
+                r.headers_changed = true;
+                r.body = Some(body);
                 Ok(())
             })
         })?,
@@ -221,8 +238,38 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     Ok(())
 }
 
+/// The request head as text, as `ngx.req.raw_header` gives it. Names are in canonical case
+/// (`X-Foo`): the header map keeps them lower case, so the case the client used is lost.
+fn raw_header(r: &RequestState, no_request_line: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    if !no_request_line {
+        let version = match r.http_version {
+            1.0 => "1.0",
+            2.0 => "2.0",
+            _ => "1.1",
+        };
+        out.extend_from_slice(
+            format!("{} {} HTTP/{version}\r\n", r.method, r.request_uri).as_bytes(),
+        );
+    }
+    for (name, value) in &r.headers {
+        let mut upper = true;
+        for c in name.as_str().chars() {
+            out.push(if upper { c.to_ascii_uppercase() } else { c } as u8);
+            upper = c == '-';
+        }
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// `ngx.req.set_header`/`clear_header`: unlike `ngx.header`, the name is taken as it is
+/// (`X_Foo` is not `X-Foo`), as in OpenResty.
 fn set_header(name: &str, value: Value) -> mlua::Result<()> {
-    let hn = HeaderName::from_bytes(name.replace('_', "-").as_bytes())
+    let hn = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| mlua::Error::runtime(format!("invalid header name \"{name}\"")))?;
     request::with(|r| {
         r.headers_changed = true;

@@ -2,6 +2,8 @@
 //! `ngx.timer.every`. A light thread runs as the request that spawned it.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::task::{Context, Poll};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -43,12 +45,21 @@ fn spawn(lua: &Lua, f: Function, args: MultiValue) -> mlua::Result<mlua::Thread>
             .map(|v| v.into_iter().collect::<Vec<_>>())
             .map_err(|e| super::output::clean_error(&e))
     };
-    let handle = match request::current() {
-        Some(req) => tokio::task::spawn_local(WithRequest {
+    let mut run: std::pin::Pin<Box<dyn Future<Output = Outcome>>> = match request::current() {
+        Some(req) => Box::pin(WithRequest {
             request: req,
             inner: Box::pin(run),
         }),
-        None => tokio::task::spawn_local(run),
+        None => Box::pin(run),
+    };
+    // As in OpenResty, the new thread runs at once, until it first waits or ends, before
+    // `spawn` returns to its parent. That first step is polled here with a waker that does
+    // nothing; the task polls the thread again at once, and the wait it stopped at takes that
+    // poll's waker (futures wake the waker of their latest poll).
+    let mut first_step = Context::from_waker(futures_util::task::noop_waker_ref());
+    let handle = match run.as_mut().poll(&mut first_step) {
+        Poll::Ready(done) => tokio::task::spawn_local(async move { done }),
+        Poll::Pending => tokio::task::spawn_local(run),
     };
     let task = lua.create_userdata(LightThread {
         handle: RefCell::new(Some(handle)),
