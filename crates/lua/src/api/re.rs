@@ -48,9 +48,7 @@ fn compile(cache: &RefCell<Cache>, pattern: &[u8], flags: &str) -> Result<Rc<Reg
         }
     }
     let pat = std::str::from_utf8(pattern).map_err(|_| "pattern is not valid UTF-8".to_string())?;
-    let re = b
-        .build(pat)
-        .map_err(|e| format!("pcre_compile() failed: {} in \"{pat}\"", e))?;
+    let re = b.build(pat).map_err(|e| compile_error(&e, pat))?;
     let re = Rc::new(re);
     let mut c = cache.borrow_mut();
     if c.0.len() >= CACHE_MAX {
@@ -495,4 +493,27 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     loaded.set("ngx.re", module)?;
     ngx.set("re", re_t)?;
     Ok(())
+}
+
+/// A compile error worded as nginx words it: PCRE's message, the pattern, and the rest of the
+/// pattern from where PCRE stopped when that is not its end. The messages that PCRE2 words
+/// differently from the PCRE that lua-nginx-module is built with read as the latter.
+fn compile_error(e: &pcre2::Error, pat: &str) -> String {
+    let message = e.to_string();
+    // The crate's prefix: "PCRE2: error compiling pattern[ at offset N]: message".
+    let message = message.split_once(": ").map_or(message.as_str(), |(_, m)| m);
+    let message = message.split_once(": ").map_or(message, |(_, m)| m);
+    let message = match e.code() {
+        109 => "nothing to repeat",
+        114 => "missing )",
+        118 => "missing ) after comment",
+        122 => "unmatched parentheses",
+        _ => message,
+    };
+    match e.offset().and_then(|o| pat.get(o..)) {
+        Some(rest) if !rest.is_empty() => {
+            format!("pcre_compile() failed: {message} in \"{pat}\" at \"{rest}\"")
+        }
+        _ => format!("pcre_compile() failed: {message} in \"{pat}\""),
+    }
 }
