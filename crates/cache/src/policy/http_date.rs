@@ -154,7 +154,10 @@ mod tests {
         assert_eq!(parse(b"Thu, 08 Aug 2050 02:01:18 GMT"), Some(t));
         assert_eq!(parse(b"Thursday, 08-Aug-50 02:01:18 GMT"), Some(t));
         assert_eq!(parse(b"THU, 08 AUG 2050 02:01:18 GMT"), Some(t));
-        for bad in ["Xyz, 08 Aug 2050 02:01:18 GMT", "Thu, 32 Aug 2050 02:01:18 GMT"] {
+        for bad in [
+            "Xyz, 08 Aug 2050 02:01:18 GMT",
+            "Thu, 32 Aug 2050 02:01:18 GMT",
+        ] {
             assert_eq!(parse(bad.as_bytes()), None, "{bad}");
         }
     }

@@ -501,7 +501,9 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
 fn compile_error(e: &pcre2::Error, pat: &str) -> String {
     let message = e.to_string();
     // The crate's prefix: "PCRE2: error compiling pattern[ at offset N]: message".
-    let message = message.split_once(": ").map_or(message.as_str(), |(_, m)| m);
+    let message = message
+        .split_once(": ")
+        .map_or(message.as_str(), |(_, m)| m);
     let message = message.split_once(": ").map_or(message, |(_, m)| m);
     let message = match e.code() {
         109 => "nothing to repeat",

@@ -3,8 +3,8 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::task::{Context, Poll};
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use mlua::{Function, Lua, MultiValue, Table, UserData, UserDataMethods, Value};

@@ -170,14 +170,41 @@ fn the_only_peer_of_an_upstream_is_not_taken_out_by_failures_but_is_by_health_ch
         fail_timeout_ms: 10_000,
     };
     let single = PeerSet::new(peers(&[(1, false)]), BalancerKind::RoundRobin);
-    single.get(Pick { backup: false, index: 0 }).state.record_failure(100, &passive);
-    assert!(single.select(BalancerKind::RoundRobin, 0, &[], 200, 0).is_some());
-    single.get(Pick { backup: false, index: 0 }).state.set_healthy(false);
-    assert!(single.select(BalancerKind::RoundRobin, 0, &[], 200, 0).is_none());
+    single
+        .get(Pick {
+            backup: false,
+            index: 0,
+        })
+        .state
+        .record_failure(100, &passive);
+    assert!(
+        single
+            .select(BalancerKind::RoundRobin, 0, &[], 200, 0)
+            .is_some()
+    );
+    single
+        .get(Pick {
+            backup: false,
+            index: 0,
+        })
+        .state
+        .set_healthy(false);
+    assert!(
+        single
+            .select(BalancerKind::RoundRobin, 0, &[], 200, 0)
+            .is_none()
+    );
 
     // With a backup there are two servers: the failed primary is skipped.
     let two = PeerSet::new(peers(&[(1, false), (1, true)]), BalancerKind::RoundRobin);
-    two.get(Pick { backup: false, index: 0 }).state.record_failure(100, &passive);
-    let pick = two.select(BalancerKind::RoundRobin, 0, &[], 200, 0).unwrap();
+    two.get(Pick {
+        backup: false,
+        index: 0,
+    })
+    .state
+    .record_failure(100, &passive);
+    let pick = two
+        .select(BalancerKind::RoundRobin, 0, &[], 200, 0)
+        .unwrap();
     assert!(pick.backup);
 }
