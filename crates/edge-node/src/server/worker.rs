@@ -299,8 +299,16 @@ async fn serve_connection(
         let snap = ctx.shared.snapshot.load();
         (snap.listeners.get(&key).is_some_and(|l| l.tls), snap.limits)
     };
+    // Linux copies TCP_NODELAY from the listening socket (set in `listener.rs`) to every
+    // accepted one; elsewhere it is set here. A listener bound to one address and port is the
+    // connection's local address: no `getsockname` per connection, as nginx does not make one.
+    #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(key);
+    let local = if key.ip().is_unspecified() || key.port() == 0 {
+        stream.local_addr().unwrap_or(key)
+    } else {
+        key
+    };
     let now = Instant::now();
     let info = Rc::new(ConnInfo {
         client,
