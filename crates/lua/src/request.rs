@@ -42,6 +42,9 @@ pub struct RequestState {
     pub scheme: &'static str,
     /// Lower-case host without port.
     pub host: String,
+    /// `$server_name`: the application's first domain, as nginx gives the server block's
+    /// first `server_name` (empty when it has none).
+    pub server_name: String,
     pub client: SocketAddr,
     pub server: SocketAddr,
     pub request_id: String,
@@ -133,6 +136,7 @@ impl RequestState {
             headers_changed: false,
             scheme: "http",
             host: String::new(),
+            server_name: String::new(),
             client: SocketAddr::from(([127, 0, 0, 1], 0)),
             server: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_id: String::new(),

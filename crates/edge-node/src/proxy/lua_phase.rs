@@ -73,6 +73,7 @@ pub fn request_state(
     };
     s.scheme = conn.scheme;
     s.host = host.to_string();
+    s.server_name = app.domains.first().cloned().unwrap_or_default();
     s.client = conn.client;
     s.server = conn.local;
     s.request_id = request_id.to_string();

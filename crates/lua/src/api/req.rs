@@ -314,6 +314,7 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
         "scheme" => s(r.scheme),
         "https" => s(if r.scheme == "https" { "on" } else { "" }),
         "host" => s(&r.host),
+        "server_name" => s(&r.server_name),
         "server_port" => s(&r.server.port().to_string()),
         "server_addr" => s(&r.server.ip().to_string()),
         "server_protocol" => s(protocol(r)),
