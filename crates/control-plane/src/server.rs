@@ -194,6 +194,7 @@ impl ControlPlane {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        log_leader_changes(settings.node_id, raft.metrics());
         let cluster = Arc::new(Cluster::new(
             settings.node_id,
             raft,
@@ -546,4 +547,36 @@ async fn publish_pending_ca(
     }
     std::fs::remove_file(&path).map_err(|source| IdentityError::Io { path, source })?;
     Ok(())
+}
+
+/// One log line per change of Raft leader as this node sees it (openraft's own lines about it
+/// are at INFO among many others, which the binary's default filter leaves out).
+fn log_leader_changes(
+    node: u64,
+    mut metrics: watch::Receiver<
+        openraft::RaftMetrics<crate::raft::NodeId, crate::raft::ClusterNode>,
+    >,
+) {
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let (leader, term) = {
+                let m = metrics.borrow_and_update();
+                (m.current_leader, m.current_term)
+            };
+            if leader != last {
+                match leader {
+                    Some(l) if l == node => {
+                        tracing::info!(node, term, "this node is the Raft leader")
+                    }
+                    Some(l) => tracing::info!(node, term, leader = l, "Raft leader changed"),
+                    None => tracing::info!(node, term, "no Raft leader known"),
+                }
+                last = leader;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }

@@ -50,8 +50,11 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             // hickory-server logs every query at INFO; a DNS server's log is not a query log.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,hickory_server=warn,hickory_proto=warn".into()),
+            // openraft logs each step of an election at INFO (the control plane logs leader
+            // changes itself).
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,hickory_server=warn,hickory_proto=warn,openraft=warn".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
