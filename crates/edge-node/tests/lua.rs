@@ -344,3 +344,36 @@ applications:
         "{ok} passed, {rejected} rejected"
     );
 }
+
+// `ngx.req.set_body_data` in access replaces the body that goes upstream, with its length, as
+// in nginx (the origin's `/upload` answers the number of body bytes it received).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_set_in_access_goes_upstream_with_its_length() {
+    let origin = Origin::start("o").await;
+    let yaml = r#"
+upstreams: [{name: web, peers: [{address: "@O@"}]}]
+applications:
+  - name: site
+    is_default: true
+    listeners: [{address: "127.0.0.1:0"}]
+    upstream: web
+    lua:
+      access:
+        inline: |
+          ngx.req.read_body()
+          if ngx.var.arg_replace then ngx.req.set_body_data(ngx.var.arg_replace) end
+"#;
+    let node = edge(yaml, &[("O", origin.addr.to_string())]).await;
+    let c = client();
+    let post = |q: &'static str| {
+        let url = format!("{}/upload{q}", base_url(&node));
+        let c = c.clone();
+        async move {
+            let r = c.post(url).body("orig").send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(post("").await, (200, "4".to_string()));
+    assert_eq!(post("?replace=replaced").await, (200, "8".to_string()));
+    assert_eq!(post("?replace=").await, (200, "0".to_string()));
+}

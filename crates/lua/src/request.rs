@@ -50,6 +50,8 @@ pub struct RequestState {
     pub request_id: String,
     pub start_time: SystemTime,
     pub body: Option<Bytes>,
+    /// `ngx.req.set_body_data` ran: in rewrite and access, `body` replaces what goes upstream.
+    pub body_replaced: bool,
     /// Variables the application declares, writable (nginx's `set`).
     pub declared: HashMap<String, String>,
     /// The response: status, headers and what `ngx.say`/`ngx.print` produced.
@@ -142,6 +144,7 @@ impl RequestState {
             request_id: String::new(),
             start_time: SystemTime::now(),
             body: None,
+            body_replaced: false,
             declared: HashMap::new(),
             status: None,
             resp_headers: HeaderMap::new(),

@@ -208,6 +208,11 @@ pub async fn serve(
                 if s.headers_changed {
                     parts.headers = s.headers.clone();
                 }
+                // `ngx.req.set_body_data`: the new body goes upstream (the headers above carry
+                // its length) and the client's, unread, is dropped.
+                if s.body_replaced {
+                    body = RequestBody::Internal(s.body.clone());
+                }
                 // Untouched, the client's target goes upstream byte for byte ($uri is
                 // decoded, so it is no copy of the path to compare with).
                 if s.uri_changed

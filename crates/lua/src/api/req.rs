@@ -176,6 +176,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 r.headers.remove(http::header::TRANSFER_ENCODING);
                 r.headers_changed = true;
                 r.body = Some(body);
+                r.body_replaced = true;
                 Ok(())
             })
         })?,
@@ -249,7 +250,7 @@ fn raw_header(r: &RequestState, no_request_line: bool) -> Vec<u8> {
             _ => "1.1",
         };
         out.extend_from_slice(
-            format!("{} {} HTTP/{version}\r\n", r.method, r.request_uri).as_bytes(),
+            format!("{} {} HTTP/{version}\r\n", r.original_method, r.request_uri).as_bytes(),
         );
     }
     for (name, value) in &r.headers {
