@@ -34,13 +34,6 @@ async fn cached_edge(origin: &Origin) -> std::sync::Arc<outpost_edge_node::EdgeN
     edge(CACHED, &[("O", origin.addr.to_string())]).await
 }
 
-async fn get(c: &reqwest::Client, url: &str) -> (u16, reqwest::header::HeaderMap, String) {
-    let r = c.get(url).send().await.unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, headers, r.text().await.unwrap())
-}
-
 fn cache_status(h: &reqwest::header::HeaderMap) -> String {
     h.get("cache-status")
         .map(|v| v.to_str().unwrap().to_string())

@@ -95,33 +95,18 @@ async fn phases_run_in_order_around_the_upstream() {
     assert!(seen.contains("x-hits: 1"), "{seen}");
 
     // ngx.req.set_method changes the method the origin sees.
-    let r = c
-        .get(format!("{base}/echo-headers?m=put"))
-        .send()
-        .await
-        .unwrap();
-    let seen = r.text().await.unwrap();
+    let (_, _, seen) = get(&c, &format!("{base}/echo-headers?m=put")).await;
     assert!(seen.starts_with("PUT /echo-headers?m=put\n"), "{seen}");
 
     // Lua sees $uri decoded and normalised; untouched, the client's target goes upstream
     // byte for byte. A URI a script sets goes upstream escaped, as nginx's proxy does.
-    let r = c
-        .get(format!("{base}/echo-headers/a%20b//%41?u=show"))
-        .send()
-        .await
-        .unwrap();
-    let seen = r.text().await.unwrap();
+    let (_, _, seen) = get(&c, &format!("{base}/echo-headers/a%20b//%41?u=show")).await;
     assert!(
         seen.starts_with("GET /echo-headers/a%20b//%41?u=show\n"),
         "{seen}"
     );
     assert!(seen.contains("x-seen-uri: /echo-headers/a b/A\n"), "{seen}");
-    let r = c
-        .get(format!("{base}/echo-headers/old?u=set"))
-        .send()
-        .await
-        .unwrap();
-    let seen = r.text().await.unwrap();
+    let (_, _, seen) = get(&c, &format!("{base}/echo-headers/old?u=set")).await;
     assert!(
         seen.starts_with("GET /echo-headers/x%20y%23?u=set\n"),
         "{seen}"

@@ -308,6 +308,14 @@ pub fn fill(yaml: &str, vars: &[(&str, String)]) -> String {
     s
 }
 
+/// A GET through `c`: status, headers and body.
+pub async fn get(c: &reqwest::Client, url: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = c.get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
