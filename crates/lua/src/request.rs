@@ -52,6 +52,9 @@ pub struct RequestState {
     pub body: Option<Bytes>,
     /// `ngx.req.set_body_data` ran: in rewrite and access, `body` replaces what goes upstream.
     pub body_replaced: bool,
+    /// Whose globals table the request's Lua runs with: its application's name, or `None`
+    /// for the VM's `_G` itself (init_worker, timers started there, tests).
+    pub globals: Option<std::sync::Arc<str>>,
     /// Variables the application declares, writable (nginx's `set`).
     pub declared: HashMap<String, String>,
     /// The response: status, headers and what `ngx.say`/`ngx.print` produced.
@@ -145,6 +148,7 @@ impl RequestState {
             start_time: SystemTime::now(),
             body: None,
             body_replaced: false,
+            globals: None,
             declared: HashMap::new(),
             status: None,
             resp_headers: HeaderMap::new(),

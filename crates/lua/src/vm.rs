@@ -1,6 +1,8 @@
 //! One LuaJIT VM per worker: the `ngx` API, `require` over the config's modules then Debian's
-//! system path, compiled chunks cached, and each request run in its own coroutine with its own
-//! global table (OpenResty's closure-factory scheme).
+//! system path, compiled chunks cached, and each request run in its own coroutine. Globals live
+//! as long as the VM, as in lua-nginx-module (whose `_G` every request shares, with a guard that
+//! logs a warning on each new global a request writes); here each application has its own
+//! globals table in front of `_G`, so one tenant's globals never reach another's.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -17,6 +19,9 @@ use crate::{LuaError, Phase};
 /// Where the VM looks for modules after the config's own (Debian's `lua_package_path`).
 pub const SYSTEM_PATH: &str = "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua";
 
+/// Request coroutines kept for reuse per VM: more than a worker usually has in flight.
+const THREAD_POOL: usize = 256;
+
 /// Libraries bundled under OpenResty's module names (written for Outpost).
 const BUNDLED: &[(&str, &str)] = &[
     ("resty.limit.req", include_str!("lualib/limit_req.lua")),
@@ -30,20 +35,21 @@ const BUNDLED: &[(&str, &str)] = &[
     ("resty.redis", include_str!("lualib/redis.lua")),
 ];
 
-/// Runs one chunk for one request, all on the Lua side so that setting up the request costs
-/// one coroutine resume and no protected calls from Rust (each of those allocates in mlua):
-/// a fresh closure from the chunk's factory, and a globals table of its own whose `_G` is
-/// itself, as lua-nginx-module gives every request. `setfenv` and friends are captured here,
-/// before any script can replace them.
-const RUNNER: &str = r#"
-local setmetatable, setfenv = setmetatable, setfenv
-local meta = { __index = _G }
-return function(factory)
-  local f = factory()
-  local env = {}
-  env._G = env
-  setfenv(f, setmetatable(env, meta))
-  return f()
+/// lua-nginx-module's `_G` write guard: a new global written while serving a request is kept,
+/// and logged as a warning (with nginx's wording) since concurrent requests share it. Set on
+/// `_G` and on every application's globals table.
+const WRITE_GUARD: &str = r#"
+local rawset, tostring, get_phase, log, WARN = rawset, tostring, ngx.get_phase, ngx.log, ngx.WARN
+local traceback = debug and debug.traceback or function() return "" end
+return function(t, key, value)
+  rawset(t, key, value)
+  local phase = get_phase()
+  if phase == "init_worker" or phase == "init" then
+    return
+  end
+  log(WARN, "writing a global Lua variable ('", tostring(key), "') which may lead to ",
+    "race conditions between concurrent requests, so prefer the use of 'local' variables",
+    traceback("", 2))
 end
 "#;
 
@@ -58,10 +64,14 @@ pub enum Outcome {
 
 pub struct LuaVm {
     lua: Lua,
-    /// Chunk source to its closure factory.
+    /// Chunk source to its function, for chunks that run with `_G` itself.
     chunks: RefCell<HashMap<String, Function>>,
-    /// Made once: the Lua function that runs a chunk for one request (see [`RUNNER`]).
-    runner: Function,
+    /// Per application: its globals table and its chunks, compiled with that table as their
+    /// environment.
+    scopes: RefCell<HashMap<Arc<str>, Scope>>,
+    /// The metatable of every application's globals: reads fall through to `_G`, new globals
+    /// pass the write guard.
+    scope_meta: Table,
     /// Cleared when the VM goes: its recurring timers stop.
     alive: Rc<Cell<bool>>,
     limits: LuaLimits,
@@ -70,6 +80,12 @@ pub struct LuaVm {
     recycle: Rc<Cell<bool>>,
     /// `ngx.process.signal_graceful_exit()` ran.
     exiting: Rc<Cell<bool>>,
+}
+
+/// One application's globals and its chunks compiled against them.
+struct Scope {
+    globals: Table,
+    chunks: HashMap<String, Function>,
 }
 
 impl Drop for LuaVm {
@@ -101,7 +117,10 @@ impl LuaVm {
     ) -> Result<LuaVm, LuaError> {
         // SAFETY-free: `Lua::new` opens the safe standard libraries; LuaJIT's `ffi` and `jit`
         // come from `unsafe_new` only, which scripts written for OpenResty expect.
-        let lua = unsafe { Lua::unsafe_new() };
+        // Finished request coroutines go back to a pool for the next requests (mlua keeps
+        // none by default, and a new one costs a LuaJIT state and a registry slot).
+        let options = mlua::LuaOptions::new().thread_pool_size(THREAD_POOL);
+        let lua = unsafe { Lua::unsafe_new_with(mlua::StdLib::ALL, options) };
         // Before any script: lua-resty-string-style libraries look libcrypto up through ffi.C.
         crate::ffi_symbols::load_libcrypto();
         let alive = Rc::new(Cell::new(true));
@@ -297,15 +316,23 @@ impl LuaVm {
             Ok(())
         };
         setup().map_err(|e| LuaError::Setup(e.to_string()))?;
-        let runner: Function = lua
-            .load(RUNNER)
-            .set_name("=outpost.request")
-            .call(())
-            .map_err(|e| LuaError::Setup(e.to_string()))?;
+        let scope_meta = (|| -> mlua::Result<Table> {
+            let guard: Function = lua.load(WRITE_GUARD).set_name("=_G write guard").call(())?;
+            let globals = lua.globals();
+            let root_meta = lua.create_table()?;
+            root_meta.set("__newindex", guard.clone())?;
+            globals.set_metatable(Some(root_meta))?;
+            let meta = lua.create_table()?;
+            meta.set("__index", globals)?;
+            meta.set("__newindex", guard)?;
+            Ok(meta)
+        })()
+        .map_err(|e| LuaError::Setup(e.to_string()))?;
         Ok(LuaVm {
             lua,
             chunks: RefCell::new(HashMap::new()),
-            runner,
+            scopes: RefCell::new(HashMap::new()),
+            scope_meta,
             alive,
             limits,
             recycle,
@@ -352,24 +379,69 @@ impl LuaVm {
             .map_err(|e| LuaError::Setup(e.to_string()))
     }
 
-    /// The closure factory for `code`, compiled once.
-    fn factory(&self, name: &str, code: &str) -> Result<Function, LuaError> {
-        if let Some(f) = self.chunks.borrow().get(code) {
+    /// `code` compiled once per globals scope: `None` runs it with `_G`, an application's name
+    /// with that application's globals table.
+    fn chunk(
+        &self,
+        scope: Option<&Arc<str>>,
+        name: &str,
+        code: &str,
+    ) -> Result<Function, LuaError> {
+        let Some(scope) = scope else {
+            if let Some(f) = self.chunks.borrow().get(code) {
+                return Ok(f.clone());
+            }
+            let f = self.compile(name, code, None)?;
+            self.chunks.borrow_mut().insert(code.to_string(), f.clone());
+            return Ok(f);
+        };
+        if let Some(f) = self
+            .scopes
+            .borrow()
+            .get(&**scope)
+            .and_then(|s| s.chunks.get(code))
+        {
             return Ok(f.clone());
         }
-        // On one line with the code, so error line numbers are the script's own.
-        let wrapped = format!("return function(...) {code}\nend");
-        let f: Function = self
-            .lua
-            .load(&wrapped)
-            .set_name(format!("={name}"))
-            .into_function()
-            .map_err(|e| LuaError::Compile(e.to_string()))?;
-        self.chunks.borrow_mut().insert(code.to_string(), f.clone());
+        let env = match self.scopes.borrow().get(&**scope) {
+            Some(s) => s.globals.clone(),
+            None => self
+                .new_globals()
+                .map_err(|e| LuaError::Setup(e.to_string()))?,
+        };
+        let f = self.compile(name, code, Some(env.clone()))?;
+        self.scopes
+            .borrow_mut()
+            .entry(scope.clone())
+            .or_insert_with(|| Scope {
+                globals: env,
+                chunks: HashMap::new(),
+            })
+            .chunks
+            .insert(code.to_string(), f.clone());
         Ok(f)
     }
 
-    /// Runs `code` for `request` in `phase`, in a new coroutine with its own globals.
+    /// An application's globals table: its `_G` is itself, and what it lacks comes from `_G`.
+    fn new_globals(&self) -> mlua::Result<Table> {
+        let env = self.lua.create_table()?;
+        env.raw_set("_G", &env)?;
+        env.set_metatable(Some(self.scope_meta.clone()))?;
+        Ok(env)
+    }
+
+    fn compile(&self, name: &str, code: &str, env: Option<Table>) -> Result<Function, LuaError> {
+        let mut chunk = self.lua.load(code).set_name(format!("={name}"));
+        if let Some(env) = env {
+            chunk = chunk.set_environment(env);
+        }
+        chunk
+            .into_function()
+            .map_err(|e| LuaError::Compile(e.to_string()))
+    }
+
+    /// Runs `code` for `request` in `phase`, in a coroutine of its own, with the globals of
+    /// the request's application (`RequestState::globals`).
     pub async fn run(
         &self,
         name: &str,
@@ -385,12 +457,13 @@ impl LuaVm {
                 "Lua phase skipped: the request was stopped by a limit");
             return Err(LuaError::Limit(why));
         }
-        let factory = self.factory(name, code)?;
+        let scope = request.borrow().globals.clone();
+        let f = self.chunk(scope.as_ref(), name, code)?;
         request.borrow_mut().phase = phase;
         request.borrow_mut().exit = None;
         let fut = WithRequest {
             request: request.clone(),
-            inner: Box::pin(self.runner.call_async::<()>(factory)),
+            inner: Box::pin(f.call_async::<()>(())),
         };
         let result = fut.await;
         self.after_run();

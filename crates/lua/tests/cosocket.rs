@@ -216,6 +216,7 @@ fn debians_lua_nginx_cookie_runs_unchanged() {
         path: "/t",
         headers: vec![("Cookie".into(), "session=abc; theme=dark".into())],
         body: None,
+        globals: None,
     };
     let r = block_on(h.run(
         &req,

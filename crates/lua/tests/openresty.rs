@@ -117,6 +117,7 @@ fn corpus() {
             path: req["path"].as_str().unwrap_or("/t"),
             headers,
             body: req["body"].as_str().map(|b| b.as_bytes().to_vec()),
+            globals: None,
         };
         let code = case["code"].as_str().unwrap_or("");
         let phase = phase_of(case["phase"].as_str().unwrap_or("content"));

@@ -34,6 +34,9 @@ pub struct Application {
     /// The first whose conditions match decides how a request is cached.
     pub cache_rules: Vec<Arc<CacheRule>>,
     pub lua: LuaHandlers,
+    /// The application's Lua globals table, by name (`RequestState::globals`): its globals
+    /// outlive requests, as in OpenResty, but no other application sees them.
+    pub lua_globals: Arc<str>,
     pub declared: Vec<(String, String)>,
     pub metrics: Arc<AppMetrics>,
 }
@@ -50,6 +53,7 @@ impl Application {
             rules: vec![],
             cache_rules: vec![],
             lua: LuaHandlers::default(),
+            lua_globals: Arc::from(name),
             declared: vec![],
             metrics: Arc::new(Metrics::default().app(name)),
         }
@@ -191,6 +195,7 @@ impl Snapshot {
                 rules,
                 cache_rules,
                 lua,
+                lua_globals: Arc::from(a.name.as_str()),
                 declared: a
                     .variables
                     .iter()

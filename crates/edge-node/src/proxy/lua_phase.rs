@@ -77,6 +77,7 @@ pub fn request_state(
     s.client = conn.client;
     s.server = conn.local;
     s.request_id = request_id.to_string();
+    s.globals = Some(app.lua_globals.clone());
     s.declared = app.declared.iter().cloned().collect();
     Rc::new(LuaRequest {
         state: Rc::new(RefCell::new(s)),

@@ -26,6 +26,8 @@ pub struct Req<'a> {
     pub path: &'a str,
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
+    /// The application whose globals the request's Lua uses (`None`: `_G`).
+    pub globals: Option<&'a str>,
 }
 
 impl Harness {
@@ -63,6 +65,7 @@ impl Harness {
         // As the edge does for a client's request.
         state.decode_uri();
         state.body = req.body.clone().map(Into::into);
+        state.globals = req.globals.map(Arc::from);
         let state = Rc::new(RefCell::new(state));
         let mut resp = None;
         for (phase, code) in phases {
@@ -156,6 +159,7 @@ pub fn get(path: &str) -> Req<'_> {
         path,
         headers: vec![],
         body: None,
+        globals: None,
     }
 }
 
