@@ -121,9 +121,12 @@ impl std::fmt::Display for Exceeded {
 impl std::error::Error for Exceeded {}
 
 /// What one request (or one timer run) has spent so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Budget {
     instructions: Cell<u64>,
+    /// Whether polls are timed: only a CPU-time limit needs it, and reading the clock twice
+    /// per poll is a measurable part of a short Lua phase.
+    timed: Cell<bool>,
     /// Time in Lua during earlier polls.
     spent: Cell<Duration>,
     /// When the poll running now began, if one is.
@@ -131,7 +134,24 @@ pub struct Budget {
     exceeded: Cell<Option<Exceeded>>,
 }
 
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            instructions: Cell::new(0),
+            timed: Cell::new(true),
+            spent: Cell::new(Duration::ZERO),
+            since: Cell::new(None),
+            exceeded: Cell::new(None),
+        }
+    }
+}
+
 impl Budget {
+    /// Sets whether the time Lua runs is counted (see [`BudgetLimits::cpu_time`]).
+    pub fn set_timed(&self, timed: bool) {
+        self.timed.set(timed);
+    }
+
     pub fn exceeded(&self) -> Option<Exceeded> {
         self.exceeded.get()
     }
@@ -191,7 +211,7 @@ pub fn current() -> Option<Rc<Budget>> {
 pub fn metered<R>(budget: &Rc<Budget>, poll: impl FnOnce() -> R) -> R {
     let previous = CURRENT.with(|c| c.replace(Some(budget.clone())));
     // A poll inside another of the same budget (not expected) must not count twice.
-    let outer = budget.since.get().is_none();
+    let outer = budget.timed.get() && budget.since.get().is_none();
     if outer {
         budget.since.set(Some(Instant::now()));
     }

@@ -174,6 +174,9 @@ impl RequestState {
     /// Makes `uri` nginx's `$uri` for a client's request: percent-decoded and normalised. A
     /// path nginx would refuse (or not UTF-8) stays as sent.
     pub fn decode_uri(&mut self) {
+        if crate::uri::is_normal(&self.uri) {
+            return;
+        }
         if let Some(u) = crate::uri::normalise(&self.uri) {
             self.uri = u;
         }

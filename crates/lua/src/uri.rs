@@ -2,6 +2,12 @@
 //! `..` resolved), as `ngx_http_parse_complex_uri` makes it; and the way back, the escaping
 //! nginx's proxy applies to a rewritten `$uri` before sending it upstream.
 
+/// Whether `raw` is already its own normal form, as most paths are: nothing to decode, no
+/// empty, `.` or `..` segment.
+pub fn is_normal(raw: &str) -> bool {
+    raw.starts_with('/') && !raw.contains('%') && !raw.contains("//") && !raw.contains("/.")
+}
+
 /// The normalised, decoded form of `raw` (a path as the client sent it), or `None` where
 /// nginx would refuse the request (a bad `%` escape, `%00`, `..` above the root) or the
 /// result is not UTF-8; callers then keep the raw path.
@@ -9,6 +15,13 @@ pub fn normalise(raw: &str) -> Option<String> {
     if !raw.starts_with('/') {
         return None;
     }
+    if is_normal(raw) {
+        return Some(raw.to_string());
+    }
+    resolve(raw)
+}
+
+fn resolve(raw: &str) -> Option<String> {
     let decoded = decode(raw.as_bytes())?;
     let decoded = String::from_utf8(decoded).ok()?;
     let mut segments: Vec<&str> = Vec::new();
@@ -85,6 +98,25 @@ mod tests {
             "an escaped slash is a slash"
         );
         assert_eq!(n("/a+b%25").as_deref(), Some("/a+b%"));
+    }
+
+    #[test]
+    fn a_path_taken_as_normal_is_what_resolving_it_gives() {
+        for p in [
+            "/",
+            "/a",
+            "/a/",
+            "/a.b/c..d/",
+            "/a+b/c-d_e~f",
+            "/x/y/z.html",
+            "/a./b",
+        ] {
+            assert!(is_normal(p), "{p}");
+            assert_eq!(resolve(p).as_deref(), Some(p));
+        }
+        for p in ["/a%20", "/a//b", "/a/./b", "/a/..", "/.x", "a"] {
+            assert!(!is_normal(p), "{p}");
+        }
     }
 
     #[test]

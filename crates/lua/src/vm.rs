@@ -457,6 +457,7 @@ impl LuaVm {
                 "Lua phase skipped: the request was stopped by a limit");
             return Err(LuaError::Limit(why));
         }
+        budget.set_timed(self.limits.cpu_time.is_some());
         let scope = request.borrow().globals.clone();
         let f = self.chunk(scope.as_ref(), name, code)?;
         request.borrow_mut().phase = phase;

@@ -345,7 +345,9 @@ pub async fn serve(
                             uri: target,
                             headers,
                         };
-                        let result = upstream_call::call(
+                        // Boxed: its state is most of a request's future, which is moved
+                        // whole on each request (the cache's serves hits, and stays inline).
+                        let result = Box::pin(upstream_call::call(
                             &w,
                             &up,
                             head,
@@ -356,7 +358,7 @@ pub async fn serve(
                             },
                             &over_limit,
                             &mut info,
-                        )
+                        ))
                         .await;
                         match result {
                             Ok(p) => {
