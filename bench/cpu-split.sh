@@ -10,6 +10,7 @@
 #   SYSCALLS=1 bench/cpu-split.sh         # also count system calls per request (strace -c)
 #   CLOSE=1 bench/cpu-split.sh            # a new connection per request (Connection: close)
 #   BASELINE_BIN=/tmp/outpost-old bench/cpu-split.sh   # a second edge binary beside them (A/B)
+#   CASE=lua BARE=1 bench/cpu-split.sh   # also bench/bare-hyper: hyper alone, same answer
 #
 # Needs: apt-get install -y nginx libnginx-mod-http-lua wrk strace. Builds the release binary.
 # Prints medians over REPS of: requests/s, user and system CPU microseconds per request,
@@ -78,6 +79,14 @@ if [ -n "${BASELINE_BIN:-}" ]; then
     > "$RUN/baseline.log" 2>&1 &
   PIDS_TO_KILL+=("$!")
 fi
+BARE_PORT=$((PORT_BASE + 20))
+if [ "${BARE:-0}" = 1 ]; then
+  [ "$CASE" = lua ] || { echo "BARE=1 goes with CASE=lua (it answers what the Lua case does)" >&2; exit 2; }
+  (cd "$ROOT/bench/bare-hyper" && cargo build --release >&2)
+  nice -n "$NICE" "$ROOT/bench/bare-hyper/target/release/bare-hyper" "127.0.0.1:$BARE_PORT" "$WORKERS" &
+  PIDS_TO_KILL+=("$!")
+  BARE_PID=$!
+fi
 for _ in $(seq 1 100); do curl -fs -o /dev/null "http://127.0.0.1:$EDGE/1k.bin" && [ -s "$RUN/nginx.pid" ] && break; sleep 0.1; done
 
 case "$CASE" in
@@ -94,6 +103,10 @@ if [ -n "${BASELINE_BIN:-}" ]; then
   TARGETS="nginx outpost baseline"
   for _ in $(seq 1 100); do curl -fs -o /dev/null "$BASE_URL" && break; sleep 0.1; done
   curl -fs -o /dev/null "$BASE_URL"
+fi
+if [ "${BARE:-0}" = 1 ]; then
+  TARGETS="$TARGETS bare"
+  for _ in $(seq 1 50); do curl -fs -o /dev/null "http://127.0.0.1:$BARE_PORT/" && break; sleep 0.1; done
 fi
 for u in "$NGINX_URL" "$EDGE_URL"; do curl -fs -o /dev/null "$u"; curl -fs -o /dev/null "$u"; done
 
@@ -139,6 +152,7 @@ for rep in $(seq 1 "$REPS"); do
       nginx) measure nginx "$NGINX_URL" $(nginx_workers) >> "$rows" ;;
       outpost) measure outpost "$EDGE_URL" "$(edge_pid "$ADMIN")" >> "$rows" ;;
       baseline) measure baseline "$BASE_URL" "$(edge_pid $((PORT_BASE + 11)))" >> "$rows" ;;
+      bare) measure bare "http://127.0.0.1:$BARE_PORT/" "$BARE_PID" >> "$rows" ;;
     esac
     sleep 1
   done
@@ -161,6 +175,9 @@ if "nginx" in med and "outpost" in med:
     n, o = med["nginx"], med["outpost"]
     print(f"outpost/nginx requests per CPU-second: {(n[1]+n[2])/(o[1]+o[2]):.2f}x")
     print(f"outpost's kernel time per request as a share of nginx's total: {o[2]/(n[1]+n[2]):.2f}")
+if "bare" in med and "nginx" in med:
+    n, b = med["nginx"], med["bare"]
+    print(f"bare hyper/nginx requests per CPU-second: {(n[1]+n[2])/(b[1]+b[2]):.2f}x")
 if "baseline" in med and "outpost" in med:
     b, o = med["baseline"], med["outpost"]
     print(f"outpost/baseline requests per CPU-second: {(b[1]+b[2])/(o[1]+o[2]):.2f}x")
