@@ -182,6 +182,28 @@ impl RequestState {
         }
     }
 
+    /// Whether the connection stays open after this request, as nginx decides it
+    /// (`r->keepalive`): a `Connection` header with `close`, else one with `keep-alive`,
+    /// else any version after HTTP/1.0.
+    pub fn keepalive(&self) -> bool {
+        let has = |token: &str| {
+            self.headers
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .any(|v| {
+                    v.to_str()
+                        .is_ok_and(|v| v.to_ascii_lowercase().contains(token))
+                })
+        };
+        if has("close") {
+            false
+        } else if has("keep-alive") {
+            true
+        } else {
+            self.http_version > 1.0
+        }
+    }
+
     /// What goes upstream after a script changed the URI, as nginx's proxy builds it:
     /// `$uri` escaped again, then `?$args`.
     pub fn upstream_target(&self) -> String {

@@ -392,3 +392,25 @@ fn ngx_process_reports_a_worker_and_a_graceful_exit_retires_the_vm() {
     assert!(h.vm.needs_recycle(), "the worker should build a fresh VM");
     assert!(h.vm.exiting());
 }
+
+/// lua-nginx-module's `ngx.resp.get_headers()` reports the connection's fate (`r->keepalive`):
+/// `close` when the client asked for it, `keep-alive` otherwise over HTTP/1.1.
+#[test]
+fn resp_get_headers_reports_the_connection() {
+    let h = harness();
+    let code = "ngx.say(ngx.resp.get_headers().connection)";
+    let run = |headers: Vec<(String, String)>| {
+        let req = Req {
+            headers,
+            ..get("/t")
+        };
+        let r = block_on(h.run(&req, &[(Phase::Content, code)]));
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+    assert_eq!(run(vec![]), "keep-alive\n");
+    assert_eq!(run(vec![("Connection".into(), "Close".into())]), "close\n");
+    assert_eq!(
+        run(vec![("Connection".into(), "keep-alive".into())]),
+        "keep-alive\n"
+    );
+}

@@ -208,6 +208,16 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                         }
                     }
                 }
+                // As lua-nginx-module: the connection's fate is one of the headers, whether or
+                // not it is in the list (nginx adds the header itself when sending).
+                if !truncated && !r.resp_headers.contains_key(http::header::CONNECTION) {
+                    let connection = match r.status {
+                        Some(101) => "upgrade",
+                        _ if r.keepalive() => "keep-alive",
+                        _ => "close",
+                    };
+                    t.raw_set("connection", connection)?;
+                }
                 Ok(())
             })?;
             Ok((t, truncated.then_some("truncated")))
