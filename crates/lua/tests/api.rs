@@ -414,3 +414,26 @@ fn resp_get_headers_reports_the_connection() {
         "keep-alive\n"
     );
 }
+
+/// The `d` flag (PCRE's DFA matcher: the longest match, no groups), with the output Debian's
+/// nginx with lua-nginx-module 0.10.23 gives the same code.
+#[test]
+fn ngx_re_dfa_mode_matches_the_longest_and_has_no_groups() {
+    let (_, body, _) = content(
+        r#"
+local m = ngx.re.match('abc', '(a)|(ab)', 'd'); ngx.say(m[0], ' ', tostring(m[1]), ' ', tostring(m[2]))
+local m2 = ngx.re.match('hello', '(?<x>l+)', 'd'); ngx.say(m2[0], ' ', tostring(m2.x), ' ', tostring(m2[1]))
+ngx.say(ngx.re.gsub('aaa bbb', 'a|aa', 'X', 'd'))
+local from, to = ngx.re.find('xabc', 'a|ab', 'd'); ngx.say(from, ' ', to)
+local it = ngx.re.gmatch('ab ab', 'a|ab', 'd'); local a = it(); local b = it(); ngx.say(a[0], ' ', b[0])
+ngx.say(ngx.re.sub('abc', 'a|ab', '[$0]', 'd'))
+ngx.say(ngx.re.match('ABC', 'a|ab', 'di')[0])
+local ok, err = ngx.re.match('abc', 'a|ab', 'ad'); ngx.say(ok and ok[0])
+ngx.say(tostring(ngx.re.match('xabc', 'a|ab', 'ad')))
+"#,
+    );
+    assert_eq!(
+        body,
+        "ab nil nil\nll nil nil\nXX bbb2\n2 3\nab ab\n[ab]c1\nAB\nab\nnil\n"
+    );
+}

@@ -9,6 +9,7 @@ pub mod misc;
 pub mod output;
 pub mod process;
 pub mod re;
+mod re_dfa;
 pub mod req;
 pub mod resty_string;
 pub mod shared;

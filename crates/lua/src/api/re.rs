@@ -9,13 +9,50 @@ use std::rc::Rc;
 use mlua::{Function, Lua, MultiValue, Table, Value};
 use pcre2::bytes::{CaptureLocations, Regex, RegexBuilder};
 
+use super::re_dfa::Dfa;
+
 /// Compiled patterns per VM, as `lua_regex_cache_max_entries` (1024) bounds nginx's.
 #[derive(Default)]
-struct Cache(HashMap<(Vec<u8>, String), Rc<Regex>>);
+struct Cache(HashMap<(Vec<u8>, String), Rc<Compiled>>);
+
+/// A pattern, and with the `d` flag its DFA form, which then does the matching.
+struct Compiled {
+    re: Regex,
+    dfa: Option<Dfa>,
+}
+
+impl std::ops::Deref for Compiled {
+    type Target = Regex;
+    fn deref(&self) -> &Regex {
+        &self.re
+    }
+}
+
+/// Where a match and its groups are: the normal matcher's, or the DFA's whole match.
+enum Locs {
+    Groups(CaptureLocations),
+    Whole(usize, usize),
+}
+
+impl Locs {
+    fn len(&self) -> usize {
+        match self {
+            Locs::Groups(l) => l.len(),
+            Locs::Whole(..) => 1,
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<(usize, usize)> {
+        match self {
+            Locs::Groups(l) => l.get(i),
+            Locs::Whole(s, e) => (i == 0).then_some((*s, *e)),
+        }
+    }
+}
 
 const CACHE_MAX: usize = 1024;
 
-fn compile(cache: &RefCell<Cache>, pattern: &[u8], flags: &str) -> Result<Rc<Regex>, String> {
+fn compile(cache: &RefCell<Cache>, pattern: &[u8], flags: &str) -> Result<Rc<Compiled>, String> {
     let key = (pattern.to_vec(), flags.to_string());
     if let Some(r) = cache.borrow().0.get(&key) {
         return Ok(r.clone());
@@ -41,15 +78,19 @@ fn compile(cache: &RefCell<Cache>, pattern: &[u8], flags: &str) -> Result<Rc<Reg
             'j' => {
                 b.jit_if_available(true);
             }
-            // Anchoring is applied at match time; caching is always on; DFA mode, duplicate
-            // names and JavaScript compatibility have no switch in the pcre2 crate.
+            // Anchoring is applied at match time; caching is always on; DFA mode is below;
+            // duplicate names and JavaScript compatibility have no switch in the pcre2 crate.
             'a' | 'o' | 'd' | 'D' | 'J' => {}
             other => return Err(format!("\u{0}unknown flag \"{other}\" (flags \"{flags}\")")),
         }
     }
     let pat = std::str::from_utf8(pattern).map_err(|_| "pattern is not valid UTF-8".to_string())?;
     let re = b.build(pat).map_err(|e| compile_error(&e, pat))?;
-    let re = Rc::new(re);
+    let dfa = match flags.contains('d') {
+        true => Some(Dfa::new(pat, flags)?),
+        false => None,
+    };
+    let re = Rc::new(Compiled { re, dfa });
     let mut c = cache.borrow_mut();
     if c.0.len() >= CACHE_MAX {
         c.0.clear();
@@ -72,25 +113,25 @@ fn subject_bytes(v: &Value) -> mlua::Result<Vec<u8>> {
 
 /// One match at or after `start` (anchored there with the `a` flag): the capture locations.
 fn find_at(
-    re: &Regex,
+    re: &Compiled,
     subject: &[u8],
     start: usize,
     anchored: bool,
-) -> Result<Option<CaptureLocations>, String> {
+) -> Result<Option<Locs>, String> {
+    if let Some(dfa) = &re.dfa {
+        return Ok(dfa
+            .find_at(subject, start, anchored)?
+            .map(|(s, e)| Locs::Whole(s, e)));
+    }
     let mut locs = re.capture_locations();
     match re.captures_read_at(&mut locs, subject, start) {
-        Ok(Some(m)) if !anchored || m.start() == start => Ok(Some(locs)),
+        Ok(Some(m)) if !anchored || m.start() == start => Ok(Some(Locs::Groups(locs))),
         Ok(_) => Ok(None),
         Err(e) => Err(e.to_string()),
     }
 }
 
-fn captures_table(
-    lua: &Lua,
-    re: &Regex,
-    subject: &[u8],
-    locs: &CaptureLocations,
-) -> mlua::Result<Table> {
+fn captures_table(lua: &Lua, re: &Regex, subject: &[u8], locs: &Locs) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     for i in 0..locs.len() {
         let v = match locs.get(i) {
@@ -99,7 +140,12 @@ fn captures_table(
         };
         t.raw_set(i, v.clone())?;
     }
-    for (i, name) in re.capture_names().iter().enumerate() {
+    // A DFA match has no groups, named or not.
+    let names = match locs {
+        Locs::Groups(_) => re.capture_names(),
+        Locs::Whole(..) => &[],
+    };
+    for (i, name) in names.iter().enumerate() {
         if let Some(name) = name {
             let v = match locs.get(i) {
                 Some((s, e)) => Value::String(lua.create_string(&subject[s..e])?),
@@ -127,7 +173,7 @@ fn first_match(
     pattern: &mlua::LuaString,
     flags: &str,
     ctx: &Option<Table>,
-) -> mlua::Result<Result<(Rc<Regex>, CaptureLocations), MultiValue>> {
+) -> mlua::Result<Result<(Rc<Compiled>, Locs), MultiValue>> {
     let re = match compile(cache, &pattern.as_bytes(), flags) {
         Ok(r) => r,
         Err(e) => return err2(lua, e).map(Err),
@@ -161,12 +207,7 @@ fn err2(lua: &Lua, e: String) -> mlua::Result<MultiValue> {
 }
 
 /// Expands `$0`, `$1`, `${name}`, `$$` in a replacement template.
-fn expand(
-    template: &[u8],
-    re: &Regex,
-    subject: &[u8],
-    locs: &CaptureLocations,
-) -> Result<Vec<u8>, String> {
+fn expand(template: &[u8], re: &Regex, subject: &[u8], locs: &Locs) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut i = 0;
     let group = |idx: usize, out: &mut Vec<u8>| {
