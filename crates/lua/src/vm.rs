@@ -84,6 +84,9 @@ pub struct LuaVm {
 
 /// One application's globals and its chunks compiled against them.
 struct Scope {
+    /// The name as the config that made the scope holds it: a request from a newer config
+    /// brings another `Arc`, and the scope starts over.
+    owner: Arc<str>,
     globals: Table,
     chunks: HashMap<String, Function>,
 }
@@ -380,7 +383,9 @@ impl LuaVm {
     }
 
     /// `code` compiled once per globals scope: `None` runs it with `_G`, an application's name
-    /// with that application's globals table.
+    /// with that application's globals table. An application's scope lasts as long as the
+    /// config it came from: the first request under a new config starts it over with fresh
+    /// globals (as an nginx reload starts fresh VMs) and drops the chunks compiled before.
     fn chunk(
         &self,
         scope: Option<&Arc<str>>,
@@ -395,30 +400,32 @@ impl LuaVm {
             self.chunks.borrow_mut().insert(code.to_string(), f.clone());
             return Ok(f);
         };
-        if let Some(f) = self
+        let current = self
             .scopes
             .borrow()
             .get(&**scope)
-            .and_then(|s| s.chunks.get(code))
-        {
-            return Ok(f.clone());
-        }
-        let env = match self.scopes.borrow().get(&**scope) {
-            Some(s) => s.globals.clone(),
-            None => self
-                .new_globals()
-                .map_err(|e| LuaError::Setup(e.to_string()))?,
+            .filter(|s| Arc::ptr_eq(&s.owner, scope))
+            .map(|s| (s.globals.clone(), s.chunks.get(code).cloned()));
+        let env = match current {
+            Some((_, Some(f))) => return Ok(f),
+            Some((env, None)) => env,
+            None => {
+                let globals = self
+                    .new_globals()
+                    .map_err(|e| LuaError::Setup(e.to_string()))?;
+                let fresh = Scope {
+                    owner: scope.clone(),
+                    globals: globals.clone(),
+                    chunks: HashMap::new(),
+                };
+                self.scopes.borrow_mut().insert(scope.clone(), fresh);
+                globals
+            }
         };
-        let f = self.compile(name, code, Some(env.clone()))?;
-        self.scopes
-            .borrow_mut()
-            .entry(scope.clone())
-            .or_insert_with(|| Scope {
-                globals: env,
-                chunks: HashMap::new(),
-            })
-            .chunks
-            .insert(code.to_string(), f.clone());
+        let f = self.compile(name, code, Some(env))?;
+        if let Some(s) = self.scopes.borrow_mut().get_mut(&**scope) {
+            s.chunks.insert(code.to_string(), f.clone());
+        }
         Ok(f)
     }
 

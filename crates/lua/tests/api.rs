@@ -110,8 +110,13 @@ fn globals_outlive_requests_within_their_application() {
     assert_eq!(run(Some("a")), "1 1 true 1\n");
     assert_eq!(run(Some("a")), "2 2 true 2\n");
     assert_eq!(run(Some("b")), "1 1 true 3\n");
-    assert_eq!(run(None), "1 1 true 4\n");
-    assert_eq!(run(Some("a")), "3 3 true 5\n");
+    assert_eq!(run(Some("a")), "3 3 true 4\n");
+    // A new config starts the application's globals over, as an nginx reload does.
+    h.new_config();
+    assert_eq!(run(Some("a")), "1 1 true 5\n");
+    assert_eq!(run(Some("a")), "2 2 true 6\n");
+    // Code without an application (init_worker's) has `_G` itself.
+    assert_eq!(run(None), "1 1 true 7\n");
     // Another phase of the same application sees them.
     let req = Req {
         globals: Some("a"),
@@ -124,7 +129,7 @@ fn globals_outlive_requests_within_their_application() {
             (Phase::Content, "ngx.say(bar)"),
         ],
     ));
-    assert_eq!(String::from_utf8_lossy(&r.body), "30\n");
+    assert_eq!(String::from_utf8_lossy(&r.body), "20\n");
 }
 
 #[test]

@@ -65,7 +65,7 @@ async fn stopped_by(vm: &LuaVm, code: &str) -> Option<Exceeded> {
 
 /// Status and body of a request whose content handler is `code`.
 async fn content(vm: LuaVm, code: &str) -> (LuaVm, u16, String) {
-    let h = Harness { vm };
+    let h = Harness::with_vm(vm);
     let r = h.run(&get("/t"), &[(Phase::Content, code)]).await;
     (
         h.vm,

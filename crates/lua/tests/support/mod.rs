@@ -11,6 +11,8 @@ use outpost_lua::{LuaResponse, LuaVm, Outcome, Phase, RequestState, SharedDicts}
 
 pub struct Harness {
     pub vm: LuaVm,
+    /// Each application's name as one config holds it (see [`Harness::new_config`]).
+    names: RefCell<std::collections::HashMap<String, Arc<str>>>,
 }
 
 pub fn harness() -> Harness {
@@ -18,6 +20,7 @@ pub fn harness() -> Harness {
     dicts.configure(&[("dogs".into(), 1 << 20), ("cats".into(), 64 << 10)]);
     Harness {
         vm: LuaVm::new(0, 1, dicts, &[]).expect("VM starts"),
+        names: RefCell::default(),
     }
 }
 
@@ -31,6 +34,21 @@ pub struct Req<'a> {
 }
 
 impl Harness {
+    /// A harness around a VM built elsewhere (with limits, modules...).
+    #[allow(dead_code)] // Each test crate compiles this module; not all of them need it.
+    pub fn with_vm(vm: LuaVm) -> Harness {
+        Harness {
+            vm,
+            names: RefCell::default(),
+        }
+    }
+
+    /// The requests after this come from a new config, as after a release on the edge.
+    #[allow(dead_code)] // Each test crate compiles this module; not all of them reload.
+    pub fn new_config(&self) {
+        self.names.borrow_mut().clear();
+    }
+
     /// The phases of a location: `rewrite`/`access` code (if any), then `content`, then
     /// `header_filter` and `body_filter` (if any). Returns what the client would get.
     pub async fn run(&self, req: &Req<'_>, phases: &[(Phase, &str)]) -> LuaResponse {
@@ -65,7 +83,13 @@ impl Harness {
         // As the edge does for a client's request.
         state.decode_uri();
         state.body = req.body.clone().map(Into::into);
-        state.globals = req.globals.map(Arc::from);
+        state.globals = req.globals.map(|name| {
+            self.names
+                .borrow_mut()
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::from(name))
+                .clone()
+        });
         let state = Rc::new(RefCell::new(state));
         let mut resp = None;
         for (phase, code) in phases {
