@@ -100,10 +100,15 @@ impl MariaDb {
     pub async fn start(port: u16, init_sql: &str) -> MariaDb {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let data = dir.path().join("data");
+        // Temporary tables in a directory of its own: two servers bootstrapping at once in a
+        // shared /tmp once failed with "Could not remove temporary table ... error: 2".
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).expect("create the server's tmpdir");
         let install = Command::new(program("mariadb-install-db", "mariadb-server"))
             .args(["--no-defaults", "--user=root", "--skip-test-db"])
             .arg("--auth-root-authentication-method=normal")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .stdin(Stdio::null())
             .output()
             .expect("run mariadb-install-db");
@@ -120,6 +125,7 @@ impl MariaDb {
             .args(["--skip-name-resolve", "--innodb-buffer-pool-size=16M"])
             .arg(format!("--port={port}"))
             .arg(opt("datadir", &data))
+            .arg(opt("tmpdir", &tmp))
             .arg(opt("socket", &dir.path().join("sock")))
             .arg(opt("pid-file", &dir.path().join("pid")))
             .arg(opt("init-file", &init));
