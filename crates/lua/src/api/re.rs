@@ -1,6 +1,7 @@
 //! `ngx.re` on PCRE2 (the `pcre2` crate), as lua-nginx-module has it on PCRE: `match`, `find`,
 //! `gmatch`, `sub`, `gsub`, and `split` from `require "ngx.re"`. Unmatched groups are `false`;
-//! named groups are also set by name; `ctx.pos` is honoured and advanced.
+//! named groups are also set by name; `ctx.pos` is honoured and advanced. The `d` flag
+//! matches with PCRE's DFA matcher instead (`re_dfa.rs`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -86,9 +87,10 @@ fn compile(cache: &RefCell<Cache>, pattern: &[u8], flags: &str) -> Result<Rc<Com
     }
     let pat = std::str::from_utf8(pattern).map_err(|_| "pattern is not valid UTF-8".to_string())?;
     let re = b.build(pat).map_err(|e| compile_error(&e, pat))?;
-    let dfa = match flags.contains('d') {
-        true => Some(Dfa::new(pat, flags)?),
-        false => None,
+    let dfa = if flags.contains('d') {
+        Some(Dfa::new(pat, flags)?)
+    } else {
+        None
     };
     let re = Rc::new(Compiled { re, dfa });
     let mut c = cache.borrow_mut();
