@@ -479,3 +479,79 @@ fn dns_reply(q: &[u8]) -> Option<Vec<u8>> {
     }
     Some(reply)
 }
+
+/// `receiveuntil`'s iterator with and without a size, and `inclusive`, over a real TCP
+/// server that sends two parts and a tail, then closes. The expected lines are what Debian's
+/// nginx with lua-nginx-module 0.10.23 printed for the same script and the same bytes.
+#[test]
+fn receiveuntil_with_a_size_reads_parts_in_pieces_as_nginx_does() {
+    let h = harness();
+    let run = |size: &str, inclusive: bool| {
+        block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::task::spawn_local(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                if let Ok((mut s, _)) = listener.accept().await {
+                    let mut one = [0u8; 1];
+                    let _ = s.read(&mut one).await;
+                    let payload = b"hello, world\r\n--abcedhbNEXT part\r\n--abcedhbtail";
+                    let _ = s.write_all(payload).await;
+                }
+            });
+            let code = format!(
+                r#"
+                local sock = ngx.socket.tcp()
+                sock:settimeout(2000)
+                assert(sock:connect("127.0.0.1", {port}))
+                sock:send("x")
+                local reader = sock:receiveuntil("\r\n--abcedhb", {{inclusive = {inclusive}}})
+                local size = {size}
+                for i = 1, 12 do
+                  local data, err, partial
+                  if size then data, err, partial = reader(size) else data, err, partial = reader() end
+                  ngx.say(i, ": ", tostring(data), " ", tostring(err), " ", tostring(partial))
+                  if err then break end
+                end
+                "#
+            );
+            let r = h.run(&get("/t"), &[(Phase::Content, code.as_str())]).await;
+            String::from_utf8_lossy(&r.body).into_owned()
+        })
+    };
+    assert_eq!(
+        run("4", false),
+        "1: hell nil nil\n2: o, w nil nil\n3: orld nil nil\n4:  nil nil\n5: nil nil nil\n\
+         6: NEXT nil nil\n7:  par nil nil\n8: t nil nil\n9: nil nil nil\n10: tail nil nil\n\
+         11: nil closed \n"
+    );
+    assert_eq!(
+        run("5", false),
+        "1: hello nil nil\n2: , wor nil nil\n3: ld nil nil\n4: nil nil nil\n5: NEXT  nil nil\n\
+         6: part nil nil\n7: nil nil nil\n8: nil closed tail\n"
+    );
+    assert_eq!(
+        run("4", true),
+        "1: hell nil nil\n2: o, w nil nil\n3: orld nil nil\n4: \r\n--abcedhb nil nil\n\
+         5: nil nil nil\n6: NEXT nil nil\n7:  par nil nil\n8: t\r\n--abcedhb nil nil\n\
+         9: nil nil nil\n10: tail nil nil\n11: nil closed \n"
+    );
+    assert_eq!(
+        run("100", false),
+        "1: hello, world nil nil\n2: nil nil nil\n3: NEXT part nil nil\n4: nil nil nil\n\
+         5: nil closed tail\n"
+    );
+    assert_eq!(
+        run("nil", false),
+        "1: hello, world nil nil\n2: NEXT part nil nil\n3: nil closed tail\n"
+    );
+    // nginx takes 0 or less as no size, and cuts a fraction.
+    assert_eq!(run("0", false), run("nil", false));
+    assert_eq!(run("-1", false), run("nil", false));
+    assert_eq!(run("2.5", false), run("2", false));
+    assert_eq!(
+        run("nil", true),
+        "1: hello, world\r\n--abcedhb nil nil\n2: NEXT part\r\n--abcedhb nil nil\n\
+         3: nil closed tail\n"
+    );
+}

@@ -11,8 +11,11 @@ mod pool;
 mod stream;
 mod tls;
 mod udp;
+mod until;
 mod verify;
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, UserDataRefMut, Value};
@@ -489,27 +492,44 @@ impl UserData for TcpSock {
                     .transpose()?
                     .flatten()
                     .unwrap_or(false);
-                // The iterator reads from this socket; its optional size argument is ignored (the
-                // whole part before the pattern is returned at once).
-                let f = lua.create_async_function(move |lua, _size: Value| {
+                // The iterator reads from this socket: without a size, the whole part before
+                // the pattern at once; with one, at most `size` bytes of it per call and then
+                // `nil` once the pattern is passed (lua-resty-upload reads parts this way).
+                let passed = Rc::new(Cell::new(false));
+                let f = lua.create_async_function(move |lua, size: Option<f64>| {
                     let pattern = pattern.clone();
                     let sock = sock.clone();
+                    let passed = passed.clone();
                     async move {
+                        // As nginx: a fraction is cut to an integer, and 0 or less is no size.
+                        let size = size
+                            .map(|n| n as i64)
+                            .filter(|n| *n > 0)
+                            .map(|n| n as usize);
+                        if size.is_some() && passed.replace(false) {
+                            return Ok(MultiValue::from_iter([Value::Nil]));
+                        }
                         let mut s = sock.borrow_mut::<TcpSock>()?;
                         loop {
-                            if let Some(i) = s
-                                .buf
-                                .windows(pattern.len().max(1))
-                                .position(|w| w == pattern.as_slice())
-                            {
-                                let end = i + pattern.len();
-                                let mut data: Vec<u8> = s.buf.drain(..end).collect();
-                                if !inclusive {
-                                    data.truncate(i);
+                            match until::next(&s.buf, &pattern, size) {
+                                until::Step::Data(n) => {
+                                    let data: Vec<u8> = s.buf.drain(..n).collect();
+                                    return Ok(MultiValue::from_iter([Value::String(
+                                        lua.create_string(data)?,
+                                    )]));
                                 }
-                                return Ok(MultiValue::from_iter([Value::String(
-                                    lua.create_string(data)?,
-                                )]));
+                                until::Step::Part(n) => {
+                                    let mut data: Vec<u8> =
+                                        s.buf.drain(..n + pattern.len()).collect();
+                                    if !inclusive {
+                                        data.truncate(n);
+                                    }
+                                    passed.set(size.is_some());
+                                    return Ok(MultiValue::from_iter([Value::String(
+                                        lua.create_string(data)?,
+                                    )]));
+                                }
+                                until::Step::More => {}
                             }
                             match s.fill().await {
                                 Ok(true) => {}
