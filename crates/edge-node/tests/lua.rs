@@ -362,3 +362,78 @@ applications:
     assert_eq!(post("?replace=replaced").await, (200, "8".to_string()));
     assert_eq!(post("?replace=").await, (200, "0".to_string()));
 }
+
+fn exec_rule(path: &str, phase: &str, code: &str) -> String {
+    format!(
+        "      - conditions: [{{subject: SUBJECT_URI, operator: OPERATOR_EQUALS, values: [{path}]}}]\n        actions:\n          - lua:\n              {phase}:\n                inline: {}\n",
+        serde_json::to_string(code).unwrap()
+    )
+}
+
+// `ngx.exec` redirects internally, as in nginx: the expected bodies are what Debian's nginx
+// with lua-nginx-module 0.10.23 answered to the same code in locations of the same paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ngx_exec_redirects_internally_as_nginx_does() {
+    let report = "ngx.say(ngx.var.uri, ' ', tostring(ngx.var.args), ' ', ngx.var.request_uri, ' ', tostring(ngx.req.is_internal()), ' ', tostring(ngx.ctx.x), ' ', ngx.req.get_method())";
+    let mut yaml = String::from(
+        "applications:\n  - name: site\n    is_default: true\n    listeners: [{address: \"127.0.0.1:0\"}]\n    rules:\n",
+    );
+    for (path, phase, code) in [
+        (
+            "/a",
+            "content",
+            "ngx.ctx.x = 1; ngx.exec('/b', {k = 'v w'}) ngx.say('not here')",
+        ),
+        ("/a2", "access", "ngx.exec('/b?q=1')"),
+        ("/a2", "content", "ngx.say('not here')"),
+        (
+            "/a3",
+            "content",
+            "ngx.say('out'); local ok, e = pcall(ngx.exec, '/b'); ngx.say(ok, ' ', e)",
+        ),
+        ("/loop", "content", "ngx.exec('/loop')"),
+        ("/named", "content", "ngx.exec('@foo')"),
+        (
+            "/empty",
+            "content",
+            "local ok, e = pcall(ngx.exec, ''); ngx.say(ok, ' ', e)",
+        ),
+        ("/b", "content", report),
+    ] {
+        yaml.push_str(&exec_rule(path, phase, code));
+    }
+    let node = edge(&yaml, &[]).await;
+    let base = base_url(&node);
+    let c = client();
+    let (status, _, body) = get(&c, &format!("{base}/a?z=1")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "/b k=v%20w /a?z=1 true nil GET\n")
+    );
+    let (status, _, body) = get(&c, &format!("{base}/a2")).await;
+    assert_eq!((status, body.as_str()), (200, "/b q=1 /a2 true nil GET\n"));
+    let (status, _, body) = get(&c, &format!("{base}/a3")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            "out\nfalse attempt to call ngx.exec after sending out response headers\n"
+        )
+    );
+    let (status, _, body) = get(&c, &format!("{base}/empty")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "false The uri argument is empty\n")
+    );
+    // A redirect cycle ends after 10 redirects; a named location does not exist here.
+    assert_eq!(get(&c, &format!("{base}/loop")).await.0, 500);
+    assert_eq!(get(&c, &format!("{base}/named")).await.0, 500);
+    // The method and the body go along.
+    let r = c
+        .post(format!("{base}/a"))
+        .body("data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "/b k=v%20w /a true nil POST\n");
+}

@@ -68,6 +68,11 @@ pub struct RequestState {
     pub body_read: bool,
     /// Set by `ngx.exit`, `ngx.redirect`: the phase ends.
     pub exit: Option<i64>,
+    /// `ngx.exec(uri, args)`: the phase ends and the host redirects the request internally to
+    /// this path and query.
+    pub exec: Option<(String, Option<String>)>,
+    /// Reached by an internal redirect (`ngx.exec`): `ngx.req.is_internal()` is true.
+    pub redirected: bool,
     /// The request's `ngx.ctx` table, shared by its phases.
     pub ctx: Option<mlua::RegistryKey>,
     /// srcache-style control from Lua (`require "outpost.cache"`): the key to use instead of
@@ -157,6 +162,8 @@ impl RequestState {
             eof: false,
             body_read: false,
             exit: None,
+            exec: None,
+            redirected: false,
             ctx: None,
             cache_key: None,
             cache_skip_lookup: false,

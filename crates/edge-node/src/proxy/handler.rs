@@ -25,6 +25,7 @@ use super::access_log::{LogRecord, format_line};
 use super::body::{RequestBody, ResponseBody, UpstreamRequestBody};
 use super::cache_phase;
 use super::forward::{self, Forwarded, X_REQUEST_ID};
+use super::internal_redirect;
 use super::lua_balancer::BalancerLua;
 use super::lua_phase;
 use super::subrequest::{self, SubrequestSetup};
@@ -192,7 +193,19 @@ pub async fn serve(
     // rewrite, access and content code does not run, but header_filter, body_filter and log do.
     if let Some(state) = lua_state.as_ref().filter(|_| fx.respond.is_none()) {
         let early = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
-            Err(resp) => Some(resp),
+            Err(lua_phase::Stop::Respond(resp)) => Some(resp),
+            Err(lua_phase::Stop::Exec(path, args)) => {
+                match internal_redirect::redirect(
+                    &mut parts,
+                    conn.scheme,
+                    host_raw,
+                    &path,
+                    args.as_deref(),
+                ) {
+                    Ok(()) => return Box::pin(serve(w, conn, snapshot, parts, body, caller)).await,
+                    Err(internal_redirect::Refused) => Some(internal_redirect::refused()),
+                }
+            }
             Ok(()) if lua.content.is_empty() => {
                 // What the scripts changed goes upstream: method, headers, URI, arguments; and
                 // their say over the cache (srcache-style). Copied only when they changed it.
@@ -226,7 +239,26 @@ pub async fn serve(
             // The content handler answers: nothing goes upstream.
             Ok(()) => {
                 let data = read_small_body(&mut body).await;
-                Some(lua_phase::content(&w, &snapshot, &app, &lua, state, data).await)
+                match lua_phase::content(&w, &snapshot, &app, &lua, state, data.clone()).await {
+                    Ok(resp) => Some(resp),
+                    Err(lua_phase::Stop::Respond(resp)) => Some(resp),
+                    Err(lua_phase::Stop::Exec(path, args)) => {
+                        match internal_redirect::redirect(
+                            &mut parts,
+                            conn.scheme,
+                            host_raw,
+                            &path,
+                            args.as_deref(),
+                        ) {
+                            Ok(()) => {
+                                let body = RequestBody::Internal(data);
+                                return Box::pin(serve(w, conn, snapshot, parts, body, caller))
+                                    .await;
+                            }
+                            Err(internal_redirect::Refused) => Some(internal_redirect::refused()),
+                        }
+                    }
+                }
             }
         };
         if let Some(mut resp) = early {
@@ -543,10 +575,14 @@ fn finish(
     let record = logging.then(|| LogRecord {
         client: conn.client.ip(),
         method: parts.method.to_string(),
-        target: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |pq| pq.to_string()),
+        // As nginx's `$request`: the client's target, also after an internal redirect.
+        target: match parts.extensions.get::<internal_redirect::Redirected>() {
+            Some(r) => r.request_uri.clone(),
+            None => parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |pq| pq.to_string()),
+        },
         version: parts.version,
         status,
         referer: header_string(logged.referer.as_ref()),

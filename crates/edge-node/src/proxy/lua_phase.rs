@@ -78,6 +78,13 @@ pub fn request_state(
     s.server = conn.local;
     s.request_id = request_id.to_string();
     s.globals = Some(app.lua_globals.clone());
+    if let Some(r) = parts
+        .extensions
+        .get::<super::internal_redirect::Redirected>()
+    {
+        s.request_uri = r.request_uri.clone();
+        s.redirected = true;
+    }
     s.declared = app.declared.iter().cloned().collect();
     Rc::new(LuaRequest {
         state: Rc::new(RefCell::new(s)),
@@ -140,41 +147,56 @@ fn failed(app: &str, phase: Phase, e: &LuaError) -> Response<ResponseBody> {
     to_response(outpost_lua::status_response(500, &HeaderMap::new()))
 }
 
-/// rewrite then access. `Err` carries the response that ends the request there.
+/// How the Lua phases ended the request early.
+// Made once for a request that ends early and moved straight out; boxing the response
+// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Stop {
+    /// With this response.
+    Respond(Response<ResponseBody>),
+    /// `ngx.exec`: an internal redirect to this path and query.
+    Exec(String, Option<String>),
+}
+
+/// rewrite then access. `Err` says how the request ends there.
 pub async fn before_content(
     w: &WorkerCtx,
     snapshot: &Snapshot,
     app: &Application,
     lua: &LuaHandlers,
     req: &LuaRequest,
-) -> Result<(), Response<ResponseBody>> {
+) -> Result<(), Stop> {
     let vm = match req.vm(w, snapshot) {
         Ok(vm) => vm,
-        Err(e) => return Err(failed(&app.name, Phase::Rewrite, &e)),
+        Err(e) => return Err(Stop::Respond(failed(&app.name, Phase::Rewrite, &e))),
     };
     let state = &req.state;
     for phase in [Phase::Rewrite, Phase::Access] {
-        match run(w, &vm, lua.phase(phase), phase, state).await {
+        let outcome = run(w, &vm, lua.phase(phase), phase, state).await;
+        if let Some((path, args)) = state.borrow_mut().exec.take() {
+            return Err(Stop::Exec(path, args));
+        }
+        match outcome {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Exit(code)) => {
                 let mut s = state.borrow_mut();
                 if code >= 200 || s.headers_sent {
-                    return Err(to_response(outpost_lua::content_response(
+                    return Err(Stop::Respond(to_response(outpost_lua::content_response(
                         &mut s,
                         Outcome::Exit(code),
-                    )));
+                    ))));
                 }
                 // ngx.exit(ngx.OK) and other codes below 200: the next phase runs.
             }
-            Err(e) => return Err(failed(&app.name, phase, &e)),
+            Err(e) => return Err(Stop::Respond(failed(&app.name, phase, &e))),
         }
         // Output without an exit still ends the request (nginx finalises it).
         let mut s = state.borrow_mut();
         if s.headers_sent {
-            return Err(to_response(outpost_lua::content_response(
+            return Err(Stop::Respond(to_response(outpost_lua::content_response(
                 &mut s,
                 Outcome::Continue,
-            )));
+            ))));
         }
     }
     Ok(())
@@ -187,14 +209,18 @@ pub async fn content(
     lua: &LuaHandlers,
     req: &LuaRequest,
     body: Option<Bytes>,
-) -> Response<ResponseBody> {
+) -> Result<Response<ResponseBody>, Stop> {
     let vm = match req.vm(w, snapshot) {
         Ok(vm) => vm,
-        Err(e) => return failed(&app.name, Phase::Content, &e),
+        Err(e) => return Ok(failed(&app.name, Phase::Content, &e)),
     };
     let state = &req.state;
     state.borrow_mut().body = body;
-    match run(w, &vm, &lua.content, Phase::Content, state).await {
+    let outcome = run(w, &vm, &lua.content, Phase::Content, state).await;
+    if let Some((path, args)) = state.borrow_mut().exec.take() {
+        return Err(Stop::Exec(path, args));
+    }
+    Ok(match outcome {
         Ok(outcome) => to_response(outpost_lua::content_response(
             &mut state.borrow_mut(),
             outcome,
@@ -211,7 +237,7 @@ pub async fn content(
                 failed(&app.name, Phase::Content, &e)
             }
         }
-    }
+    })
 }
 
 /// header_filter: `ngx.header` and `ngx.status` act on the response head.

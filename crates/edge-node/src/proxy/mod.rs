@@ -8,6 +8,7 @@ pub mod cache_phase;
 pub mod error;
 pub mod forward;
 pub mod handler;
+pub mod internal_redirect;
 pub mod lua_balancer;
 pub mod lua_cache;
 pub mod lua_phase;

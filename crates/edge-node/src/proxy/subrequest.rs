@@ -131,7 +131,7 @@ impl SubrequestRunner for Runner {
 /// The subrequest's target: absolute, so that it routes by the parent's host even over
 /// HTTP/2 (no `Host` header there). Bytes a URI cannot hold are percent-encoded, where nginx
 /// would take them as they are.
-fn target_uri(scheme: &str, host: &str, target: &str) -> Uri {
+pub(crate) fn target_uri(scheme: &str, host: &str, target: &str) -> Uri {
     let mut pq = String::with_capacity(target.len());
     for b in target.bytes() {
         if b <= b' ' || b >= 0x7f || b"\"<>\\^`{|}#".contains(&b) {

@@ -72,6 +72,10 @@ pub fn render(v: &Value, out: &mut Vec<u8>, _fname: &str, arg: usize) -> mlua::R
     Ok(())
 }
 
+/// The exit code `ngx.exec` ends its phase with (nginx's `NGX_DONE`); what the host does next
+/// is in `RequestState::exec`.
+const EXEC: i64 = -4;
+
 /// Where lua-nginx-module lets a script write the response or read the request body.
 const OUTPUT_PHASES: &[Phase] = &[Phase::Rewrite, Phase::Access, Phase::Content];
 
@@ -128,6 +132,53 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             })?;
             Err(mlua::Error::external(ExitSignal(code)))
         })?,
+    )?;
+    ngx.set(
+        "exec",
+        lua.create_function(
+            |lua, (uri, args): (mlua::LuaString, Value)| -> mlua::Result<()> {
+                request::allow_in(OUTPUT_PHASES)?;
+                let uri = String::from_utf8_lossy(&uri.as_bytes()).into_owned();
+                if uri.is_empty() {
+                    return Err(mlua::Error::runtime("The uri argument is empty"));
+                }
+                let args = match args {
+                    Value::Nil => None,
+                    Value::String(s) => Some(String::from_utf8_lossy(&s.as_bytes()).into_owned()),
+                    Value::Integer(_) | Value::Number(_) => {
+                        let mut b = Vec::new();
+                        render(&args, &mut b, "exec", 2)?;
+                        Some(String::from_utf8_lossy(&b).into_owned())
+                    }
+                    Value::Table(t) => Some(super::codec::encode_args(lua, &t)?),
+                    other => {
+                        return Err(mlua::Error::runtime(format!(
+                            "bad argument #2 to 'exec' (string, number, or table expected, got {})",
+                            other.type_name()
+                        )));
+                    }
+                }
+                .filter(|a| !a.is_empty());
+                request::with(|r| {
+                    if r.headers_sent {
+                        return Err(mlua::Error::runtime(
+                            "attempt to call ngx.exec after sending out response headers",
+                        ));
+                    }
+                    // As nginx: a query in the URI counts only when no arguments are given.
+                    r.exec = Some(match args {
+                        Some(a) => (uri, Some(a)),
+                        None => match uri.split_once('?') {
+                            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                            None => (uri, None),
+                        },
+                    });
+                    r.exit = Some(EXEC);
+                    Ok(())
+                })?;
+                Err(mlua::Error::external(ExitSignal(EXEC)))
+            },
+        )?,
     )?;
     ngx.set(
         "redirect",

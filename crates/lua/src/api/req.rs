@@ -27,10 +27,10 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "http_version",
         lua.create_function(|_, ()| request::with(|r| Ok(r.http_version)))?,
     )?;
-    // Subrequests are internal requests in nginx; nothing else here is.
+    // Subrequests and internal redirects are internal requests in nginx.
     req.set(
         "is_internal",
-        lua.create_function(|_, ()| request::with(|r| Ok(r.subrequest_depth > 0)))?,
+        lua.create_function(|_, ()| request::with(|r| Ok(r.subrequest_depth > 0 || r.redirected)))?,
     )?;
     req.set(
         "start_time",
