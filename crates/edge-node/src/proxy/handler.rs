@@ -192,20 +192,8 @@ pub async fn serve(
     // A rule's `respond` answers as nginx's `return` does, in the rewrite phase: the request's
     // rewrite, access and content code does not run, but header_filter, body_filter and log do.
     if let Some(state) = lua_state.as_ref().filter(|_| fx.respond.is_none()) {
-        let early = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
-            Err(lua_phase::Stop::Respond(resp)) => Some(resp),
-            Err(lua_phase::Stop::Exec(path, args)) => {
-                match internal_redirect::redirect(
-                    &mut parts,
-                    conn.scheme,
-                    host_raw,
-                    &path,
-                    args.as_deref(),
-                ) {
-                    Ok(()) => return Box::pin(serve(w, conn, snapshot, parts, body, caller)).await,
-                    Err(internal_redirect::Refused) => Some(internal_redirect::refused()),
-                }
-            }
+        let stop = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
+            Err(stop) => Some(stop),
             Ok(()) if lua.content.is_empty() => {
                 // What the scripts changed goes upstream: method, headers, URI, arguments; and
                 // their say over the cache (srcache-style). Copied only when they changed it.
@@ -239,25 +227,22 @@ pub async fn serve(
             // The content handler answers: nothing goes upstream.
             Ok(()) => {
                 let data = read_small_body(&mut body).await;
-                match lua_phase::content(&w, &snapshot, &app, &lua, state, data.clone()).await {
-                    Ok(resp) => Some(resp),
-                    Err(lua_phase::Stop::Respond(resp)) => Some(resp),
-                    Err(lua_phase::Stop::Exec(path, args)) => {
-                        match internal_redirect::redirect(
-                            &mut parts,
-                            conn.scheme,
-                            host_raw,
-                            &path,
-                            args.as_deref(),
-                        ) {
-                            Ok(()) => {
-                                let body = RequestBody::Internal(data);
-                                return Box::pin(serve(w, conn, snapshot, parts, body, caller))
-                                    .await;
-                            }
-                            Err(internal_redirect::Refused) => Some(internal_redirect::refused()),
-                        }
-                    }
+                // What was read goes along if `ngx.exec` redirects the request.
+                body = RequestBody::Internal(data.clone());
+                match lua_phase::content(&w, &snapshot, &app, &lua, state, data).await {
+                    Ok(resp) => Some(lua_phase::Stop::Respond(resp)),
+                    Err(stop) => Some(stop),
+                }
+            }
+        };
+        let early = match stop {
+            None => None,
+            Some(lua_phase::Stop::Respond(resp)) => Some(resp),
+            Some(lua_phase::Stop::Exec(path, args)) => {
+                let args = args.as_deref();
+                match internal_redirect::redirect(&mut parts, conn.scheme, host_raw, &path, args) {
+                    Ok(()) => return Box::pin(serve(w, conn, snapshot, parts, body, caller)).await,
+                    Err(internal_redirect::Refused) => Some(internal_redirect::refused()),
                 }
             }
         };
