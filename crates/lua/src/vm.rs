@@ -405,10 +405,15 @@ impl LuaVm {
             .borrow()
             .get(&**scope)
             .filter(|s| Arc::ptr_eq(&s.owner, scope))
-            .map(|s| (s.globals.clone(), s.chunks.get(code).cloned()));
+            .map(|s| match s.chunks.get(code) {
+                Some(f) => Ok(f.clone()),
+                // Only a chunk not compiled yet needs the table (cloning it is a registry
+                // reference, not free).
+                None => Err(s.globals.clone()),
+            });
         let env = match current {
-            Some((_, Some(f))) => return Ok(f),
-            Some((env, None)) => env,
+            Some(Ok(f)) => return Ok(f),
+            Some(Err(env)) => env,
             None => {
                 let globals = self
                     .new_globals()
