@@ -134,6 +134,9 @@ applications:
                     dump(ngx.location.capture("/sub/echo", {ctx = ngx.ctx}))
                     ngx.say("ngx.ctx.from_sub=", ngx.ctx.from_sub)
                   elseif mode == "fwd" then
+                    -- As nginx: a body nobody read yet goes to no subrequest.
+                    dump(ngx.location.capture("/sub/echo", {method = ngx.HTTP_PUT}))
+                    ngx.req.read_body()
                     dump(ngx.location.capture("/sub/echo"))
                     dump(ngx.location.capture("/sub/echo", {method = ngx.HTTP_PUT}))
                     dump(ngx.location.capture("/sub/echo", {always_forward_body = true}))
@@ -264,7 +267,8 @@ async fn capture_sends_the_method_body_and_args_it_is_given() {
     assert!(body.contains(" args=x=1&b=2%203 "), "{body}");
     assert!(body.contains(" args=q=1&r "), "{body}");
 
-    // The parent's body goes with PUT and POST, and with always_forward_body; a HEAD
+    // The parent's body, once read (Debian's nginx answers nil before), goes with PUT and
+    // POST, and with always_forward_body; a HEAD
     // subrequest gets no body back.
     let r = c
         .post(format!("{base}/cap?mode=fwd"))
@@ -285,7 +289,11 @@ async fn capture_sends_the_method_body_and_args_it_is_given() {
                 .unwrap_or("")
         })
         .collect();
-    assert_eq!(bodies, ["nil", "parentbody", "parentbody", ""], "{body}");
+    assert_eq!(
+        bodies,
+        ["nil", "nil", "parentbody", "parentbody", ""],
+        "{body}"
+    );
     assert!(
         body.ends_with("body: "),
         "the HEAD answer has no body: {body}"

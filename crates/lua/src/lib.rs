@@ -19,6 +19,7 @@
 mod api;
 pub mod cache_access;
 pub mod cjson;
+pub mod client_body;
 pub mod ffi_symbols;
 pub mod limits;
 mod numfmt;
@@ -31,11 +32,12 @@ pub mod uri;
 mod vm;
 
 pub use cache_access::{CacheAccess, CacheAccessError, CacheFuture, CachedObject, NewObject};
+pub use client_body::{BodySource, ClientBody, DownstreamIo, MAX_BODY_IN_MEMORY, Upgrade};
 pub use limits::{Exceeded, LuaLimits, Sandbox};
 /// A Lua value kept for later (a request's `ngx.ctx` table), as the host holds it.
 pub use mlua::RegistryKey;
 pub use request::{BalancerState, RequestState, SharedRequest};
-pub use response::{LuaResponse, content_response, error_page, status_response};
+pub use response::{LuaResponse, content_response, error_page, status_response, streamed_head};
 pub use shared_dict::{SharedDict, SharedDicts};
 pub use subrequest::{CaptureFuture, Captured, Subrequest, SubrequestRunner};
 pub use vm::{LuaVm, Outcome, SYSTEM_PATH};

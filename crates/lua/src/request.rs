@@ -66,6 +66,19 @@ pub struct RequestState {
     pub eof: bool,
     /// `ngx.req.read_body()` was called: the body is readable.
     pub body_read: bool,
+    /// The client's body, unread: what `ngx.req.read_body()` and `ngx.req.socket()` read,
+    /// and what the host takes back when no script wanted it.
+    pub client_body: Option<crate::client_body::ClientBody>,
+    /// `ngx.req.socket()` took the body: it cannot be read or taken again.
+    pub body_claimed: bool,
+    /// The client's connection after a 101 response, for `ngx.req.socket(true)`: set by the
+    /// host for an HTTP/1.1 request that asked to switch protocols.
+    pub upgrade: Option<crate::client_body::Upgrade>,
+    /// The host streams this content phase's output: `ngx.flush` sends the head and what was
+    /// printed so far, and the script goes on. Otherwise the output is sent when it ends.
+    pub streamable: bool,
+    /// `ngx.flush` asked the host to send the output so far; cleared once it did.
+    pub flush_requested: bool,
     /// Set by `ngx.exit`, `ngx.redirect`: the phase ends.
     pub exit: Option<i64>,
     /// `ngx.exec(uri, args)`: the phase ends and the host redirects the request internally to
@@ -161,6 +174,11 @@ impl RequestState {
             headers_sent: false,
             eof: false,
             body_read: false,
+            client_body: None,
+            body_claimed: false,
+            upgrade: None,
+            streamable: false,
+            flush_requested: false,
             exit: None,
             exec: None,
             redirected: false,

@@ -109,3 +109,20 @@ pub fn content_response(r: &mut RequestState, outcome: Outcome) -> LuaResponse {
         },
     }
 }
+
+/// The head of a content phase's response streamed from its first `ngx.flush`: as
+/// [`content_response`] makes it, without a body. A 101 (a protocol switch) gets no
+/// `Content-Type`.
+pub fn streamed_head(r: &mut RequestState) -> (u16, HeaderMap) {
+    let status = r.status.filter(|s| *s != 0).unwrap_or(200);
+    let mut headers = std::mem::take(&mut r.resp_headers);
+    if matches!(status, 101 | 204 | 304) {
+        headers.remove(header::CONTENT_TYPE);
+    } else if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(default_type(&r.uri)),
+        );
+    }
+    (status, headers)
+}

@@ -4,6 +4,7 @@
 //! the access log and metrics). Nothing is buffered whole.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
@@ -67,6 +68,8 @@ impl IdleTimer {
 /// memory (`None`: no body).
 pub enum RequestBody {
     Client(Incoming),
+    /// The client's, of which a script read these pieces and gave them back: they go first.
+    Resumed(VecDeque<Bytes>, Incoming),
     Internal(Option<Bytes>),
 }
 
@@ -74,6 +77,7 @@ impl RequestBody {
     pub fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Resumed(read, b) => read.is_empty() && b.is_end_stream(),
             RequestBody::Internal(b) => b.as_ref().is_none_or(Bytes::is_empty),
         }
     }
@@ -88,6 +92,8 @@ pub enum UpstreamRequestBody {
 }
 
 pub struct StreamedRequest {
+    /// Read before (by a script), sent first.
+    read: VecDeque<Bytes>,
     inner: Incoming,
     limit: u64,
     seen: u64,
@@ -98,6 +104,7 @@ pub struct StreamedRequest {
 
 impl UpstreamRequestBody {
     pub fn stream(
+        read: VecDeque<Bytes>,
         inner: Incoming,
         limit: u64,
         over_limit: Rc<Cell<bool>>,
@@ -105,6 +112,7 @@ impl UpstreamRequestBody {
         send_timeout: Duration,
     ) -> Self {
         UpstreamRequestBody::Stream(Box::new(StreamedRequest {
+            read,
             inner,
             limit,
             seen: 0,
@@ -139,7 +147,11 @@ impl Body for UpstreamRequestBody {
             }
             UpstreamRequestBody::Stream(s) => s,
         };
-        match Pin::new(&mut s.inner).poll_frame(cx) {
+        let polled = match s.read.pop_front() {
+            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            None => Pin::new(&mut s.inner).poll_frame(cx),
+        };
+        match polled {
             Poll::Pending => {
                 if s.idle.expired(cx) {
                     return Poll::Ready(Some(Err(BodyError::Timeout(s.idle.limit))));
@@ -167,7 +179,7 @@ impl Body for UpstreamRequestBody {
         match self {
             UpstreamRequestBody::Empty => true,
             UpstreamRequestBody::Full(b) => b.is_none(),
-            UpstreamRequestBody::Stream(s) => s.inner.is_end_stream(),
+            UpstreamRequestBody::Stream(s) => s.read.is_empty() && s.inner.is_end_stream(),
         }
     }
 
@@ -177,7 +189,16 @@ impl Body for UpstreamRequestBody {
             UpstreamRequestBody::Full(b) => {
                 SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
             }
-            UpstreamRequestBody::Stream(s) => s.inner.size_hint(),
+            UpstreamRequestBody::Stream(s) => {
+                let read: u64 = s.read.iter().map(|b| b.len() as u64).sum();
+                let inner = s.inner.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + read);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
         }
     }
 }
@@ -239,8 +260,12 @@ impl Tee {
     }
 }
 
+/// A body made elsewhere (a streamed Lua content phase).
+pub type DynBody = Pin<Box<dyn Body<Data = Bytes, Error = BodyError>>>;
+
 enum Inner {
     Full(Option<Bytes>),
+    Dynamic(DynBody),
     Cached(outpost_cache::CachedBody),
     Upstream {
         body: Incoming,
@@ -254,6 +279,18 @@ impl ResponseBody {
         let b: Bytes = bytes.into();
         ResponseBody {
             inner: Inner::Full((!b.is_empty()).then_some(b)),
+            peer_guard: None,
+            sent: 0,
+            complete: false,
+            finish: Vec::new(),
+            tee: None,
+            filter: None,
+        }
+    }
+
+    pub fn dynamic(body: DynBody) -> Self {
+        ResponseBody {
+            inner: Inner::Dynamic(body),
             peer_guard: None,
             sent: 0,
             complete: false,
@@ -337,6 +374,7 @@ impl ResponseBody {
         let this = self;
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Dynamic(b) => b.as_mut().poll_frame(cx),
             Inner::Cached(c) => c
                 .poll_chunk(cx)
                 .map(|o| o.map(|r| r.map(Frame::data).map_err(BodyError::Cache))),
@@ -384,6 +422,7 @@ impl ResponseBody {
     fn inner_at_end(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
+            Inner::Dynamic(b) => b.is_end_stream(),
             Inner::Cached(c) => c.is_end_stream(),
             Inner::Upstream { body, .. } => body.is_end_stream(),
         }
@@ -520,6 +559,7 @@ impl Body for ResponseBody {
                 None => SizeHint::default(),
             },
             Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Dynamic(b) => b.size_hint(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! [`serve`], but are internal: no access log line, no request metrics, no Lua log phase.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::access_log::{LogRecord, format_line};
@@ -27,6 +27,7 @@ use super::cache_phase;
 use super::forward::{self, Forwarded, X_REQUEST_ID};
 use super::internal_redirect;
 use super::lua_balancer::BalancerLua;
+use super::lua_body;
 use super::lua_phase;
 use super::subrequest::{self, SubrequestSetup};
 use super::upstream_call::{self, UpstreamHead, UpstreamInfo};
@@ -192,6 +193,9 @@ pub async fn serve(
     // A rule's `respond` answers as nginx's `return` does, in the rewrite phase: the request's
     // rewrite, access and content code does not run, but header_filter, body_filter and log do.
     if let Some(state) = lua_state.as_ref().filter(|_| fx.respond.is_none()) {
+        // The scripts read the body only if they ask; what they leave goes on.
+        let lent = std::mem::replace(&mut body, RequestBody::Internal(None));
+        lua_body::lend(lent, &mut state.state.borrow_mut());
         let stop = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
             Err(stop) => Some(stop),
             Ok(()) if lua.content.is_empty() => {
@@ -211,9 +215,13 @@ pub async fn serve(
                 }
                 // `ngx.req.set_body_data`: the new body goes upstream (the headers above carry
                 // its length) and the client's, unread, is dropped.
-                if s.body_replaced {
-                    body = RequestBody::Internal(s.body.clone());
-                }
+                drop(s);
+                let mut s = state.state.borrow_mut();
+                body = if s.body_replaced {
+                    RequestBody::Internal(s.body.clone())
+                } else {
+                    lua_body::take_back(&mut s)
+                };
                 // Untouched, the client's target goes upstream byte for byte ($uri is
                 // decoded, so it is no copy of the path to compare with).
                 if s.uri_changed
@@ -226,15 +234,20 @@ pub async fn serve(
             }
             // The content handler answers: nothing goes upstream.
             Ok(()) => {
-                let data = read_small_body(&mut body).await;
-                // What was read goes along if `ngx.exec` redirects the request.
-                body = RequestBody::Internal(data.clone());
-                match lua_phase::content(&w, &snapshot, &app, &lua, state, data).await {
+                let upgrade = (parts.version == Version::HTTP_11
+                    && forward::requested_upgrade(&parts.headers).is_some())
+                .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+                .flatten();
+                match lua_phase::content(&w, &snapshot, &app, &lua, state, upgrade).await {
                     Ok(resp) => Some(lua_phase::Stop::Respond(resp)),
                     Err(stop) => Some(stop),
                 }
             }
         };
+        if matches!(stop, Some(lua_phase::Stop::Exec(..))) {
+            // What the scripts left of the body (or read of it) goes along.
+            body = lua_body::take_back(&mut state.state.borrow_mut());
+        }
         let early = match stop {
             None => None,
             Some(lua_phase::Stop::Respond(resp)) => Some(resp),
@@ -301,6 +314,15 @@ pub async fn serve(
                         b if b.is_end_stream() => UpstreamRequestBody::Empty,
                         RequestBody::Internal(b) => UpstreamRequestBody::Full(b),
                         RequestBody::Client(b) => UpstreamRequestBody::stream(
+                            VecDeque::new(),
+                            b,
+                            snapshot.limits.max_body_bytes,
+                            over_limit.clone(),
+                            app.metrics.bytes_received.clone(),
+                            up.send_timeout,
+                        ),
+                        RequestBody::Resumed(read, b) => UpstreamRequestBody::stream(
+                            read,
                             b,
                             snapshot.limits.max_body_bytes,
                             over_limit.clone(),
@@ -472,34 +494,6 @@ fn rewrite_target(rewritten: Option<&str>, uri: &Uri) -> Uri {
         (Some(p), None) => p.to_string(),
     };
     pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-/// A request body for a Lua content handler, read whole up to [`lua_phase::MAX_LUA_BODY`];
-/// a larger one is not read (`ngx.req.get_body_data` returns nil, as nginx does when the body
-/// went to a file).
-async fn read_small_body(body: &mut RequestBody) -> Option<bytes::Bytes> {
-    use http_body_util::BodyExt;
-    let body = match body {
-        RequestBody::Internal(b) => return b.clone(),
-        RequestBody::Client(b) => b,
-    };
-    if body.is_end_stream() {
-        return None;
-    }
-    if http_body::Body::size_hint(body).lower() > lua_phase::MAX_LUA_BODY as u64 {
-        return None;
-    }
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return None };
-        if let Some(d) = frame.data_ref() {
-            buf.extend_from_slice(d);
-            if buf.len() > lua_phase::MAX_LUA_BODY {
-                return None;
-            }
-        }
-    }
-    Some(buf.freeze())
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

@@ -3,25 +3,22 @@
 //! (`proxy/body_filter.rs`), log after the response is sent. The balancer runs in the attempt
 //! loop (`proxy/lua_balancer.rs`).
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 
-use bytes::Bytes;
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
 use outpost_lua::{LuaError, LuaResponse, LuaVm, Outcome, Phase, RequestState, SharedRequest};
 
 use super::body::ResponseBody;
 use super::body_filter::BodyFilter;
+use super::lua_stream::{self, Running};
 use crate::config::{Application, Snapshot};
 use crate::metrics::LuaMetrics;
 use crate::rules::{LuaChunk, LuaHandlers};
 use crate::server::worker::{ConnInfo, WorkerCtx};
-
-/// Request bodies up to this size are read for a content handler (`ngx.req.get_body_data`),
-/// as nginx's `client_body_buffer_size` keeps small bodies in memory.
-pub const MAX_LUA_BODY: usize = 1 << 20;
 
 /// A request's Lua: its state, and the VM all its phases run on. The VM is the worker's at
 /// the request's first Lua phase and stays the request's: its `ngx.ctx` and what its modules
@@ -30,6 +27,8 @@ pub const MAX_LUA_BODY: usize = 1 << 20;
 pub struct LuaRequest {
     pub state: SharedRequest,
     vm: OnceCell<Rc<LuaVm>>,
+    /// Told when a streamed content phase's script ends (the log phase waits for it).
+    content_done: Cell<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl LuaRequest {
@@ -89,6 +88,7 @@ pub fn request_state(
     Rc::new(LuaRequest {
         state: Rc::new(RefCell::new(s)),
         vm: OnceCell::new(),
+        content_done: Cell::new(None),
     })
 }
 
@@ -202,21 +202,43 @@ pub async fn before_content(
     Ok(())
 }
 
+/// content: the script answers. Its output is sent when it ends, unless it flushes first
+/// (`ngx.flush` in a main request): then the head goes out at once and the script runs on as
+/// the body is sent (`proxy/lua_stream.rs`). `upgrade` is the client's connection should the
+/// script switch protocols (101).
 pub async fn content(
-    w: &WorkerCtx,
+    w: &Rc<WorkerCtx>,
     snapshot: &Snapshot,
     app: &Application,
     lua: &LuaHandlers,
     req: &LuaRequest,
-    body: Option<Bytes>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ResponseBody>, Stop> {
     let vm = match req.vm(w, snapshot) {
         Ok(vm) => vm,
         Err(e) => return Ok(failed(&app.name, Phase::Content, &e)),
     };
     let state = &req.state;
-    state.borrow_mut().body = body;
-    let outcome = run(w, &vm, &lua.content, Phase::Content, state).await;
+    let main_request = state.borrow().subrequest_depth == 0;
+    state.borrow_mut().streamable = main_request;
+    // Owned, so that a script that flushes can go on inside the response body.
+    let mut running: Running = {
+        let (w, state, chunks) = (w.clone(), state.clone(), lua.content.clone());
+        Box::pin(async move { run(&w, &vm, &chunks, Phase::Content, &state).await })
+    };
+    let finished = std::future::poll_fn(|cx| match running.as_mut().poll(cx) {
+        Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+        Poll::Pending if state.borrow().flush_requested => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    })
+    .await;
+    let Some(outcome) = finished else {
+        let (done, waiting) = tokio::sync::oneshot::channel();
+        req.content_done.set(Some(waiting));
+        return Ok(lua_stream::respond(
+            state, running, &app.name, upgrade, done,
+        ));
+    };
     if let Some((path, args)) = state.borrow_mut().exec.take() {
         return Err(Stop::Exec(path, args));
     }
@@ -361,6 +383,10 @@ pub fn log(
     tokio::task::spawn_local(async move {
         // Dropped without a send when the body is dropped: the log phase runs all the same.
         let _ = body_done.await;
+        // A script that switched protocols runs on after its (empty) body is done.
+        if let Some(script) = req.content_done.take() {
+            let _ = script.await;
+        }
         let Ok(vm) = req.vm(&w, &snapshot) else {
             return;
         };

@@ -11,6 +11,7 @@ pub mod process;
 pub mod re;
 mod re_dfa;
 pub mod req;
+mod req_body;
 pub mod resty_string;
 pub mod shared;
 pub mod socket;

@@ -205,10 +205,24 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             Err(mlua::Error::external(ExitSignal(status)))
         })?,
     )?;
+    // Where the host streams the content phase (a main request's), the head and the output
+    // so far go out now: the script yields once, and the host sends them before resuming it.
+    // Elsewhere the output goes out when the phase ends, as before.
     ngx.set(
         "flush",
-        lua.create_function(|_, _: MultiValue| {
+        lua.create_async_function(|_, _: MultiValue| async move {
             request::allow_in(OUTPUT_PHASES)?;
+            let streams = request::with(|r| {
+                let streams = r.streamable && r.phase == Phase::Content && !r.eof;
+                if streams {
+                    r.flush_requested = true;
+                    r.headers_sent = true;
+                }
+                Ok(streams)
+            })?;
+            if streams {
+                tokio::task::yield_now().await;
+            }
             Ok(1)
         })?,
     )?;

@@ -131,20 +131,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             })
         })?,
     )?;
-    req.set(
-        "read_body",
-        lua.create_function(|_, ()| {
-            request::allow_in(&[
-                crate::Phase::Rewrite,
-                crate::Phase::Access,
-                crate::Phase::Content,
-            ])?;
-            request::with(|r| {
-                r.body_read = true;
-                Ok(())
-            })
-        })?,
-    )?;
+    super::req_body::install(lua, &req)?;
     req.set("discard_body", lua.create_function(|_, ()| Ok(()))?)?;
     req.set(
         "raw_header",

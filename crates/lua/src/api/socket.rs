@@ -8,14 +8,14 @@
 //! checks, `socket/pool.rs` the keep-alive pool, `socket/udp.rs` the UDP socket.
 
 mod pool;
+mod receive;
+mod request;
 mod stream;
 mod tls;
 mod udp;
 mod until;
 mod verify;
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::Duration;
 
 use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, UserDataRefMut, Value};
@@ -54,6 +54,9 @@ pub struct TcpSock {
     connect_timeout: Option<Duration>,
     send_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
+    /// The stream is a request body: it ends where its length says, and reading all of it
+    /// leaves the socket open.
+    bounded: bool,
 }
 
 fn nil_err(lua: &Lua, e: &str) -> mlua::Result<MultiValue> {
@@ -182,6 +185,11 @@ impl TcpSock {
                 self.stream = Some(conn);
                 return nil_err(lua, "ssl over unix domain sockets is not supported");
             }
+            // The request's own sockets have no `sslhandshake`; a `TcpSock` never holds them.
+            Conn::Body(_) | Conn::Downstream(_) => {
+                self.stream = Some(conn);
+                return nil_err(lua, "closed");
+            }
             Conn::Tls(_) => {
                 let fits = self.tls.as_ref().is_some_and(|t| t.serves(&want));
                 if fits || !self.untouched {
@@ -240,6 +248,30 @@ impl TcpSock {
         }
     }
 
+    /// `send(data)`: a string, a number or a (nested) table of them, written whole.
+    async fn send(&mut self, lua: &Lua, data: Value) -> mlua::Result<MultiValue> {
+        let mut bytes = Vec::new();
+        bytes_of(&data, &mut bytes)?;
+        let timeout = self.send_timeout.unwrap_or(DEFAULT_TIMEOUT);
+        self.untouched = false;
+        let Some(stream) = self.stream.as_mut() else {
+            return nil_err(lua, "closed");
+        };
+        // A flush too: TLS holds written bytes until a record is sealed.
+        let write = async {
+            stream.write_all(&bytes).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Err(_) => nil_err(lua, "timeout"),
+            Ok(Err(e)) => {
+                self.stream = None;
+                nil_err(lua, io_err(&e))
+            }
+            Ok(Ok(())) => Ok(MultiValue::from_iter([Value::Integer(bytes.len() as i64)])),
+        }
+    }
+
     /// Reads more into `buf`; `Ok(false)` at end of stream.
     async fn fill(&mut self) -> Result<bool, &'static str> {
         let timeout = self.read_timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -260,23 +292,7 @@ impl TcpSock {
 
 impl UserData for TcpSock {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_method_mut("settimeout", |_, s, ms: Option<f64>| {
-            let d = ms.map(|ms| Duration::from_millis(ms.max(0.0) as u64));
-            s.connect_timeout = d;
-            s.send_timeout = d;
-            s.read_timeout = d;
-            Ok(())
-        });
-        m.add_method_mut(
-            "settimeouts",
-            |_, s, (c, w, r): (Option<f64>, Option<f64>, Option<f64>)| {
-                let d = |ms: Option<f64>| ms.map(|ms| Duration::from_millis(ms.max(0.0) as u64));
-                s.connect_timeout = d(c);
-                s.send_timeout = d(w);
-                s.read_timeout = d(r);
-                Ok(())
-            },
-        );
+        receive::add_read_methods(m);
         m.add_async_method_mut(
             "connect",
             |lua,
@@ -350,95 +366,7 @@ impl UserData for TcpSock {
         m.add_async_method_mut(
             "send",
             |lua, mut s: UserDataRefMut<TcpSock>, data: Value| async move {
-                let mut bytes = Vec::new();
-                bytes_of(&data, &mut bytes)?;
-                let timeout = s.send_timeout.unwrap_or(DEFAULT_TIMEOUT);
-                s.untouched = false;
-                let Some(stream) = s.stream.as_mut() else {
-                    return nil_err(&lua, "closed");
-                };
-                // A flush too: TLS holds written bytes until a record is sealed.
-                let write = async {
-                    stream.write_all(&bytes).await?;
-                    stream.flush().await
-                };
-                match tokio::time::timeout(timeout, write).await {
-                    Err(_) => nil_err(&lua, "timeout"),
-                    Ok(Err(e)) => {
-                        s.stream = None;
-                        nil_err(&lua, io_err(&e))
-                    }
-                    Ok(Ok(())) => Ok(MultiValue::from_iter([Value::Integer(bytes.len() as i64)])),
-                }
-            },
-        );
-        m.add_async_method_mut(
-            "receive",
-            |lua, mut s: UserDataRefMut<TcpSock>, pattern: Value| async move {
-                if s.stream.is_none() && s.buf.is_empty() {
-                    return nil_err(&lua, "closed");
-                }
-                enum Want {
-                    Line,
-                    All,
-                    Bytes(usize),
-                }
-                let want = match &pattern {
-                    Value::Nil => Want::Line,
-                    Value::String(p) if matches!(&*p.as_bytes(), b"*l" | b"l") => Want::Line,
-                    Value::String(p) if matches!(&*p.as_bytes(), b"*a" | b"a") => Want::All,
-                    Value::Integer(n) => Want::Bytes((*n).max(0) as usize),
-                    Value::Number(n) => Want::Bytes(n.max(0.0) as usize),
-                    _ => return Err(mlua::Error::runtime("bad pattern argument")),
-                };
-                loop {
-                    let ready = match want {
-                        Want::Line => s.buf.iter().position(|&b| b == b'\n').map(|i| {
-                            let mut line: Vec<u8> = s.buf.drain(..=i).collect();
-                            line.pop();
-                            if line.last() == Some(&b'\r') {
-                                line.pop();
-                            }
-                            line
-                        }),
-                        Want::Bytes(n) if s.buf.len() >= n => Some(s.buf.drain(..n).collect()),
-                        _ => None,
-                    };
-                    if let Some(data) = ready {
-                        return Ok(MultiValue::from_iter([Value::String(
-                            lua.create_string(data)?,
-                        )]));
-                    }
-                    match s.fill().await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            s.stream = None;
-                            let rest: Vec<u8> = std::mem::take(&mut s.buf);
-                            if matches!(want, Want::All) {
-                                return Ok(MultiValue::from_iter([Value::String(
-                                    lua.create_string(rest)?,
-                                )]));
-                            }
-                            return Ok(MultiValue::from_iter([
-                                Value::Nil,
-                                Value::String(lua.create_string("closed")?),
-                                Value::String(lua.create_string(rest)?),
-                            ]));
-                        }
-                        Err(e) => {
-                            let partial: Vec<u8> = if e == "timeout" {
-                                Vec::new()
-                            } else {
-                                std::mem::take(&mut s.buf)
-                            };
-                            return Ok(MultiValue::from_iter([
-                                Value::Nil,
-                                Value::String(lua.create_string(e)?),
-                                Value::String(lua.create_string(partial)?),
-                            ]));
-                        }
-                    }
-                }
+                s.send(&lua, data).await
             },
         );
         m.add_method_mut(
@@ -483,79 +411,12 @@ impl UserData for TcpSock {
                 s.sslhandshake(&lua, args).await
             },
         );
-        m.add_function(
-            "receiveuntil",
-            |lua, (sock, pattern, opts): (mlua::AnyUserData, mlua::LuaString, Option<Table>)| {
-                let pattern = pattern.as_bytes().to_vec();
-                let inclusive = opts
-                    .map(|o| o.get::<Option<bool>>("inclusive"))
-                    .transpose()?
-                    .flatten()
-                    .unwrap_or(false);
-                // The iterator reads from this socket: without a size, the whole part before
-                // the pattern at once; with one, at most `size` bytes of it per call and then
-                // `nil` once the pattern is passed (lua-resty-upload reads parts this way).
-                let passed = Rc::new(Cell::new(false));
-                let f = lua.create_async_function(move |lua, size: Option<f64>| {
-                    let pattern = pattern.clone();
-                    let sock = sock.clone();
-                    let passed = passed.clone();
-                    async move {
-                        // As nginx: a fraction is cut to an integer, and 0 or less is no size.
-                        let size = size
-                            .map(|n| n as i64)
-                            .filter(|n| *n > 0)
-                            .map(|n| n as usize);
-                        if size.is_some() && passed.replace(false) {
-                            return Ok(MultiValue::from_iter([Value::Nil]));
-                        }
-                        let mut s = sock.borrow_mut::<TcpSock>()?;
-                        loop {
-                            match until::next(&s.buf, &pattern, size) {
-                                until::Step::Data(n) => {
-                                    let data: Vec<u8> = s.buf.drain(..n).collect();
-                                    return Ok(MultiValue::from_iter([Value::String(
-                                        lua.create_string(data)?,
-                                    )]));
-                                }
-                                until::Step::Part(n) => {
-                                    let mut data: Vec<u8> =
-                                        s.buf.drain(..n + pattern.len()).collect();
-                                    if !inclusive {
-                                        data.truncate(n);
-                                    }
-                                    passed.set(size.is_some());
-                                    return Ok(MultiValue::from_iter([Value::String(
-                                        lua.create_string(data)?,
-                                    )]));
-                                }
-                                until::Step::More => {}
-                            }
-                            match s.fill().await {
-                                Ok(true) => {}
-                                Ok(false) => {
-                                    s.stream = None;
-                                    let rest = std::mem::take(&mut s.buf);
-                                    return Ok(MultiValue::from_iter([
-                                        Value::Nil,
-                                        Value::String(lua.create_string("closed")?),
-                                        Value::String(lua.create_string(rest)?),
-                                    ]));
-                                }
-                                Err(e) => {
-                                    return Ok(MultiValue::from_iter([
-                                        Value::Nil,
-                                        Value::String(lua.create_string(e)?),
-                                        Value::String(lua.create_string("")?),
-                                    ]));
-                                }
-                            }
-                        }
-                    }
-                })?;
-                Ok(f)
-            },
-        );
+    }
+}
+
+impl receive::Reads for TcpSock {
+    fn tcp(&mut self) -> &mut TcpSock {
+        self
     }
 }
 
@@ -570,6 +431,7 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     )?;
     socket.set("udp", lua.create_function(udp::new_socket)?)?;
     ngx.set("socket", socket)?;
+    request::install(lua, ngx)?;
     // `ngx.socket.connect(host, port)`: a new socket, connected.
     lua.load(
         r#"

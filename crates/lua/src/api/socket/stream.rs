@@ -1,5 +1,6 @@
 //! The byte stream under a TCP cosocket: plain TCP, TLS over it after `sslhandshake`, or a
-//! unix domain socket (`connect("unix:/path")`). One type for all, so `send`/`receive`/
+//! unix domain socket (`connect("unix:/path")`); for `ngx.req.socket`, the request's body or
+//! the client's own connection. One type for all, so `send`/`receive`/
 //! `receiveuntil` and the pool do not care which.
 
 use std::io;
@@ -10,10 +11,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 
+use crate::client_body::{BodyReader, DownstreamIo};
+
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     Unix(UnixStream),
+    /// The request's body (`ngx.req.socket()`): read only.
+    Body(Box<BodyReader>),
+    /// The client's connection after a 101 (`ngx.req.socket(true)`).
+    Downstream(Box<dyn DownstreamIo>),
 }
 
 impl Conn {
@@ -21,7 +28,7 @@ impl Conn {
     /// enough to pool. A broken TLS state counts as unread data too.
     pub fn has_unread_plaintext(&mut self) -> bool {
         match self {
-            Conn::Plain(_) | Conn::Unix(_) => false,
+            Conn::Plain(_) | Conn::Unix(_) | Conn::Body(_) | Conn::Downstream(_) => false,
             Conn::Tls(t) => t
                 .get_mut()
                 .1
@@ -71,6 +78,8 @@ impl AsyncRead for Conn {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Body(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Downstream(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -85,6 +94,8 @@ impl AsyncWrite for Conn {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Body(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Downstream(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -93,6 +104,8 @@ impl AsyncWrite for Conn {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Conn::Unix(s) => Pin::new(s).poll_flush(cx),
+            Conn::Body(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Downstream(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -101,6 +114,8 @@ impl AsyncWrite for Conn {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Body(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Downstream(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
