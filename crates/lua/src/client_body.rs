@@ -8,10 +8,12 @@
 //! sends first.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -117,3 +119,59 @@ impl<T: AsyncRead + AsyncWrite + Unpin> DownstreamIo for T {}
 
 /// Resolves to the client's connection once the 101 response has gone out.
 pub type Upgrade = Pin<Box<dyn Future<Output = Result<Box<dyn DownstreamIo>, String>>>>;
+
+/// The client's connection after a 101, held by the raw socket and by the request: when the
+/// request ends, the host closes it, whoever still holds the socket (nginx closes the
+/// connection when the handler returns).
+#[derive(Clone)]
+pub struct SharedDownstream(Rc<RefCell<Option<Box<dyn DownstreamIo>>>>);
+
+impl SharedDownstream {
+    pub fn new(io: Box<dyn DownstreamIo>) -> Self {
+        SharedDownstream(Rc::new(RefCell::new(Some(io))))
+    }
+
+    pub fn close(&self) {
+        self.0.borrow_mut().take();
+    }
+}
+
+impl AsyncRead for SharedDownstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.0.borrow_mut().as_mut() {
+            Some(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for SharedDownstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.0.borrow_mut().as_mut() {
+            Some(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+            None => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.0.borrow_mut().as_mut() {
+            Some(io) => Pin::new(io.as_mut()).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.0.borrow_mut().as_mut() {
+            Some(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}

@@ -32,7 +32,9 @@ pub mod uri;
 mod vm;
 
 pub use cache_access::{CacheAccess, CacheAccessError, CacheFuture, CachedObject, NewObject};
-pub use client_body::{BodySource, ClientBody, DownstreamIo, MAX_BODY_IN_MEMORY, Upgrade};
+pub use client_body::{
+    BodySource, ClientBody, DownstreamIo, MAX_BODY_IN_MEMORY, SharedDownstream, Upgrade,
+};
 pub use limits::{Exceeded, LuaLimits, Sandbox};
 /// A Lua value kept for later (a request's `ngx.ctx` table), as the host holds it.
 pub use mlua::RegistryKey;

@@ -74,6 +74,9 @@ pub struct RequestState {
     /// The client's connection after a 101 response, for `ngx.req.socket(true)`: set by the
     /// host for an HTTP/1.1 request that asked to switch protocols.
     pub upgrade: Option<crate::client_body::Upgrade>,
+    /// That connection once `ngx.req.socket(true)` has it; the host closes it when the
+    /// script ends.
+    pub downstream: Option<crate::client_body::SharedDownstream>,
     /// The host streams this content phase's output: `ngx.flush` sends the head and what was
     /// printed so far, and the script goes on. Otherwise the output is sent when it ends.
     pub streamable: bool,
@@ -177,6 +180,7 @@ impl RequestState {
             client_body: None,
             body_claimed: false,
             upgrade: None,
+            downstream: None,
             streamable: false,
             flush_requested: false,
             exit: None,

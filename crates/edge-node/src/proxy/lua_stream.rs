@@ -66,9 +66,14 @@ fn switch(
     running: Running,
     app: &str,
     upgrade: Option<OnUpgrade>,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     done: tokio::sync::oneshot::Sender<()>,
 ) -> Response<ResponseBody> {
+    // nginx says so in every 101 it sends; hyper adds nothing.
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
     if let Some(up) = upgrade {
         state.borrow_mut().upgrade = Some(Box::pin(async move {
             match up.await {
@@ -83,7 +88,13 @@ fn switch(
         if let Err(e) = running.await {
             log_error(&app, Phase::Content, &e, "Lua error after output");
         }
-        state.borrow_mut().output.clear();
+        let mut s = state.borrow_mut();
+        s.output.clear();
+        // The request is over: so is the connection, whoever still holds its socket.
+        if let Some(conn) = s.downstream.take() {
+            conn.close();
+        }
+        drop(s);
         let _ = done.send(());
     });
     head(101, headers, ResponseBody::full(Bytes::new()))

@@ -14,7 +14,7 @@ use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, UserDataRefMut, Va
 use super::stream::Conn;
 use super::{TcpSock, nil_err, receive};
 use crate::Phase;
-use crate::client_body::{BodyReader, Upgrade};
+use crate::client_body::{BodyReader, SharedDownstream, Upgrade};
 use crate::request;
 
 /// `ngx.req.socket()`.
@@ -110,10 +110,17 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 }))?),
                 Grant::Raw(upgrade) => match upgrade.await {
                     Err(e) => return nil_err(&lua, &e),
-                    Ok(io) => Value::UserData(lua.create_userdata(RawReqSock(TcpSock {
-                        stream: Some(Conn::Downstream(io)),
-                        ..TcpSock::default()
-                    }))?),
+                    Ok(io) => {
+                        let io = SharedDownstream::new(io);
+                        request::with(|r| {
+                            r.downstream = Some(io.clone());
+                            Ok(())
+                        })?;
+                        Value::UserData(lua.create_userdata(RawReqSock(TcpSock {
+                            stream: Some(Conn::Downstream(io)),
+                            ..TcpSock::default()
+                        }))?)
+                    }
                 },
             };
             Ok(MultiValue::from_iter([sock]))

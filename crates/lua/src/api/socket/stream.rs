@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 
-use crate::client_body::{BodyReader, DownstreamIo};
+use crate::client_body::{BodyReader, SharedDownstream};
 
 pub enum Conn {
     Plain(TcpStream),
@@ -20,7 +20,7 @@ pub enum Conn {
     /// The request's body (`ngx.req.socket()`): read only.
     Body(Box<BodyReader>),
     /// The client's connection after a 101 (`ngx.req.socket(true)`).
-    Downstream(Box<dyn DownstreamIo>),
+    Downstream(SharedDownstream),
 }
 
 impl Conn {
@@ -79,7 +79,7 @@ impl AsyncRead for Conn {
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Body(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Conn::Downstream(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Downstream(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -95,7 +95,7 @@ impl AsyncWrite for Conn {
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Body(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Conn::Downstream(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Downstream(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -105,7 +105,7 @@ impl AsyncWrite for Conn {
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Conn::Unix(s) => Pin::new(s).poll_flush(cx),
             Conn::Body(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Conn::Downstream(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Downstream(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -115,7 +115,7 @@ impl AsyncWrite for Conn {
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Body(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Conn::Downstream(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Downstream(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
