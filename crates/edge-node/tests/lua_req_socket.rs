@@ -242,6 +242,17 @@ async fn flush_streams_the_content_phase_as_nginx_does() {
                 "content",
                 "ngx.shared.gate:set('open', true) ngx.say('opened')",
             ),
+            ("/eof", "content", EOF_THEN_WORK),
+            (
+                "/open2",
+                "content",
+                "ngx.shared.gate:set('open2', true) ngx.say('opened')",
+            ),
+            (
+                "/after",
+                "content",
+                "ngx.say(tostring(ngx.shared.gate:get('after')))",
+            ),
         ],
         false,
     );
@@ -268,7 +279,38 @@ async fn flush_streams_the_content_phase_as_nginx_does() {
     assert_eq!(opened, "opened\n");
     let rest = r.text().await.unwrap();
     assert_eq!(rest, "two true nil\n201\n");
+
+    // `ngx.eof()`: the whole response reaches the client while the script, still waiting
+    // for its gate, goes on afterwards.
+    let r = c.get(format!("{base}/eof")).send().await.unwrap();
+    assert_eq!(r.headers()["transfer-encoding"], "chunked");
+    let body = tokio::time::timeout(Duration::from_secs(10), r.text())
+        .await
+        .expect("the response ends at ngx.eof, not with the script")
+        .unwrap();
+    assert_eq!(body, "done\n");
+    let (_, _, after) = get(&c, &format!("{base}/after")).await;
+    assert_eq!(after, "nil\n", "the script still waits");
+    get(&c, &format!("{base}/open2")).await;
+    let finished = eventually(Duration::from_secs(10), || {
+        let c = c.clone();
+        let url = format!("{base}/after");
+        async move { get(&c, &url).await.2 == "1 nil\n" }
+    })
+    .await;
+    assert!(finished, "the script ran on after ngx.eof");
 }
+
+const EOF_THEN_WORK: &str = r#"
+    ngx.say("done")
+    local ok, err = ngx.eof()
+    for i = 1, 500 do
+      if ngx.shared.gate:get("open2") then break end
+      ngx.sleep(0.01)
+    end
+    ngx.say("dropped")
+    ngx.shared.gate:set("after", tostring(ok) .. " " .. tostring(err))
+"#;
 
 const WS_SERVER: &str = r#"
     local server = require "nginx.websocket.server"

@@ -4,8 +4,9 @@
 //!
 //! The body drives the script: it polls the script's future whenever the client side asks for
 //! more, so a client that stops reading pauses the script at its next flush (nginx would
-//! buffer instead). After a 101 the connection is the script's (`ngx.req.socket(true)`), so
-//! the script runs on as a task of its own.
+//! buffer instead). After `ngx.eof()` the body ends and the script runs on as a task of its
+//! own, and so it does after a 101, when the connection is the script's
+//! (`ngx.req.socket(true)`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,7 +36,6 @@ pub fn respond(
 ) -> Response<ResponseBody> {
     let (status, headers, head_only) = {
         let mut s = state.borrow_mut();
-        s.flush_requested = false;
         let (status, headers) = outpost_lua::streamed_head(&mut s);
         (status, headers, s.method == http::Method::HEAD)
     };
@@ -82,8 +82,18 @@ fn switch(
             }
         }));
     }
-    let app = app.to_string();
-    let state = state.clone();
+    detach(running, state.clone(), app.to_string(), done);
+    head(101, headers, ResponseBody::full(Bytes::new()))
+}
+
+/// The rest of the script as a task of its own: the response is done (`ngx.eof`) or the
+/// connection is the script's (101). What it prints from here is dropped.
+fn detach(
+    running: Running,
+    state: SharedRequest,
+    app: String,
+    done: tokio::sync::oneshot::Sender<()>,
+) {
     tokio::task::spawn_local(async move {
         if let Err(e) = running.await {
             log_error(&app, Phase::Content, &e, "Lua error after output");
@@ -97,7 +107,6 @@ fn switch(
         drop(s);
         let _ = done.send(());
     });
-    head(101, headers, ResponseBody::full(Bytes::new()))
 }
 
 struct LuaStream {
@@ -137,6 +146,12 @@ impl Body for LuaStream {
                     continue;
                 }
                 return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if this.state.borrow().eof
+                && let (Some(running), Some(done)) = (this.running.take(), this.done.take())
+            {
+                detach(running, this.state.clone(), this.app.clone(), done);
+                continue;
             }
             let Some(running) = this.running.as_mut() else {
                 return Poll::Ready(None);

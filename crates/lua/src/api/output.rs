@@ -228,12 +228,20 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     )?;
     ngx.set(
         "eof",
-        lua.create_function(|_, ()| {
-            request::with(|r| {
+        // Where the host streams, the response ends now and the script runs on without the
+        // client waiting (nginx sends the last chunk; scripts do background work after it).
+        lua.create_async_function(|_, ()| async move {
+            let streams = request::with(|r| {
+                let streams = r.streamable && r.phase == Phase::Content && !r.eof;
                 r.eof = true;
                 r.headers_sent = true;
-                Ok(1)
-            })
+                r.flush_requested |= streams;
+                Ok(streams)
+            })?;
+            if streams {
+                tokio::task::yield_now().await;
+            }
+            Ok(1)
         })?,
     )?;
     ngx.set(
