@@ -34,6 +34,12 @@ pub fn check(config: &Config) -> Vec<FieldError> {
         if let Some(phases) = &app.lua {
             phases_of(&format!("applications[{a}].lua"), phases, &mut compile);
         }
+        if let Some(code) = inline(&app.lua_ssl_certificate) {
+            compile(
+                format!("applications[{a}].lua_ssl_certificate.inline"),
+                code,
+            );
+        }
         for (r, rule) in app.rules.iter().enumerate() {
             for (x, action) in rule.actions.iter().enumerate() {
                 if let Some(pb::action::Action::Lua(phases)) = &action.action {

@@ -31,6 +31,7 @@ pub mod subrequest;
 pub mod uri;
 mod vm;
 
+pub use api::ssl::{CertChoice, TlsInfo};
 pub use cache_access::{CacheAccess, CacheAccessError, CacheFuture, CachedObject, NewObject};
 pub use client_body::{
     BodySource, ClientBody, DownstreamIo, MAX_BODY_IN_MEMORY, SharedDownstream, Upgrade,
@@ -63,6 +64,8 @@ pub enum Phase {
     BodyFilter,
     Log,
     Timer,
+    /// During a TLS handshake, choosing the certificate (nginx's `ssl_certificate_by_lua`).
+    SslCert,
 }
 
 impl Phase {
@@ -78,6 +81,7 @@ impl Phase {
             Phase::BodyFilter => "body_filter",
             Phase::Log => "log",
             Phase::Timer => "timer",
+            Phase::SslCert => "ssl_cert",
         }
     }
 
@@ -95,6 +99,7 @@ impl Phase {
             Phase::BodyFilter => "body_filter_by_lua*",
             Phase::Log => "log_by_lua*",
             Phase::Timer => "ngx.timer",
+            Phase::SslCert => "ssl_certificate_by_lua*",
         }
     }
 
@@ -103,7 +108,7 @@ impl Phase {
     pub fn yieldable(self) -> bool {
         matches!(
             self,
-            Phase::Rewrite | Phase::Access | Phase::Content | Phase::Timer
+            Phase::Rewrite | Phase::Access | Phase::Content | Phase::Timer | Phase::SslCert
         )
     }
 

@@ -52,6 +52,10 @@ pub struct RequestState {
     pub body: Option<Bytes>,
     /// `ngx.req.set_body_data` ran: in rewrite and access, `body` replaces what goes upstream.
     pub body_replaced: bool,
+    /// The TLS connection the request came on (`require "ngx.ssl"`); `None` over plain TCP.
+    pub tls: Option<crate::api::ssl::TlsInfo>,
+    /// In the ssl_cert phase: the certificate the script chose for the handshake.
+    pub cert_choice: Option<crate::api::ssl::CertChoice>,
     /// Whose globals table the request's Lua runs with: its application's name, or `None`
     /// for the VM's `_G` itself (init_worker, timers started there, tests).
     pub globals: Option<std::sync::Arc<str>>,
@@ -169,6 +173,8 @@ impl RequestState {
             start_time: SystemTime::now(),
             body: None,
             body_replaced: false,
+            tls: None,
+            cert_choice: None,
             globals: None,
             declared: HashMap::new(),
             status: None,

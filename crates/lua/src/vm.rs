@@ -163,6 +163,7 @@ impl LuaVm {
                 lua.create_function(|lua, ()| crate::cjson::module(lua, true))?,
             )?;
             crate::api::resty_string::install(&lua, &preload)?;
+            crate::api::ssl::install(&lua, &preload)?;
             // lua-resty-core is built in here: requiring it does nothing.
             // The edge's cache: srcache-style control of it, and its objects.
             let loaded: Table = package.get("loaded")?;

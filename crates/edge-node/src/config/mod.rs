@@ -34,6 +34,8 @@ pub struct Application {
     /// The first whose conditions match decides how a request is cached.
     pub cache_rules: Vec<Arc<CacheRule>>,
     pub lua: LuaHandlers,
+    /// `lua_ssl_certificate`: run in the TLS handshake to choose the certificate.
+    pub lua_ssl_certificate: Option<Arc<crate::rules::LuaChunk>>,
     /// The application's Lua globals table, by name (`RequestState::globals`): its globals
     /// outlive requests, as in OpenResty, but no other application sees them.
     pub lua_globals: Arc<str>,
@@ -53,6 +55,7 @@ impl Application {
             rules: vec![],
             cache_rules: vec![],
             lua: LuaHandlers::default(),
+            lua_ssl_certificate: None,
             lua_globals: Arc::from(name),
             declared: vec![],
             metrics: Arc::new(Metrics::default().app(name)),
@@ -186,6 +189,12 @@ impl Snapshot {
                 })
                 .collect::<Result<_, _>>()?;
             let certificate = certs.get(a.certificate.as_str()).cloned();
+            let lua_ssl_certificate = crate::rules::LuaChunk::compile(
+                a.lua_ssl_certificate.as_ref(),
+                &format!("{}.ssl_certificate", a.name),
+                "lua_ssl_certificate",
+            )
+            .map_err(|(f, m)| err(format!("{path}.{f}"), m))?;
             let app = Arc::new(Application {
                 name: a.name.clone(),
                 domains: a.domains.clone(),
@@ -195,6 +204,7 @@ impl Snapshot {
                 rules,
                 cache_rules,
                 lua,
+                lua_ssl_certificate,
                 lua_globals: Arc::from(a.name.as_str()),
                 declared: a
                     .variables

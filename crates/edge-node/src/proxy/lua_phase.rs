@@ -71,6 +71,7 @@ pub fn request_state(
         _ => 1.1,
     };
     s.scheme = conn.scheme;
+    s.tls = conn.tls.clone();
     s.host = host.to_string();
     s.server_name = app.domains.first().cloned().unwrap_or_default();
     s.client = conn.client;

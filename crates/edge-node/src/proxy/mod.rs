@@ -13,6 +13,7 @@ pub mod lua_balancer;
 pub mod lua_body;
 pub mod lua_cache;
 pub mod lua_phase;
+pub mod lua_ssl;
 pub mod lua_stream;
 pub mod subrequest;
 pub mod upgrade;

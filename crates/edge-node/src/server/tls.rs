@@ -33,3 +33,22 @@ pub fn server_config(snapshot: Arc<ArcSwap<Snapshot>>) -> Arc<ServerConfig> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }
+
+/// One certificate for every name: what a `lua_ssl_certificate` script chose.
+#[derive(Debug)]
+struct Chosen(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Chosen {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// A config like `like` (its ALPN) that serves `key` alone, for one handshake.
+pub fn single_cert_config(key: Arc<CertifiedKey>, like: &ServerConfig) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Chosen(key)));
+    config.alpn_protocols = like.alpn_protocols.clone();
+    Arc::new(config)
+}

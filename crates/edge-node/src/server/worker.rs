@@ -144,6 +144,8 @@ pub struct ConnInfo {
     /// The configured listener address it arrived on (the key of the listener's router).
     pub listener: SocketAddr,
     pub scheme: &'static str,
+    /// The TLS connection's SNI name and version; `None` over plain TCP.
+    pub tls: Option<outpost_lua::TlsInfo>,
     pub access_log: AccessLog,
     last_active: Cell<Instant>,
     /// Requests in flight and the head being received, for the watchdog (`conn_watch`).
@@ -310,31 +312,71 @@ async fn serve_connection(
         key
     };
     let now = Instant::now();
-    let info = Rc::new(ConnInfo {
-        client,
-        local,
-        listener: key,
-        scheme: if tls { "https" } else { "http" },
-        access_log: ctx.shared.access_log.clone(),
-        last_active: Cell::new(now),
-        watch: Arc::new(HeadState::new(now)),
-    });
-    if tls {
-        let acceptor = tokio_rustls::TlsAcceptor::from(ctx.shared.tls.clone());
-        match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(s)) => {
-                // HTTP/2 has no request heads to time this way: its frames keep coming on an
-                // idle connection (PING, SETTINGS), and its idle timeout is the one that counts.
-                let h1 = s.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
-                serve_http(ctx, info, s, limits, h1).await
-            }
-            Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+    let info = |tls: Option<outpost_lua::TlsInfo>| {
+        Rc::new(ConnInfo {
+            client,
+            local,
+            listener: key,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
+            access_log: ctx.shared.access_log.clone(),
+            last_active: Cell::new(now),
+            watch: Arc::new(HeadState::new(now)),
+        })
+    };
+    if !tls {
+        return serve_http(ctx.clone(), info(None), stream, limits, true).await;
+    }
+    let handshake = tls_handshake(&ctx, stream, key, client, local);
+    match tokio::time::timeout(limits.header_timeout, handshake).await {
+        Ok(Ok((s, hello))) => {
+            // HTTP/2 has no request heads to time this way: its frames keep coming on an idle
+            // connection (PING, SETTINGS), and its idle timeout is the one that counts.
+            let h1 = s.get_ref().1.alpn_protocol() != Some(b"h2".as_slice());
+            let version = match s.get_ref().1.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => 0x0304,
+                _ => 0x0303,
+            };
+            let tls = outpost_lua::TlsInfo {
+                server_name: hello.server_name,
+                version,
+            };
+            serve_http(ctx.clone(), info(Some(tls)), s, limits, h1).await
         }
-    } else {
-        serve_http(ctx, info, stream, limits, true).await
+        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
     }
 }
+
+/// The TLS handshake: the client's hello first, so an application's `lua_ssl_certificate`
+/// can choose the certificate (`proxy/lua_ssl.rs`), then the rest with the chosen config.
+async fn tls_handshake(
+    ctx: &Rc<WorkerCtx>,
+    stream: TcpStream,
+    listener: SocketAddr,
+    client: SocketAddr,
+    local: SocketAddr,
+) -> Result<
+    (
+        tokio_rustls::server::TlsStream<TcpStream>,
+        outpost_lua::TlsInfo,
+    ),
+    BoxError,
+> {
+    let acceptor =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = acceptor.await?;
+    let hello = crate::proxy::lua_ssl::hello_info(&start.client_hello());
+    let snapshot = ctx.shared.snapshot.load_full();
+    let default = &ctx.shared.tls;
+    let config =
+        crate::proxy::lua_ssl::choose(ctx, &snapshot, listener, client, local, &hello, default)
+            .await?
+            .unwrap_or_else(|| default.clone());
+    Ok((start.into_stream(config).await?, hello))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn serve_http<IO>(
     ctx: Rc<WorkerCtx>,

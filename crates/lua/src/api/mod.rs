@@ -15,4 +15,5 @@ mod req_body;
 pub mod resty_string;
 pub mod shared;
 pub mod socket;
+pub mod ssl;
 pub mod thread;
