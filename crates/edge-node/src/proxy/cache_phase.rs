@@ -167,7 +167,7 @@ pub async fn serve(
     let request_dirs = policy::parse_request(client_headers);
 
     if cr.skip_store && cr.skip_lookup {
-        return pass(w, up, cr, info, "lua-bypass").await;
+        return Box::pin(pass(w, up, cr, info, "lua-bypass")).await;
     }
     if let Some(stored) = lookup
         .stored
@@ -210,7 +210,9 @@ pub async fn serve(
             Decision::Stale {
                 can_serve_if_error, ..
             } => {
-                return revalidate(
+                // Boxed, as the misses below: they go to the network, and inline their
+                // state would make every hit's future (moved on each request) larger.
+                return Box::pin(revalidate(
                     w,
                     up,
                     snapshot,
@@ -219,7 +221,7 @@ pub async fn serve(
                     stored,
                     can_serve_if_error,
                     info,
-                )
+                ))
                 .await;
             }
             Decision::GatewayTimeout => {
@@ -234,9 +236,9 @@ pub async fn serve(
     }
     if cr.method == Method::HEAD {
         // A HEAD miss has no body to store; the origin answers it as it is.
-        return pass(w, up, cr, info, "head-miss").await;
+        return Box::pin(pass(w, up, cr, info, "head-miss")).await;
     }
-    miss(w, up, snapshot, cr, lookup.key, info).await
+    Box::pin(miss(w, up, snapshot, cr, lookup.key, info)).await
 }
 
 /// A request that found nothing usable: collapse onto a fill in progress, or lead one.
@@ -809,7 +811,10 @@ async fn fetch(
     info: &mut UpstreamInfo,
 ) -> Result<Proxied, ProxyError> {
     let over_limit = Rc::new(Cell::new(false));
-    upstream_call::call(
+    // Boxed: inline, its state would be most of every request's future, hits included,
+    // and that future is moved whole into hyper's dispatcher on each request. A fetch goes
+    // to the network; one allocation more is nothing there.
+    Box::pin(upstream_call::call(
         w,
         up,
         head,
@@ -817,7 +822,7 @@ async fn fetch(
         upstream_call::PeerChoice { hash, lua },
         &over_limit,
         info,
-    )
+    ))
     .await
 }
 
