@@ -6,6 +6,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+
+/// Compiled chunks by their code. Every Lua phase of every request looks its chunk up here,
+/// so the key is hashed with FxHash: SipHash over a script of a few kilobytes costs
+/// microseconds per lookup, FxHash about a tenth of that.
+type ChunkMap = HashMap<String, Function, rustc_hash::FxBuildHasher>;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -65,7 +70,7 @@ pub enum Outcome {
 pub struct LuaVm {
     lua: Lua,
     /// Chunk source to its function, for chunks that run with `_G` itself.
-    chunks: RefCell<HashMap<String, Function>>,
+    chunks: RefCell<ChunkMap>,
     /// Per application: its globals table and its chunks, compiled with that table as their
     /// environment.
     scopes: RefCell<HashMap<Arc<str>, Scope>>,
@@ -88,7 +93,7 @@ struct Scope {
     /// brings another `Arc`, and the scope starts over.
     owner: Arc<str>,
     globals: Table,
-    chunks: HashMap<String, Function>,
+    chunks: ChunkMap,
 }
 
 impl Drop for LuaVm {
@@ -334,7 +339,7 @@ impl LuaVm {
         .map_err(|e| LuaError::Setup(e.to_string()))?;
         Ok(LuaVm {
             lua,
-            chunks: RefCell::new(HashMap::new()),
+            chunks: RefCell::new(ChunkMap::default()),
             scopes: RefCell::new(HashMap::new()),
             scope_meta,
             alive,
@@ -422,7 +427,7 @@ impl LuaVm {
                 let fresh = Scope {
                     owner: scope.clone(),
                     globals: globals.clone(),
-                    chunks: HashMap::new(),
+                    chunks: ChunkMap::default(),
                 };
                 self.scopes.borrow_mut().insert(scope.clone(), fresh);
                 globals
