@@ -275,10 +275,9 @@ enum Inner {
 }
 
 impl ResponseBody {
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
-        let b: Bytes = bytes.into();
+    fn with_inner(inner: Inner) -> Self {
         ResponseBody {
-            inner: Inner::Full((!b.is_empty()).then_some(b)),
+            inner,
             peer_guard: None,
             sent: 0,
             complete: false,
@@ -286,30 +285,19 @@ impl ResponseBody {
             tee: None,
             filter: None,
         }
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let b: Bytes = bytes.into();
+        Self::with_inner(Inner::Full((!b.is_empty()).then_some(b)))
     }
 
     pub fn dynamic(body: DynBody) -> Self {
-        ResponseBody {
-            inner: Inner::Dynamic(body),
-            peer_guard: None,
-            sent: 0,
-            complete: false,
-            finish: Vec::new(),
-            tee: None,
-            filter: None,
-        }
+        Self::with_inner(Inner::Dynamic(body))
     }
 
     pub fn cached(body: outpost_cache::CachedBody) -> Self {
-        ResponseBody {
-            inner: Inner::Cached(body),
-            peer_guard: None,
-            sent: 0,
-            complete: false,
-            finish: Vec::new(),
-            tee: None,
-            filter: None,
-        }
+        Self::with_inner(Inner::Cached(body))
     }
 
     /// Copies this (upstream) body into the cache while it streams.
@@ -322,19 +310,11 @@ impl ResponseBody {
     }
 
     pub fn upstream(body: Incoming, read_timeout: Duration, reuse: Option<Reuse>) -> Self {
-        let mut r = ResponseBody {
-            inner: Inner::Upstream {
-                body,
-                idle: IdleTimer::new(read_timeout),
-                reuse,
-            },
-            peer_guard: None,
-            sent: 0,
-            complete: false,
-            finish: Vec::new(),
-            tee: None,
-            filter: None,
-        };
+        let mut r = Self::with_inner(Inner::Upstream {
+            body,
+            idle: IdleTimer::new(read_timeout),
+            reuse,
+        });
         r.release_if_done();
         r
     }
