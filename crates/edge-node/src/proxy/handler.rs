@@ -201,7 +201,7 @@ pub async fn serve(
             Ok(()) if lua.content.is_empty() => {
                 // What the scripts changed goes upstream: method, headers, URI, arguments; and
                 // their say over the cache (srcache-style). Copied only when they changed it.
-                let s = state.state.borrow();
+                let mut s = state.state.borrow_mut();
                 if s.method != parts.method {
                     parts.method = s.method.clone();
                 }
@@ -213,15 +213,9 @@ pub async fn serve(
                 if s.headers_changed {
                     parts.headers = s.headers.clone();
                 }
-                // `ngx.req.set_body_data`: the new body goes upstream (the headers above carry
-                // its length) and the client's, unread, is dropped.
-                drop(s);
-                let mut s = state.state.borrow_mut();
-                body = if s.body_replaced {
-                    RequestBody::Internal(s.body.clone())
-                } else {
-                    lua_body::take_back(&mut s)
-                };
+                // The body goes on: the client's as the scripts left it, or the one
+                // `ngx.req.set_body_data` set (the headers above carry its length).
+                body = lua_body::take_back(&mut s);
                 // Untouched, the client's target goes upstream byte for byte ($uri is
                 // decoded, so it is no copy of the path to compare with).
                 if s.uri_changed

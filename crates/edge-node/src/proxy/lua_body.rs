@@ -53,9 +53,13 @@ pub fn lend(body: RequestBody, state: &mut RequestState) {
     }
 }
 
-/// The body that goes on (upstream, or through `ngx.exec`) after the request's Lua: the
-/// client's unread part if a script left one, else what a script read or set.
+/// The body that goes on (upstream, or through `ngx.exec`) after the request's Lua: the one
+/// `ngx.req.set_body_data` set (the client's, unread, is dropped), else the client's unread
+/// part if a script left one, else what a script read.
 pub fn take_back(state: &mut RequestState) -> RequestBody {
+    if state.body_replaced {
+        return RequestBody::Internal(state.body.clone());
+    }
     if let Some(body) = state.client_body.take() {
         let ClientBody { prefix, source, .. } = body;
         if let Ok(b) = source.into_any().downcast::<Incoming>() {

@@ -57,11 +57,7 @@ fn fail(lua: &Lua, e: &str) -> mlua::Result<MultiValue> {
 
 /// Runs `f` with the current request; outside one, lua-resty-core's "no request found".
 fn with<R>(f: impl FnOnce(&mut request::RequestState) -> R) -> mlua::Result<R> {
-    let r = request::current().ok_or_else(|| mlua::Error::runtime("no request found"))?;
-    let mut guard = r
-        .try_borrow_mut()
-        .map_err(|_| mlua::Error::runtime("request state busy"))?;
-    Ok(f(&mut guard))
+    request::with(|r| Ok(f(r)))
 }
 
 /// The certificates in a PEM text (the leaf first); `None` if it holds none or a broken one.
