@@ -43,13 +43,23 @@ pub async fn handle(
     conn: Rc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    Ok(handle_head(w, conn, parts, RequestBody::Client(body)).await)
+}
+
+/// A client's request, from hyper or from the edge's own HTTP/1.1 path (`server/http1.rs`).
+pub async fn handle_head(
+    w: Rc<WorkerCtx>,
+    conn: Rc<ConnInfo>,
+    parts: http::request::Parts,
+    body: RequestBody,
+) -> Response<ResponseBody> {
     let caller = Caller::Client {
         started: Instant::now(),
         in_flight: conn.begin_request(),
     };
     let snapshot = w.shared.snapshot.load_full();
-    let (parts, body) = req.into_parts();
-    Ok(serve(w, conn, snapshot, parts, RequestBody::Client(body), caller).await)
+    serve(w, conn, snapshot, parts, body, caller).await
 }
 
 /// Who a request is for: a client (its response is counted and logged when its body is

@@ -132,6 +132,10 @@ impl<IO> HeadWatch<IO> {
     pub fn new(inner: IO, state: Arc<HeadState>) -> Self {
         HeadWatch { inner, state }
     }
+
+    pub fn into_inner(self) -> IO {
+        self.inner
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for HeadWatch<IO> {

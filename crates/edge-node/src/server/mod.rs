@@ -2,6 +2,10 @@
 //! connections.
 
 pub mod conn_watch;
+mod h1_head;
+mod http1;
+mod http_date;
 pub mod listener;
+mod rewound_io;
 pub mod tls;
 pub mod worker;

@@ -48,7 +48,7 @@ pub struct WorkerCtx {
     pub pool: Rc<ConnPool>,
     pub id: usize,
     connections: Cell<usize>,
-    shutdown: watch::Receiver<bool>,
+    pub(super) shutdown: watch::Receiver<bool>,
     workers: usize,
     /// This worker's Lua VM and the module generation it was built for.
     lua: std::cell::RefCell<Option<(u64, Rc<outpost_lua::LuaVm>)>>,
@@ -149,7 +149,7 @@ pub struct ConnInfo {
     pub access_log: AccessLog,
     last_active: Cell<Instant>,
     /// Requests in flight and the head being received, for the watchdog (`conn_watch`).
-    watch: Arc<HeadState>,
+    pub(super) watch: Arc<HeadState>,
 }
 
 /// A request in flight on a connection; the idle timer only runs when there is none.
@@ -163,6 +163,11 @@ impl Drop for InFlight {
 }
 
 impl ConnInfo {
+    /// When the last request on the connection ended (or the connection began).
+    pub fn last_active(&self) -> Instant {
+        self.last_active.get()
+    }
+
     pub fn begin_request(self: &Rc<Self>) -> InFlight {
         self.watch.begin_request();
         InFlight(self.clone())
@@ -325,7 +330,7 @@ async fn serve_connection(
         })
     };
     if !tls {
-        return serve_http(ctx.clone(), info(None), stream, limits, true).await;
+        return super::http1::serve(ctx.clone(), info(None), stream, limits).await;
     }
     let handshake = tls_handshake(&ctx, stream, key, client, local);
     match tokio::time::timeout(limits.header_timeout, handshake).await {
@@ -341,7 +346,11 @@ async fn serve_connection(
                 server_name: hello.server_name,
                 version,
             };
-            serve_http(ctx.clone(), info(Some(tls)), s, limits, h1).await
+            if h1 {
+                super::http1::serve(ctx.clone(), info(Some(tls)), s, limits).await
+            } else {
+                serve_http(ctx.clone(), info(Some(tls)), s, limits, false).await
+            }
         }
         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
@@ -378,7 +387,7 @@ async fn tls_handshake(
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn serve_http<IO>(
+pub(super) async fn serve_http<IO>(
     ctx: Rc<WorkerCtx>,
     info: Rc<ConnInfo>,
     io: IO,
