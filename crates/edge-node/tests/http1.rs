@@ -61,6 +61,16 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     .await;
     assert_eq!(statuses(&wire), [201, 404, 202], "{wire}");
     assert_eq!(wire.matches("\r\ndate: ").count(), 3, "{wire}");
+    // Only the last says the connection ends, as hyper says it.
+    assert_eq!(
+        wire.matches("\r\nconnection: close\r\n").count(),
+        1,
+        "{wire}"
+    );
+    assert!(
+        wire.rfind("connection: close") > wire.rfind("HTTP/1.1 202"),
+        "{wire}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

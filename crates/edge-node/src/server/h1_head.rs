@@ -150,7 +150,10 @@ pub struct Encoded {
 
 /// Writes the response head into `dst` as hyper's server does: its status line, the fields in
 /// the map's order (names lowercase), `Content-Length` or `Transfer-Encoding: chunked` from
-/// the body's length where the fields do not say, and `Date` (`date`: the cached value).
+/// the body's length where the fields do not say, `Connection: close` when the connection
+/// ends after it (`closing`: the client asked, or the edge is shutting down), and `Date`
+/// (`date`: the cached value).
+#[allow(clippy::too_many_arguments)] // The parts of one response, as hyper's `Encode` has them.
 pub fn encode_response_head(
     dst: &mut Vec<u8>,
     status: StatusCode,
@@ -158,11 +161,13 @@ pub fn encode_response_head(
     headers: &HeaderMap,
     body: BodyLength,
     head_request: bool,
+    closing: bool,
     date: &[u8],
 ) -> Encoded {
     // A 101 ends HTTP on this connection; hyper answers the other 1xx it cannot send with a 500,
     // and closes.
-    let mut last = status.is_informational();
+    let mut last = status.is_informational() || closing;
+    let mut said_close = false;
     let (status, headers, body) = if status.is_informational() && status != 101 {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -216,7 +221,9 @@ pub fn encode_response_head(
                 framing = Some(Framing::Chunked);
                 chunked_named = has_token(value.as_bytes(), b"chunked");
             }
-            header::CONNECTION if has_token(value.as_bytes(), b"close") => last = true,
+            header::CONNECTION if has_token(value.as_bytes(), b"close") => {
+                (last, said_close) = (true, true)
+            }
             header::DATE => wrote_date = true,
             _ => {}
         }
@@ -224,6 +231,9 @@ pub fn encode_response_head(
         dst.extend_from_slice(b": ");
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
+    }
+    if closing && !said_close && version == Version::HTTP_11 {
+        dst.extend_from_slice(b"connection: close\r\n");
     }
     if framing == Some(Framing::Chunked) && !chunked_named {
         // `chunked` must be the last coding, and it is the one this path applies.
@@ -382,6 +392,7 @@ mod tests {
             &map,
             body,
             head_request,
+            false,
             b"D",
         );
         (String::from_utf8(dst).unwrap(), e)
@@ -472,10 +483,46 @@ mod tests {
             &HeaderMap::new(),
             BodyLength::Unknown,
             false,
+            false,
             b"D",
         );
         assert_eq!(dst, b"HTTP/1.0 200 OK\r\ndate: D\r\n\r\n");
         assert_eq!((e.framing, e.last, e.body), (Framing::Close, true, true));
+    }
+
+    #[test]
+    fn a_connection_that_ends_says_so_once() {
+        let mut dst = Vec::new();
+        let map = HeaderMap::new();
+        let e = encode_response_head(
+            &mut dst,
+            StatusCode::OK,
+            Version::HTTP_11,
+            &map,
+            BodyLength::Empty,
+            false,
+            true,
+            b"D",
+        );
+        assert_eq!(
+            dst,
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\ndate: D\r\n\r\n"
+        );
+        assert!(e.last);
+        let mut said = HeaderMap::new();
+        said.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        dst.clear();
+        encode_response_head(
+            &mut dst,
+            StatusCode::OK,
+            Version::HTTP_11,
+            &said,
+            BodyLength::Empty,
+            false,
+            true,
+            b"D",
+        );
+        assert_eq!(String::from_utf8(dst).unwrap().matches("close").count(), 1);
     }
 
     #[test]

@@ -48,6 +48,10 @@ where
     let max_head = limits.max_header_bytes.max(8192);
     let mut shutdown = ctx.shutdown.clone();
     let mut draining = *shutdown.borrow();
+    // One wait for the whole connection: a fresh one per request would join and leave the
+    // channel's waiter list (a lock each way) on every request.
+    let stop = shutdown.changed();
+    tokio::pin!(stop);
     let (header, idle) = (limits.header_timeout, limits.idle_timeout);
     // The connection's one timer, as in `serve_http`: re-armed only when it fires.
     let watchdog = tokio::time::sleep(header.min(idle));
@@ -69,7 +73,7 @@ where
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
                     },
-                    _ = shutdown.changed(), if !draining => draining = true,
+                    _ = stop.as_mut(), if !draining => draining = true,
                     _ = watchdog.as_mut(), if !draining => {
                         let (in_flight, started) = (info.watch.in_flight(), info.watch.head_started());
                         let last = info.last_active();
@@ -134,7 +138,9 @@ where
             tracing::debug!(client = %info.client, "client closed the connection before the response");
             return;
         };
-        let keep_alive = match write_response(&mut io, &mut out, resp, head_request).await {
+        let closing = close || draining;
+        let keep_alive = match write_response(&mut io, &mut out, resp, head_request, closing).await
+        {
             Ok(keep_alive) => keep_alive,
             Err(e) => {
                 tracing::debug!(client = %info.client, error = %e, "writing the response failed");
@@ -241,6 +247,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     out: &mut Output,
     resp: Response<ResponseBody>,
     head_request: bool,
+    closing: bool,
 ) -> io::Result<bool> {
     let (parts, mut body) = resp.into_parts();
     let length = if body.is_end_stream() {
@@ -261,6 +268,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
             &parts.headers,
             length,
             head_request,
+            closing,
             date,
         )
     });
