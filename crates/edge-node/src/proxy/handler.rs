@@ -55,7 +55,8 @@ pub async fn handle_head(
     body: RequestBody,
 ) -> Response<ResponseBody> {
     let caller = Caller::Client {
-        started: Instant::now(),
+        // The clock read when the head's first bytes came serves here too.
+        started: conn.head_started().unwrap_or_else(Instant::now),
         in_flight: conn.begin_request(),
     };
     let snapshot = w.shared.snapshot.load_full();

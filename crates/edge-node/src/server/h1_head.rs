@@ -168,6 +168,8 @@ pub fn encode_response_head(
     // and closes.
     let mut last = status.is_informational() || closing;
     let mut said_close = false;
+    // Room for the usual head at once: the line, the fields, and what is added.
+    dst.reserve(96 + headers.len() * 40);
     let (status, headers, body) = if status.is_informational() && status != 101 {
         (
             StatusCode::INTERNAL_SERVER_ERROR,

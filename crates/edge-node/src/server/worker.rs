@@ -168,6 +168,12 @@ impl ConnInfo {
         self.last_active.get()
     }
 
+    /// When the head of the request about to begin started to arrive (for HTTP/1.1), as
+    /// nginx starts a request's clock at its first bytes.
+    pub fn head_started(&self) -> Option<std::time::Instant> {
+        self.watch.head_started().map(Instant::into_std)
+    }
+
     pub fn begin_request(self: &Rc<Self>) -> InFlight {
         self.watch.begin_request();
         InFlight(self.clone())
@@ -316,8 +322,14 @@ async fn serve_connection(
     } else {
         key
     };
-    let now = Instant::now();
+    let accepted = Instant::now();
     let info = |tls: Option<outpost_lua::TlsInfo>| {
+        // A TLS connection's first request starts after its handshake.
+        let now = if tls.is_some() {
+            Instant::now()
+        } else {
+            accepted
+        };
         Rc::new(ConnInfo {
             client,
             local,
