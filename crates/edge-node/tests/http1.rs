@@ -22,6 +22,8 @@ applications:
     rules:
       - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/lua]}]
         actions: [{lua: {content: {inline: "ngx.say('one') ngx.flush() ngx.say('two')"}}}]
+      - conditions: [{subject: SUBJECT_URI, operator: OPERATOR_PREFIX, values: [/raw]}]
+        actions: [{lua: {content: {inline: "ngx.print(ngx.req.raw_header()) local h = ngx.req.get_headers(0, true) ngx.print(tostring(h['X-MiXed']), ' ', tostring(h['x-mixed']))"}}}]
 "#;
 
 /// Writes `request` (several requests, the last with `Connection: close`) and reads all the
@@ -168,4 +170,14 @@ async fn a_client_that_leaves_mid_request_does_not_hold_the_edge() {
     let (status, headers, body) = get(&c, &format!("{}/status/200", base_url(&node))).await;
     assert_eq!((status, body.as_str()), (200, "o"));
     assert!(headers.contains_key("date"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_reads_the_head_as_the_client_sent_it() {
+    let (_o, node) = site().await;
+    let head = "GET /raw?a=1 HTTP/1.1\r\nHost: a\r\nX-MiXed:   v1\r\nConnection: close\r\n\r\n";
+    let wire = exchange(plain_addr(&node), head.as_bytes()).await;
+    let body = &wire[wire.find("\r\n\r\n").unwrap() + 4..];
+    // As Debian's nginx answers: the bytes as sent, and the names in the client's case.
+    assert_eq!(body, format!("{head}v1 nil"), "{wire}");
 }

@@ -39,6 +39,9 @@ pub struct RequestState {
     pub headers: HeaderMap,
     /// `ngx.req.set_header`/`clear_header` ran: `headers` differs from what the client sent.
     pub headers_changed: bool,
+    /// The request head as the client sent it (HTTP/1.1, when the edge's HTTP layer kept it):
+    /// `ngx.req.raw_header` and `get_headers(_, true)` give the client's own bytes and case.
+    pub raw_head: Option<Bytes>,
     pub scheme: &'static str,
     /// Lower-case host without port.
     pub host: String,
@@ -164,6 +167,7 @@ impl RequestState {
             http_version: 1.1,
             headers,
             headers_changed: false,
+            raw_head: None,
             scheme: "http",
             host: String::new(),
             server_name: String::new(),

@@ -188,7 +188,10 @@ pub async fn serve(
         );
         let sub = match &caller {
             Caller::Subrequest(setup) => Some(setup.as_ref()),
-            Caller::Client { .. } => None,
+            Caller::Client { .. } => {
+                state.state.borrow_mut().raw_head = conn.raw_head.take();
+                None
+            }
         };
         subrequest::prepare(&state, &w, &conn, &snapshot, host_raw, parts.version, sub);
         state

@@ -100,7 +100,8 @@ where
             all.extend_from_slice(&buf);
             return handoff(ctx, info, io, all.freeze(), limits).await;
         };
-        drop(raw);
+        // For a script that asks for it; the next request's head replaces it.
+        info.raw_head.set(Some(raw));
         let respond = handler::handle_head(
             ctx.clone(),
             info.clone(),
@@ -164,6 +165,8 @@ async fn handoff<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // hyper keeps no raw head: none is left from a request served here.
+    info.raw_head.take();
     let io = Rewound::new(read, io.into_inner());
     // Boxed: hyper's connection state is large, and most connections never get here.
     Box::pin(serve_http(ctx, info, io, limits, true)).await

@@ -150,6 +150,9 @@ pub struct ConnInfo {
     last_active: Cell<Instant>,
     /// Requests in flight and the head being received, for the watchdog (`conn_watch`).
     pub(super) watch: Arc<HeadState>,
+    /// The head of the request being served, as the client sent it, when the edge's own
+    /// HTTP/1.1 path read it (`ngx.req.raw_header`); taken by the request's Lua state.
+    pub raw_head: Cell<Option<bytes::Bytes>>,
 }
 
 /// A request in flight on a connection; the idle timer only runs when there is none.
@@ -339,6 +342,7 @@ async fn serve_connection(
             access_log: ctx.shared.access_log.clone(),
             last_active: Cell::new(now),
             watch: Arc::new(HeadState::new(now)),
+            raw_head: Cell::new(None),
         })
     };
     if !tls {

@@ -49,19 +49,34 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
             let mut truncated = false;
             request::with(|r| {
                 let max = max.unwrap_or(100);
+                let raw = raw.unwrap_or(false);
+                // The client's own case, when the head is at hand and no script changed it.
+                let client_fields = match &r.raw_head {
+                    Some(head) if raw && !r.headers_changed => head_fields(head),
+                    _ => Vec::new(),
+                };
+                let fields: Box<dyn Iterator<Item = (&[u8], &[u8])>> = if client_fields.is_empty() {
+                    Box::new(
+                        r.headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+                    )
+                } else {
+                    Box::new(client_fields.into_iter())
+                };
                 // nginx (`underscores_in_headers off`) ignores names with '_' as invalid.
-                let sent = r.headers.iter().filter(|(k, _)| !k.as_str().contains('_'));
+                let sent = fields.filter(|(k, _)| !k.contains(&b'_'));
                 for (n, (k, v)) in sent.enumerate() {
                     if max > 0 && n as i64 >= max {
                         truncated = true;
                         break;
                     }
-                    let key = if raw.unwrap_or(false) {
-                        k.as_str().to_string()
+                    let key = if raw {
+                        String::from_utf8_lossy(k).into_owned()
                     } else {
-                        k.as_str().to_ascii_lowercase()
+                        String::from_utf8_lossy(k).to_ascii_lowercase()
                     };
-                    let val = lua.create_string(v.as_bytes())?;
+                    let val = lua.create_string(v)?;
                     match t.raw_get::<Value>(key.as_str())? {
                         Value::Nil => t.raw_set(key, val)?,
                         Value::Table(list) => list.raw_push(val)?,
@@ -226,9 +241,30 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     Ok(())
 }
 
-/// The request head as text, as `ngx.req.raw_header` gives it. Names are in canonical case
-/// (`X-Foo`): the header map keeps them lower case, so the case the client used is lost.
+/// The header fields of a request head as the client sent them: name and value (trimmed), in
+/// order; the request line is skipped.
+fn head_fields(head: &[u8]) -> Vec<(&[u8], &[u8])> {
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            Some((&line[..colon], line[colon + 1..].trim_ascii()))
+        })
+        .collect()
+}
+
+/// The request head as text, as `ngx.req.raw_header` gives it: the client's bytes when the
+/// HTTP layer kept them (HTTP/1.1), else rebuilt from the header map with names in canonical
+/// case (`X-Foo`), the case the client used being lost.
 fn raw_header(r: &RequestState, no_request_line: bool) -> Vec<u8> {
+    if let Some(head) = &r.raw_head {
+        let start = match no_request_line {
+            true => head.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1),
+            false => 0,
+        };
+        return head[start..].to_vec();
+    }
     let mut out = Vec::with_capacity(256);
     if !no_request_line {
         let version = match r.http_version {

@@ -83,6 +83,16 @@ impl Harness {
         // As the edge does for a client's request.
         state.decode_uri();
         state.body = req.body.clone().map(Into::into);
+        // As the edge's own HTTP/1.1 path keeps it: the head of a request without a body, as
+        // sent (a request with a body goes through hyper, which keeps no raw head).
+        if req.body.is_none() {
+            let mut raw = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
+            for (k, v) in &req.headers {
+                raw.push_str(&format!("{k}: {v}\r\n"));
+            }
+            raw.push_str("\r\n");
+            state.raw_head = Some(raw.into());
+        }
         state.globals = req.globals.map(|name| {
             self.names
                 .borrow_mut()
