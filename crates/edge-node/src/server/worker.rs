@@ -214,6 +214,7 @@ pub fn spawn(
     mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(format!("edge-worker-{id}")).spawn(move || {
+        crate::metrics::set_worker_shard(id);
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {

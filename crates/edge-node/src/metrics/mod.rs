@@ -12,23 +12,20 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-type Labels = Vec<(&'static str, String)>;
+mod sharded_histogram;
+pub use sharded_histogram::{ShardedHistogram, set_worker_shard};
 
-fn latency_histogram() -> Histogram {
-    // 0.5 ms .. ~16 s
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-}
+type Labels = Vec<(&'static str, String)>;
 
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<Labels, Counter>,
-    request_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    request_duration: Family<Labels, ShardedHistogram>,
     bytes_sent: Family<Labels, Counter>,
     bytes_received: Family<Labels, Counter>,
-    upstream_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    upstream_duration: Family<Labels, ShardedHistogram>,
     upstream_errors: Family<Labels, Counter>,
     peer_up: Family<Labels, Gauge>,
     pub open_connections: Gauge,
@@ -69,7 +66,7 @@ impl LuaMetrics {
 #[derive(Clone)]
 pub struct AppMetrics {
     by_class: [Counter; 5],
-    pub duration: Histogram,
+    pub duration: ShardedHistogram,
     pub bytes_sent: Counter,
     pub bytes_received: Counter,
     cache: [Counter; 6],
@@ -93,7 +90,7 @@ impl AppMetrics {
 #[derive(Clone)]
 pub struct UpstreamMetrics {
     name: String,
-    pub duration: Histogram,
+    pub duration: ShardedHistogram,
     errors: Family<Labels, Counter>,
     peer_up: Family<Labels, Gauge>,
 }
@@ -134,10 +131,10 @@ impl Default for Metrics {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("outpost_edge")),
             requests: Family::default(),
-            request_duration: Family::new_with_constructor(latency_histogram),
+            request_duration: Family::default(),
             bytes_sent: Family::default(),
             bytes_received: Family::default(),
-            upstream_duration: Family::new_with_constructor(latency_histogram),
+            upstream_duration: Family::default(),
             upstream_errors: Family::default(),
             peer_up: Family::default(),
             open_connections: Gauge::default(),
