@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const SITE: &str = r#"
@@ -26,17 +26,8 @@ applications:
         actions: [{lua: {content: {inline: "ngx.print(ngx.req.raw_header()) local h = ngx.req.get_headers(0, true) ngx.print(tostring(h['X-MiXed']), ' ', tostring(h['x-mixed']))"}}}]
 "#;
 
-/// Writes `request` (several requests, the last with `Connection: close`) and reads all the
-/// edge sends until it closes.
 async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("the edge answers and closes")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+    exchange_raw(addr, request).await
 }
 
 /// The status codes of the responses in `wire`, in order.

@@ -44,14 +44,7 @@ async fn post(c: &reqwest::Client, url: String, body: &'static str) -> String {
 
 /// Sends `request` as it is and reads the answer until the edge closes.
 async fn raw(addr: SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("the edge answers and closes")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+    exchange_raw(addr, request.as_bytes()).await
 }
 
 const BODY: &str = "hello world\nline2\r\n--part2--rest";

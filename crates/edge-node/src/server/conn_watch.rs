@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -126,15 +127,23 @@ pub fn decide(
 pub struct HeadWatch<IO> {
     inner: IO,
     state: Arc<HeadState>,
+    /// Bytes read already, read again first: a connection the edge's own HTTP/1.1 path hands
+    /// to hyper (`http1.rs`) comes with what it read.
+    rewound: Bytes,
 }
 
 impl<IO> HeadWatch<IO> {
     pub fn new(inner: IO, state: Arc<HeadState>) -> Self {
-        HeadWatch { inner, state }
+        HeadWatch {
+            inner,
+            state,
+            rewound: Bytes::new(),
+        }
     }
 
-    pub fn into_inner(self) -> IO {
-        self.inner
+    /// `read` is read again before the stream.
+    pub fn rewind(&mut self, read: Bytes) {
+        self.rewound = read;
     }
 }
 
@@ -144,6 +153,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for HeadWatch<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.rewound.is_empty() {
+            // Their arrival was noted when they were first read.
+            let n = self.rewound.len().min(buf.remaining());
+            buf.put_slice(&self.rewound[..n]);
+            self.rewound.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -240,6 +256,17 @@ mod tests {
             Some(started),
             "the clock runs from the first byte"
         );
+    }
+
+    #[tokio::test]
+    async fn rewound_bytes_are_read_before_the_stream() {
+        use tokio::io::AsyncReadExt;
+        let state = Arc::new(HeadState::new(Instant::now()));
+        let mut s = HeadWatch::new(&b"/ HTTP/1.1"[..], state);
+        s.rewind(Bytes::from_static(b"GET "));
+        let mut all = String::new();
+        s.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "GET / HTTP/1.1");
     }
 
     #[test]

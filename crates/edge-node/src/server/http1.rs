@@ -23,7 +23,6 @@ use tokio::time::Instant;
 use super::conn_watch::{self, HeadWatch, Watch};
 use super::h1_head::{self, BodyLength, Framing, Parsed};
 use super::http_date;
-use super::rewound_io::Rewound;
 use super::worker::{ConnInfo, WorkerCtx, serve_http};
 use crate::config::Limits;
 use crate::proxy::body::{RequestBody, ResponseBody};
@@ -159,7 +158,7 @@ where
 async fn handoff<IO>(
     ctx: Rc<WorkerCtx>,
     info: Rc<ConnInfo>,
-    io: HeadWatch<IO>,
+    mut io: HeadWatch<IO>,
     read: Bytes,
     limits: Limits,
 ) where
@@ -167,7 +166,7 @@ async fn handoff<IO>(
 {
     // hyper keeps no raw head: none is left from a request served here.
     info.raw_head.take();
-    let io = Rewound::new(read, io.into_inner());
+    io.rewind(read);
     // Boxed: hyper's connection state is large, and most connections never get here.
     Box::pin(serve_http(ctx, info, io, limits, true)).await
 }

@@ -6,6 +6,5 @@ mod h1_head;
 mod http1;
 mod http_date;
 pub mod listener;
-mod rewound_io;
 pub mod tls;
 pub mod worker;

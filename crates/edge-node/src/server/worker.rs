@@ -363,10 +363,12 @@ async fn serve_connection(
                 server_name: hello.server_name,
                 version,
             };
+            let info = info(Some(tls));
             if h1 {
-                super::http1::serve(ctx.clone(), info(Some(tls)), s, limits).await
+                super::http1::serve(ctx.clone(), info, s, limits).await
             } else {
-                serve_http(ctx.clone(), info(Some(tls)), s, limits, false).await
+                let s = HeadWatch::new(s, info.watch.clone());
+                serve_http(ctx.clone(), info, s, limits, false).await
             }
         }
         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
@@ -407,7 +409,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(super) async fn serve_http<IO>(
     ctx: Rc<WorkerCtx>,
     info: Rc<ConnInfo>,
-    io: IO,
+    io: HeadWatch<IO>,
     limits: Limits,
     times_heads: bool,
 ) where
@@ -432,7 +434,6 @@ pub(super) async fn serve_http<IO>(
     if !times_heads {
         info.watch.untimed();
     }
-    let io = HeadWatch::new(io, info.watch.clone());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutdown = ctx.shutdown.clone();

@@ -256,6 +256,21 @@ pub async fn canned_origin(response: &'static [u8]) -> SocketAddr {
     addr
 }
 
+/// Writes `request` as it is (several requests, the last asking to close, or one the edge
+/// closes after) and reads all the edge sends until it closes.
+#[allow(dead_code)] // Not every test file uses it.
+pub async fn exchange_raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the edge answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub async fn edge(yaml: &str, vars: &[(&str, String)]) -> Arc<EdgeNode> {
     edge_with(EdgeSettings::default(), yaml, vars).await
 }
