@@ -111,26 +111,13 @@ where
         // While the response is being made, a client that goes away ends it (hyper closes a
         // connection whose client half-closed, and drops the request in flight); pipelined
         // bytes wait in the buffer.
-        let mut client_gone = false;
         let resp = std::future::poll_fn(|cx| {
             if let Poll::Ready(resp) = respond.as_mut().poll(cx) {
                 return Poll::Ready(Some(resp));
             }
-            while !client_gone && buf.len() < max_head {
-                if buf.capacity() - buf.len() < READ_SIZE / 4 {
-                    buf.reserve(READ_SIZE);
-                }
-                let mut read = std::pin::pin!(io.read_buf(&mut buf));
-                match read.as_mut().poll(cx) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => client_gone = true,
-                    Poll::Ready(Ok(_)) => continue,
-                    Poll::Pending => break,
-                }
-            }
-            if client_gone {
-                Poll::Ready(None)
-            } else {
-                Poll::Pending
+            match poll_client_gone(&mut io, &mut buf, max_head, cx) {
+                true => Poll::Ready(None),
+                false => Poll::Pending,
             }
         })
         .await;
@@ -139,8 +126,12 @@ where
             return;
         };
         let closing = close || draining;
-        let keep_alive = match write_response(&mut io, &mut out, resp, head_request, closing).await
-        {
+        let client = ClientReads {
+            buf: &mut buf,
+            max: max_head,
+        };
+        let written = write_response(&mut io, &mut out, resp, head_request, closing, client);
+        let keep_alive = match written.await {
             Ok(keep_alive) => keep_alive,
             Err(e) => {
                 tracing::debug!(client = %info.client, error = %e, "writing the response failed");
@@ -152,6 +143,44 @@ where
             return;
         }
     }
+}
+
+/// While a response is being made, or waits for more of its body: reads what the client
+/// sends meanwhile (pipelined requests, kept in `buf` up to `max` bytes) and says whether the
+/// client has gone (the end of its stream, or an error).
+fn poll_client_gone<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+    cx: &mut std::task::Context<'_>,
+) -> bool {
+    while buf.len() < max {
+        if buf.capacity() - buf.len() < READ_SIZE / 4 {
+            buf.reserve(READ_SIZE);
+        }
+        let mut read = std::pin::pin!(io.read_buf(buf));
+        match read.as_mut().poll(cx) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return true,
+            Poll::Ready(Ok(_)) => continue,
+            Poll::Pending => return false,
+        }
+    }
+    false
+}
+
+/// The connection's read side while a response is written.
+struct ClientReads<'a> {
+    buf: &'a mut BytesMut,
+    max: usize,
+}
+
+/// The next step of a response body.
+enum Next<F> {
+    /// Nothing more is ready yet: write what is queued.
+    Flush,
+    Frame(Option<F>),
+    /// The client went away while the body waited (a stalled stream).
+    ClientGone,
 }
 
 /// The rest of the connection goes to hyper, starting with `read` (bytes not yet served).
@@ -244,12 +273,13 @@ impl Output {
 }
 
 /// Writes the response; `Ok(true)` when the connection can take another request.
-async fn write_response<IO: AsyncWrite + Unpin>(
+async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     out: &mut Output,
     resp: Response<ResponseBody>,
     head_request: bool,
     closing: bool,
+    client: ClientReads<'_>,
 ) -> io::Result<bool> {
     let (parts, mut body) = resp.into_parts();
     let length = if body.is_end_stream() {
@@ -289,26 +319,35 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     loop {
         // Whatever the body has ready goes out in one write; a body that must wait for more
         // (a proxied one) has what came so far written first.
-        let frame = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(Some(frame)),
-            Poll::Pending if !out.is_empty() => Poll::Ready(None),
+        // A stalled body (an idle stream from the origin) ends when its client goes, as
+        // hyper ends it: the upstream connection is not held for nobody.
+        let next = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(Next::Frame(frame)),
+            Poll::Pending if !out.is_empty() => Poll::Ready(Next::Flush),
+            Poll::Pending if poll_client_gone(io, client.buf, client.max, cx) => {
+                Poll::Ready(Next::ClientGone)
+            }
             Poll::Pending => Poll::Pending,
         })
         .await;
-        let data = match frame {
-            None => {
+        let data = match next {
+            Next::Flush => {
                 out.write(io).await?;
                 io.flush().await?;
                 continue;
             }
-            Some(None) => break,
-            Some(Some(Err(e))) => {
+            Next::ClientGone => {
+                tracing::debug!("client closed the connection while the body waited");
+                return Ok(false);
+            }
+            Next::Frame(None) => break,
+            Next::Frame(Some(Err(e))) => {
                 // The client sees the body cut short: no last chunk, or fewer bytes than said.
                 tracing::debug!(error = %e, "response body failed");
                 out.write(io).await?;
                 return Ok(false);
             }
-            Some(Some(Ok(frame))) => match frame.into_data() {
+            Next::Frame(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) if !data.is_empty() => data,
                 // Trailers are not sent on this path (hyper sends only those declared).
                 _ => continue,
