@@ -322,6 +322,11 @@ applications:
         502
     );
 
+    // A head the edge's HTTP/1.1 path leaves to hyper (which answers it 400, before any
+    // request is counted).
+    let answer = exchange_raw(plain_addr(&node), b"GET / HTTP/1.1\r\nbad header\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
     let admin = node.admin_addr().expect("admin listener bound");
     // Health state appears once the first check has run; bounded to 250 polls (5 s).
     let mut text = String::new();
@@ -348,6 +353,8 @@ applications:
         r#"outpost_edge_upstream_response_duration_seconds_count{upstream="web"} 4"#,
         "outpost_edge_open_connections",
         "outpost_edge_config_version",
+        r#"outpost_edge_http1_handoffs_total{reason="malformed"} 1"#,
+        r#"outpost_edge_http1_handoffs_total{reason="body"} 0"#,
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }

@@ -35,10 +35,16 @@ pub struct Metrics {
     cache_bytes: Family<Labels, Gauge>,
     cache_objects: Family<Labels, Gauge>,
     pub lua: LuaMetrics,
+    /// Connections the edge's own HTTP/1.1 path handed to hyper, by reason.
+    http1_handoffs: [Counter; 5],
 }
 
 /// How the cache answered a request a cache rule applied to.
 pub const CACHE_RESULTS: [&str; 6] = ["hit", "stale", "revalidated", "miss", "collapsed", "pass"];
+
+/// Why the edge's own HTTP/1.1 path hands a connection to hyper, as the metric's label says.
+pub const HTTP1_HANDOFF_REASONS: [&str; 5] =
+    ["body", "upgrade", "version", "too_large", "malformed"];
 
 /// The limits a Lua request can be stopped by (`lua_runtime`), as the metric's label says them.
 pub const LUA_LIMITS: [&str; 3] = ["instructions", "cpu_time", "memory"];
@@ -128,6 +134,7 @@ impl Default for Metrics {
             }),
             vm_recycles: Counter::default(),
         };
+        let handoffs = Family::<Labels, Counter>::default();
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("outpost_edge")),
             requests: Family::default(),
@@ -144,9 +151,20 @@ impl Default for Metrics {
             cache_bytes: Family::default(),
             cache_objects: Family::default(),
             lua,
+            // Made now, so every reason shows (at 0) before the first hand-over.
+            http1_handoffs: HTTP1_HANDOFF_REASONS.map(|reason| {
+                handoffs
+                    .get_or_create(&vec![("reason", reason.to_string())])
+                    .clone()
+            }),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
+            r.register(
+                "http1_handoffs",
+                "Connections the edge's HTTP/1.1 path handed to hyper, by reason",
+                handoffs,
+            );
             r.register(
                 "requests",
                 "Requests answered, by application and status class",
@@ -278,6 +296,13 @@ impl Metrics {
         let l = vec![("tier", tier.to_string())];
         self.cache_bytes.get_or_create(&l).set(bytes as i64);
         self.cache_objects.get_or_create(&l).set(objects as i64);
+    }
+
+    /// A connection went to hyper; `reason` is one of [`HTTP1_HANDOFF_REASONS`].
+    pub fn http1_handoff(&self, reason: &str) {
+        if let Some(i) = HTTP1_HANDOFF_REASONS.iter().position(|r| *r == reason) {
+            self.http1_handoffs[i].inc();
+        }
     }
 
     pub fn config_load(&self, result: &'static str) {

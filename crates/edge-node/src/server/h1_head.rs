@@ -33,9 +33,35 @@ pub enum Parsed {
     Head(Head),
     /// Not a whole head yet.
     Partial,
-    /// A head (or bytes) for hyper: a body, an upgrade, `CONNECT`, `Expect`, HTTP/1.0, HTTP/2's
-    /// preface, or anything that does not parse (hyper answers it as it always has).
-    Handoff,
+    /// A head (or bytes) for hyper, which answers it as it always has.
+    Handoff(Handoff),
+}
+
+/// Why a connection goes to hyper (a label of `outpost_edge_http1_handoffs_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// `Content-Length` or `Transfer-Encoding`: a request body.
+    Body,
+    /// `Upgrade` (WebSocket and the like), `CONNECT`, or `Expect`.
+    Upgrade,
+    /// HTTP/1.0, or HTTP/2's preface (h2c).
+    Version,
+    /// More header fields than hyper takes, or a head larger than the limit.
+    TooLarge,
+    /// Not a valid request head.
+    Malformed,
+}
+
+impl Handoff {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handoff::Body => "body",
+            Handoff::Upgrade => "upgrade",
+            Handoff::Version => "version",
+            Handoff::TooLarge => "too_large",
+            Handoff::Malformed => "malformed",
+        }
+    }
 }
 
 /// Reads the request head at the front of `buf`.
@@ -45,19 +71,21 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     let len = match req.parse_with_uninit_headers(buf, &mut storage) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Handoff,
+        Err(httparse::Error::Version) => return Parsed::Handoff(Handoff::Version),
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Handoff(Handoff::TooLarge),
+        Err(_) => return Parsed::Handoff(Handoff::Malformed),
     };
     if req.version != Some(1) {
-        return Parsed::Handoff;
+        return Parsed::Handoff(Handoff::Version);
     }
     let Some(method) = req
         .method
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
     else {
-        return Parsed::Handoff;
+        return Parsed::Handoff(Handoff::Malformed);
     };
     if method == Method::CONNECT {
-        return Parsed::Handoff;
+        return Parsed::Handoff(Handoff::Upgrade);
     }
     let base = buf.as_ptr() as usize;
     let range = |s: &[u8]| {
@@ -65,7 +93,7 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
         start..start + s.len()
     };
     let Some(target) = req.path.map(|p| range(p.as_bytes())) else {
-        return Parsed::Handoff;
+        return Parsed::Handoff(Handoff::Malformed);
     };
     let mut close = false;
     let mut fields = Vec::with_capacity(req.headers.len());
@@ -73,10 +101,11 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
         {
-            return Parsed::Handoff;
+            return Parsed::Handoff(Handoff::Body);
+        }
+        if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
+            return Parsed::Handoff(Handoff::Upgrade);
         }
         if name.eq_ignore_ascii_case(b"connection") && has_token(h.value, b"close") {
             close = true;
@@ -339,21 +368,28 @@ mod tests {
 
     #[test]
     fn bodies_upgrades_expect_connect_and_http10_go_to_hyper() {
-        for raw in [
-            "POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
-            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "CONNECT a:443 HTTP/1.1\r\n\r\n",
-            "GET / HTTP/1.0\r\n\r\n",
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "GET / HTTP/1.1\r\nbad header\r\n\r\n",
-            "GET\x01 / HTTP/1.1\r\n\r\n",
+        use Handoff::*;
+        for (raw, why) in [
+            ("POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx", Body),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Body,
+            ),
+            (
+                "GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+                Upgrade,
+            ),
+            ("PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", Upgrade),
+            ("CONNECT a:443 HTTP/1.1\r\n\r\n", Upgrade),
+            ("GET / HTTP/1.0\r\n\r\n", Version),
+            ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Version),
+            ("GET / HTTP/1.1\r\nbad header\r\n\r\n", Malformed),
+            ("GET\x01 / HTTP/1.1\r\n\r\n", Malformed),
         ] {
-            assert!(
-                matches!(parse_request(raw.as_bytes()), Parsed::Handoff),
-                "{raw:?}"
-            );
+            match parse_request(raw.as_bytes()) {
+                Parsed::Handoff(got) => assert_eq!(got, why, "{raw:?}"),
+                other => panic!("{raw:?}: {other:?}"),
+            }
         }
         assert!(matches!(
             parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n"),
@@ -363,7 +399,21 @@ mod tests {
             "GET / HTTP/1.1\r\n{}\r\n",
             "a: b\r\n".repeat(MAX_HEADERS + 1)
         );
-        assert!(matches!(parse_request(many.as_bytes()), Parsed::Handoff));
+        assert!(matches!(
+            parse_request(many.as_bytes()),
+            Parsed::Handoff(TooLarge)
+        ));
+    }
+
+    #[test]
+    fn every_reason_is_a_label_of_the_metric() {
+        use Handoff::*;
+        for why in [Body, Upgrade, Version, TooLarge, Malformed] {
+            assert!(
+                crate::metrics::HTTP1_HANDOFF_REASONS.contains(&why.as_str()),
+                "{why:?}"
+            );
+        }
     }
 
     #[test]

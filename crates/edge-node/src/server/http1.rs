@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::conn_watch::{self, HeadWatch, Watch};
-use super::h1_head::{self, BodyLength, Framing, Parsed};
+use super::h1_head::{self, BodyLength, Framing, Handoff, Parsed};
 use super::http_date;
 use super::worker::{ConnInfo, WorkerCtx, serve_http};
 use crate::config::Limits;
@@ -88,8 +88,11 @@ where
                 }
                 continue;
             }
-            Parsed::Partial | Parsed::Handoff => {
-                return handoff(ctx, info, io, buf.freeze(), limits).await;
+            Parsed::Partial => {
+                return handoff(ctx, info, io, buf.freeze(), limits, Handoff::TooLarge).await;
+            }
+            Parsed::Handoff(why) => {
+                return handoff(ctx, info, io, buf.freeze(), limits, why).await;
             }
         };
         let (close, head_request) = (head.close, head.method == http::Method::HEAD);
@@ -97,7 +100,7 @@ where
         let Some(parts) = head.into_parts(&raw) else {
             let mut all = BytesMut::from(&raw[..]);
             all.extend_from_slice(&buf);
-            return handoff(ctx, info, io, all.freeze(), limits).await;
+            return handoff(ctx, info, io, all.freeze(), limits, Handoff::Malformed).await;
         };
         // For a script that asks for it; the next request's head replaces it.
         info.raw_head.set(Some(raw));
@@ -190,9 +193,11 @@ async fn handoff<IO>(
     mut io: HeadWatch<IO>,
     read: Bytes,
     limits: Limits,
+    why: Handoff,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    ctx.shared.metrics.http1_handoff(why.as_str());
     // hyper keeps no raw head: none is left from a request served here.
     info.raw_head.take();
     io.rewind(read);
