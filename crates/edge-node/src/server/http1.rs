@@ -323,9 +323,9 @@ async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
     let mut complete = true;
     loop {
         // Whatever the body has ready goes out in one write; a body that must wait for more
-        // (a proxied one) has what came so far written first.
-        // A stalled body (an idle stream from the origin) ends when its client goes, as
-        // hyper ends it: the upstream connection is not held for nobody.
+        // (a proxied one) has what came so far written first. A body that waits with nothing
+        // to write (an idle stream from the origin) ends when its client goes, as hyper ends
+        // it, so the upstream connection is not held for nobody.
         let next = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
             Poll::Ready(frame) => Poll::Ready(Next::Frame(frame)),
             Poll::Pending if !out.is_empty() => Poll::Ready(Next::Flush),
