@@ -172,7 +172,7 @@ impl Default for Metrics {
             );
             r.register(
                 "request_duration_seconds",
-                "Time from request head to response head, by application",
+                "Time from the first bytes of the request head to the response head, by application",
                 m.request_duration.clone(),
             );
             r.register(
