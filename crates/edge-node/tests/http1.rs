@@ -176,27 +176,8 @@ async fn lua_reads_the_head_as_the_client_sent_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_ends_upstream_when_its_client_goes() {
     use tokio::io::AsyncReadExt;
-    // An origin that starts a chunked body, then sends nothing more, and tells when the edge
-    // closes its connection.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap();
-    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "the edge closed before sending its request");
-            head.extend_from_slice(&chunk[..n]);
-        }
-        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-            .await
-            .unwrap();
-        let ended = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await;
-        let _ = closed_tx.send(matches!(ended, Ok(Ok(0)) | Ok(Err(_))));
-    });
-    let node = edge_in_front_of(origin).await;
+    let held = held_origin().await;
+    let node = edge_in_front_of(held.addr).await;
     let mut client = TcpStream::connect(plain_addr(&node)).await.unwrap();
     client
         .write_all(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -213,7 +194,7 @@ async fn a_stalled_stream_ends_upstream_when_its_client_goes() {
         got.extend_from_slice(&chunk[..n]);
     }
     drop(client);
-    let closed = tokio::time::timeout(Duration::from_secs(15), closed_rx)
+    let closed = tokio::time::timeout(Duration::from_secs(10), held.closed)
         .await
         .expect("the origin reports")
         .unwrap();

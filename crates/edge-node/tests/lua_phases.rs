@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FILTERS: &str = r#"
 shared_dicts: [{name: counters, capacity_bytes: 1048576}]
@@ -79,31 +78,6 @@ applications:
         actions: [{upstream: held}]
 "#;
 
-/// An origin that sends the first chunk of a chunked body, then holds the rest until told.
-async fn held_origin() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (release, released) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the edge closed before sending its request");
-            head.extend_from_slice(&buf[..n]);
-        }
-        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n")
-            .await
-            .unwrap();
-        let _ = released.await;
-        let _ = s.write_all(b"7\r\nsecond\n\r\n0\r\n\r\n").await;
-        // Keep the connection until the edge is done with it.
-        let _ = s.read(&mut buf).await;
-    });
-    (addr, release)
-}
-
 async fn counter(c: &reqwest::Client, base: &str, name: &str) -> String {
     c.get(format!("{base}/counter?name={name}"))
         .send()
@@ -118,7 +92,11 @@ async fn counter(c: &reqwest::Client, base: &str, name: &str) -> String {
 async fn body_filter_rewrites_upstream_cached_and_content_bodies_and_the_cache_keeps_the_origin_s()
 {
     let origin = Origin::start("origin-name").await;
-    let (held, _release) = held_origin().await;
+    let HeldOrigin {
+        addr: held,
+        release: _release,
+        ..
+    } = held_origin().await;
     let node = edge(
         FILTERS,
         &[("O", origin.addr.to_string()), ("H", held.to_string())],
@@ -202,7 +180,11 @@ async fn body_filter_rewrites_upstream_cached_and_content_bodies_and_the_cache_k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_filter_streams_each_chunk_without_waiting_for_the_whole_body() {
     let origin = Origin::start("origin-name").await;
-    let (held, release) = held_origin().await;
+    let HeldOrigin {
+        addr: held,
+        release,
+        ..
+    } = held_origin().await;
     let node = edge(
         FILTERS,
         &[("O", origin.addr.to_string()), ("H", held.to_string())],
@@ -245,7 +227,11 @@ async fn body_filter_streams_each_chunk_without_waiting_for_the_whole_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_filter_ends_bodies_early_keeps_content_length_as_nginx_and_cuts_on_errors() {
     let origin = Origin::start("origin-name").await;
-    let (held, _release) = held_origin().await;
+    let HeldOrigin {
+        addr: held,
+        release: _release,
+        ..
+    } = held_origin().await;
     let node = edge(
         FILTERS,
         &[("O", origin.addr.to_string()), ("H", held.to_string())],

@@ -256,6 +256,52 @@ pub async fn canned_origin(response: &'static [u8]) -> SocketAddr {
     addr
 }
 
+/// An origin that sends the first chunk of a chunked body (`first\n`), then holds the rest
+/// until `release`; `closed` says whether the edge closed the connection while it held.
+#[allow(dead_code)] // Not every test file uses it.
+pub struct HeldOrigin {
+    pub addr: SocketAddr,
+    pub release: tokio::sync::oneshot::Sender<()>,
+    pub closed: tokio::sync::oneshot::Receiver<bool>,
+}
+
+#[allow(dead_code)]
+pub async fn held_origin() -> HeldOrigin {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the edge closed before sending its request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n")
+            .await
+            .unwrap();
+        tokio::select! {
+            _ = released => {
+                let _ = s.write_all(b"7\r\nsecond\n\r\n0\r\n\r\n").await;
+                // Keep the connection until the edge is done with it.
+                let _ = s.read(&mut buf).await;
+            }
+            read = s.read(&mut buf) => {
+                let _ = closed_tx.send(matches!(read, Ok(0) | Err(_)));
+            }
+        }
+    });
+    HeldOrigin {
+        addr,
+        release,
+        closed,
+    }
+}
+
 /// Writes `request` as it is (several requests, the last asking to close, or one the edge
 /// closes after) and reads all the edge sends until it closes.
 #[allow(dead_code)] // Not every test file uses it.
