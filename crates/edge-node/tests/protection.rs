@@ -240,7 +240,11 @@ async fn graceful_shutdown_finishes_requests_in_flight_and_stops_accepting() {
     let in_flight = {
         let c = c.clone();
         let url = format!("{base}/slow/800");
-        tokio::spawn(async move { c.get(url).send().await?.text().await })
+        tokio::spawn(async move {
+            let r = c.get(url).send().await?;
+            let connection = r.headers().get("connection").cloned();
+            Ok::<_, reqwest::Error>((connection, r.text().await?))
+        })
     };
     // Wait until the request has reached the origin, then shut down.
     assert!(eventually(Duration::from_secs(5), || async { origin.hits() == 1 }).await);
@@ -248,11 +252,16 @@ async fn graceful_shutdown_finishes_requests_in_flight_and_stops_accepting() {
         let node = node.clone();
         tokio::spawn(async move { node.shutdown(Duration::from_secs(10)).await })
     };
-    let body = in_flight
+    let (connection, body) = in_flight
         .await
         .unwrap()
         .expect("the request in flight completes");
     assert_eq!(body, "origin");
+    // The client learns that this connection ends, as nginx and hyper tell it.
+    assert_eq!(
+        connection.as_ref().map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     tokio::time::timeout(Duration::from_secs(15), shutdown)
         .await
         .expect("shutdown ends once nothing is in flight")

@@ -128,6 +128,7 @@ where
             tracing::debug!(client = %info.client, "client closed the connection before the response");
             return;
         };
+        draining |= ctx.draining.get();
         let closing = close || draining;
         let client = ClientReads {
             buf: &mut buf,

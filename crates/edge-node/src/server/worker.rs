@@ -49,6 +49,10 @@ pub struct WorkerCtx {
     pub id: usize,
     connections: Cell<usize>,
     pub(super) shutdown: watch::Receiver<bool>,
+    /// The worker is shutting down: a response being written now is the connection's last
+    /// and says so (`Connection: close`), as hyper's graceful shutdown has it. The same fact
+    /// as `shutdown`, read per response without touching the channel all workers share.
+    pub(super) draining: Cell<bool>,
     workers: usize,
     /// This worker's Lua VM and the module generation it was built for.
     lua: std::cell::RefCell<Option<(u64, Rc<outpost_lua::LuaVm>)>>,
@@ -230,6 +234,7 @@ pub fn spawn(
                 pool: Rc::new(ConnPool::default()),
                 id,
                 connections: Cell::new(0),
+                draining: Cell::new(false),
                 shutdown: stop_rx,
                 workers,
                 lua: std::cell::RefCell::new(None),
@@ -254,6 +259,7 @@ pub fn spawn(
                     }
                     WorkerCommand::Shutdown { grace } => {
                         accepting.clear();
+                        ctx.draining.set(true);
                         let _ = stop_tx.send(true);
                         let deadline = Instant::now() + grace;
                         while ctx.connections.get() > 0 && Instant::now() < deadline {
