@@ -21,7 +21,6 @@ pub struct Head {
     pub len: usize,
     pub method: Method,
     target: Range<usize>,
-    fields: Vec<(Range<usize>, Range<usize>)>,
     /// The client asked to close after this request (`Connection: close`).
     pub close: bool,
 }
@@ -64,8 +63,12 @@ impl Handoff {
     }
 }
 
-/// Reads the request head at the front of `buf`.
-pub fn parse_request(buf: &[u8]) -> Parsed {
+/// Where a head's fields are in the buffer: name, value. The connection keeps one and lends
+/// it to each head, so a request allocates none.
+pub type Fields = Vec<(Range<usize>, Range<usize>)>;
+
+/// Reads the request head at the front of `buf`; its fields go in `fields`.
+pub fn parse_request(buf: &[u8], fields: &mut Fields) -> Parsed {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut storage) {
@@ -96,7 +99,7 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
         return Parsed::Handoff(Handoff::Malformed);
     };
     let mut close = false;
-    let mut fields = Vec::with_capacity(req.headers.len());
+    fields.clear();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length")
@@ -116,7 +119,6 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
         len,
         method,
         target,
-        fields,
         close,
     })
 }
@@ -124,15 +126,15 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
 impl Head {
     /// The request's parts, sharing `head` (the head's bytes, frozen); `None` when a target or
     /// a field does not make a valid `http` value, for hyper to answer.
-    pub fn into_parts(self, head: &Bytes) -> Option<http::request::Parts> {
+    pub fn into_parts(self, head: &Bytes, fields: &Fields) -> Option<http::request::Parts> {
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = self.method;
         parts.version = Version::HTTP_11;
         parts.uri = Uri::from_maybe_shared(head.slice(self.target)).ok()?;
-        let mut headers = HeaderMap::with_capacity(self.fields.len());
-        for (name, value) in self.fields {
-            let name = HeaderName::from_bytes(&head[name]).ok()?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value)).ok()?;
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, value) in fields {
+            let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
             headers.append(name, value);
         }
         parts.headers = headers;
@@ -345,8 +347,12 @@ pub fn chunk_size_line(n: usize) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn parse(raw: &[u8]) -> Parsed {
+        parse_request(raw, &mut Fields::new())
+    }
+
     fn head(raw: &str) -> Head {
-        match parse_request(raw.as_bytes()) {
+        match parse(raw.as_bytes()) {
             Parsed::Head(h) => h,
             other => panic!("{other:?}"),
         }
@@ -355,10 +361,13 @@ mod tests {
     #[test]
     fn a_bodiless_http11_request_is_served_here_with_its_fields_in_order() {
         let raw = "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\nGET /next";
-        let h = head(raw);
+        let mut fields = Fields::new();
+        let Parsed::Head(h) = parse_request(raw.as_bytes(), &mut fields) else {
+            panic!("a head")
+        };
         assert_eq!(h.len, raw.find("GET /next").unwrap());
         assert!(!h.close);
-        let parts = h.into_parts(&Bytes::from(raw)).unwrap();
+        let parts = h.into_parts(&Bytes::from(raw), &fields).unwrap();
         assert_eq!(parts.method, Method::GET);
         assert_eq!(parts.uri, "/a?b=1");
         let xa: Vec<_> = parts.headers.get_all("x-a").iter().collect();
@@ -386,23 +395,20 @@ mod tests {
             ("GET / HTTP/1.1\r\nbad header\r\n\r\n", Malformed),
             ("GET\x01 / HTTP/1.1\r\n\r\n", Malformed),
         ] {
-            match parse_request(raw.as_bytes()) {
+            match parse(raw.as_bytes()) {
                 Parsed::Handoff(got) => assert_eq!(got, why, "{raw:?}"),
                 other => panic!("{raw:?}: {other:?}"),
             }
         }
         assert!(matches!(
-            parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            parse(b"GET / HTTP/1.1\r\nHost: x\r\n"),
             Parsed::Partial
         ));
         let many = format!(
             "GET / HTTP/1.1\r\n{}\r\n",
             "a: b\r\n".repeat(MAX_HEADERS + 1)
         );
-        assert!(matches!(
-            parse_request(many.as_bytes()),
-            Parsed::Handoff(TooLarge)
-        ));
+        assert!(matches!(parse(many.as_bytes()), Parsed::Handoff(TooLarge)));
     }
 
     #[test]

@@ -43,6 +43,7 @@ where
     let mut io = HeadWatch::new(io, info.watch.clone());
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut out = Output::default();
+    let mut fields = h1_head::Fields::new();
     // As hyper's `max_buf_size` in `serve_http`: a head must fit in it.
     let max_head = limits.max_header_bytes.max(8192);
     let mut shutdown = ctx.shutdown.clone();
@@ -56,7 +57,7 @@ where
     let watchdog = tokio::time::sleep(header.min(idle));
     tokio::pin!(watchdog);
     loop {
-        let head = match h1_head::parse_request(&buf) {
+        let head = match h1_head::parse_request(&buf, &mut fields) {
             Parsed::Head(head) => head,
             Parsed::Partial if buf.len() < max_head => {
                 if draining && buf.is_empty() {
@@ -97,7 +98,7 @@ where
         };
         let (close, head_request) = (head.close, head.method == http::Method::HEAD);
         let raw = buf.split_to(head.len).freeze();
-        let Some(parts) = head.into_parts(&raw) else {
+        let Some(parts) = head.into_parts(&raw, &fields) else {
             let mut all = BytesMut::from(&raw[..]);
             all.extend_from_slice(&buf);
             return handoff(ctx, info, io, all.freeze(), limits, Handoff::Malformed).await;
