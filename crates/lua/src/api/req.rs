@@ -51,21 +51,14 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
                 let max = max.unwrap_or(100);
                 let raw = raw.unwrap_or(false);
                 // The client's own case, when the head is at hand and no script changed it.
-                let client_fields = match &r.raw_head {
+                let fields = match &r.raw_head {
                     Some(head) if raw && !r.headers_changed => head_fields(head),
-                    _ => Vec::new(),
-                };
-                let fields: Box<dyn Iterator<Item = (&[u8], &[u8])>> = if client_fields.is_empty() {
-                    Box::new(
-                        r.headers
-                            .iter()
-                            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
-                    )
-                } else {
-                    Box::new(client_fields.into_iter())
+                    _ => (r.headers.iter())
+                        .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+                        .collect(),
                 };
                 // nginx (`underscores_in_headers off`) ignores names with '_' as invalid.
-                let sent = fields.filter(|(k, _)| !k.contains(&b'_'));
+                let sent = fields.into_iter().filter(|(k, _)| !k.contains(&b'_'));
                 for (n, (k, v)) in sent.enumerate() {
                     if max > 0 && n as i64 >= max {
                         truncated = true;
