@@ -5,6 +5,7 @@
 //! The decisions are the pure functions of [`outpost_cache::policy`]; this file does the I/O
 //! around them.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use super::forward;
 use super::lua_balancer::BalancerLua;
 use super::upstream_call::{self, Proxied, UpstreamHead, UpstreamInfo};
 use crate::config::Snapshot;
-use crate::rules::CacheRule;
+use crate::rules::{CacheRule, RequestId};
 use crate::server::worker::WorkerCtx;
 use crate::upstream::Upstream;
 
@@ -57,7 +58,7 @@ pub fn result_of(h: &HeaderMap) -> &'static str {
 }
 
 /// One request the cache handles.
-pub struct CacheRequest {
+pub struct CacheRequest<'a> {
     pub rule: Arc<CacheRule>,
     /// The primary key text, from the rule's key parts.
     pub key: String,
@@ -68,7 +69,7 @@ pub struct CacheRequest {
     /// The request head as the client sent it; [`Forwarding`] is applied when it goes
     /// upstream.
     pub head: UpstreamHead,
-    pub forward: Forwarding,
+    pub forward: Forwarding<'a>,
     pub hash: u64,
     /// Set from Lua (`require "outpost.cache"`): go to the origin without looking up, or
     /// without storing what comes back.
@@ -99,14 +100,15 @@ impl CacheUrl {
     }
 }
 
-/// What the forwarding headers need, owned: they are built only when a request goes upstream
-/// (a hit never pays for them).
+/// What the forwarding headers need, borrowed from the request (owned only by a background
+/// refresh): the headers are built only when a request goes upstream, so a hit never pays for
+/// them, nor for a request id.
 #[derive(Clone)]
-pub struct Forwarding {
+pub struct Forwarding<'a> {
     pub client_ip: std::net::IpAddr,
     pub scheme: &'static str,
-    pub host: String,
-    pub request_id: HeaderValue,
+    pub host: Cow<'a, str>,
+    pub request_id: Cow<'a, RequestId>,
     pub via: &'static str,
     pub ops: Vec<crate::rules::HeaderOp>,
 }
@@ -153,7 +155,7 @@ pub async fn serve(
     w: &Rc<WorkerCtx>,
     up: &Arc<Upstream>,
     snapshot: &Arc<Snapshot>,
-    cr: CacheRequest,
+    cr: CacheRequest<'_>,
     info: &mut UpstreamInfo,
 ) -> Response<ResponseBody> {
     let cache = snapshot.cache.clone();
@@ -246,7 +248,7 @@ async fn miss(
     w: &Rc<WorkerCtx>,
     up: &Arc<Upstream>,
     snapshot: &Arc<Snapshot>,
-    cr: CacheRequest,
+    cr: CacheRequest<'_>,
     key: KeyHash,
     info: &mut UpstreamInfo,
 ) -> Response<ResponseBody> {
@@ -300,7 +302,7 @@ async fn miss(
 /// Decides whether the origin's response is stored; if so starts the fill and tees the body.
 fn store_and_stream(
     cache: &Arc<outpost_cache::Cache>,
-    cr: &CacheRequest,
+    cr: &CacheRequest<'_>,
     p: Proxied,
     mut handle: outpost_cache::FillHandle,
     request_time: SystemTime,
@@ -424,7 +426,7 @@ async fn revalidate(
     w: &Rc<WorkerCtx>,
     up: &Arc<Upstream>,
     snapshot: &Arc<Snapshot>,
-    cr: &CacheRequest,
+    cr: &CacheRequest<'_>,
     key: KeyHash,
     stored: Stored,
     if_error: bool,
@@ -496,7 +498,7 @@ fn p_status_replaces(s: StatusCode) -> bool {
 }
 
 fn serve_stale_on_error(
-    cr: &CacheRequest,
+    cr: &CacheRequest<'_>,
     stored: &Stored,
     fwd_status: Option<u16>,
 ) -> Response<ResponseBody> {
@@ -537,7 +539,7 @@ fn revalidate_in_background(
     w: &Rc<WorkerCtx>,
     up: &Arc<Upstream>,
     cache: &Arc<outpost_cache::Cache>,
-    cr: &CacheRequest,
+    cr: &CacheRequest<'_>,
     key: &KeyHash,
     stored: &Stored,
 ) {
@@ -559,7 +561,12 @@ fn revalidate_in_background(
         url: cr.url.clone(),
         method: Method::GET,
         head: clone_head(&cr.head),
-        forward: cr.forward.clone(),
+        forward: Forwarding {
+            host: Cow::Owned(cr.forward.host.to_string()),
+            // The refresh carries the id of the request that started it.
+            request_id: Cow::Owned(cr.forward.request_id.as_ref().clone()),
+            ..cr.forward.clone()
+        },
         skip_lookup: false,
         skip_store: false,
         hash: cr.hash,
@@ -607,7 +614,7 @@ fn revalidate_in_background(
 
 /// Answers from a stored object: conditionals, ranges, HEAD, `Age`, `Cache-Status`.
 fn from_stored(
-    cr: &CacheRequest,
+    cr: &CacheRequest<'_>,
     stored: &Stored,
     age: Duration,
     status: CacheStatus,
@@ -668,7 +675,8 @@ fn from_stored(
         let mut resp = Response::new(ResponseBody::cached(body));
         *resp.status_mut() = code;
         *resp.headers_mut() = meta.hit_head(hit_head).clone();
-        finish_headers(resp.headers_mut(), &cr.rule, &status, Some(age));
+        // The hit head has no CDN-only fields left to remove.
+        stamp_headers(resp.headers_mut(), &cr.rule, &status, Some(age));
         return resp;
     };
     let mut resp = respond(cr, meta, age, status, body, Some(end - start));
@@ -680,7 +688,7 @@ fn from_stored(
 }
 
 fn respond(
-    cr: &CacheRequest,
+    cr: &CacheRequest<'_>,
     meta: &ObjectMeta,
     age: Duration,
     status: CacheStatus,
@@ -720,6 +728,14 @@ fn finish_headers(
     status: &CacheStatus,
     age: Option<Duration>,
 ) {
+    stamp_headers(h, rule, status, age);
+    // Meant for us, as Fastly and Akamai treat them.
+    h.remove(&SURROGATE_CONTROL);
+    h.remove(&SURROGATE_KEY);
+}
+
+/// `Age`, `Cache-Status` and the browser TTL.
+fn stamp_headers(h: &mut HeaderMap, rule: &CacheRule, status: &CacheStatus, age: Option<Duration>) {
     if let Some(age) = age {
         h.insert(header::AGE, HeaderValue::from(age.as_secs()));
     }
@@ -736,9 +752,6 @@ fn finish_headers(
         );
         h.remove(header::EXPIRES);
     }
-    // Meant for us, as Fastly and Akamai treat them.
-    h.remove(&SURROGATE_CONTROL);
-    h.remove(&SURROGATE_KEY);
 }
 
 /// Purge tags: `Surrogate-Key` (space-separated) and `Cache-Tag` (comma-separated).
@@ -779,14 +792,14 @@ fn strip_conditionals(h: &mut HeaderMap) {
 }
 
 /// The head sent upstream: the client's, with the forwarding headers.
-fn upstream_head(cr: &CacheRequest) -> UpstreamHead {
+fn upstream_head(cr: &CacheRequest<'_>) -> UpstreamHead {
     let mut head = clone_head(&cr.head);
     let f = &cr.forward;
     let fwd = forward::Forwarded {
         client_ip: f.client_ip,
         scheme: f.scheme,
         host: &f.host,
-        request_id: &f.request_id,
+        request_id: f.request_id.value(),
         via: f.via,
         upgrade: None,
     };
@@ -830,7 +843,7 @@ async fn fetch(
 async fn pass(
     w: &Rc<WorkerCtx>,
     up: &Arc<Upstream>,
-    cr: CacheRequest,
+    cr: CacheRequest<'_>,
     info: &mut UpstreamInfo,
     detail: &str,
 ) -> Response<ResponseBody> {

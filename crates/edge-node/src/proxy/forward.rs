@@ -11,7 +11,7 @@ use crate::rules::HeaderOp;
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use crate::rules::request_id::X_REQUEST_ID;
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -26,8 +26,17 @@ const HOP_BY_HOP: [&HeaderName; 8] = [
     &header::PROXY_AUTHENTICATE,
 ];
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name) || name == header::PROXY_AUTHORIZATION
+}
+
 /// Removes hop-by-hop fields, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first: most requests and responses carry none of them, and
+    // comparing names is cheaper than looking each one up.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -41,14 +50,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     for h in HOP_BY_HOP {
-        if headers.contains_key(h) {
-            headers.remove(h);
-        }
+        headers.remove(h);
     }
-    if headers.contains_key(header::PROXY_AUTHORIZATION) {
-        // Meant for us, not for the origin (we do not authenticate proxies).
-        headers.remove(header::PROXY_AUTHORIZATION);
-    }
+    // Meant for us, not for the origin (we do not authenticate proxies).
+    headers.remove(header::PROXY_AUTHORIZATION);
 }
 
 /// What the forwarding headers say about the client.

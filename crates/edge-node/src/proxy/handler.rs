@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use super::access_log::{LogRecord, format_line};
 use super::body::{RequestBody, ResponseBody, UpstreamRequestBody};
 use super::cache_phase;
-use super::forward::{self, Forwarded, X_REQUEST_ID};
+use super::forward::{self, Forwarded};
 use super::internal_redirect;
 use super::lua_balancer::BalancerLua;
 use super::lua_body;
@@ -34,7 +34,7 @@ use super::upstream_call::{self, UpstreamHead, UpstreamInfo};
 use crate::clock;
 use crate::config::host_router::normalize_host;
 use crate::config::{AccessLogFormat, Application, Snapshot};
-use crate::rules::{self, LocalResponse, RequestView};
+use crate::rules::{self, LocalResponse, RequestId, RequestView};
 use crate::server::worker::{ConnInfo, WorkerCtx};
 use crate::upstream::balancer::hash_bytes;
 
@@ -89,7 +89,7 @@ pub async fn serve(
     };
     let host_raw = host_value.to_str().unwrap_or("");
     let host = normalize_host(host_raw);
-    let request_id = request_id(&parts.headers);
+    let request_id = RequestId::from_headers(&parts.headers);
     // Kept for the access log: the request headers move upstream with the request.
     let logged = LoggedHeaders {
         referer: parts.headers.get(header::REFERER).cloned(),
@@ -130,7 +130,7 @@ pub async fn serve(
         headers: &parts.headers,
         client: conn.client,
         local: conn.local,
-        request_id: request_id.to_str().unwrap_or(""),
+        request_id: &request_id,
         declared: &app.declared,
     };
     let mut fx = rules::evaluate(&app.rules, &view, &w.shared.limiter, clock::now_ms);
@@ -179,13 +179,7 @@ pub async fn serve(
     };
     let balancer_code = upstream.as_ref().and_then(|u| u.lua_balancer.clone());
     let lua_state = (!lua.is_empty() || balancer_code.is_some()).then(|| {
-        let state = lua_phase::request_state(
-            &parts,
-            &conn,
-            &host,
-            request_id.to_str().unwrap_or(""),
-            &app,
-        );
+        let state = lua_phase::request_state(&parts, &conn, &host, request_id.as_str(), &app);
         let sub = match &caller {
             Caller::Subrequest(setup) => Some(setup.as_ref()),
             Caller::Client { .. } => {
@@ -365,8 +359,8 @@ pub async fn serve(
                             forward: cache_phase::Forwarding {
                                 client_ip: conn.client.ip(),
                                 scheme: conn.scheme,
-                                host: host_raw.to_string(),
-                                request_id: request_id.clone(),
+                                host: std::borrow::Cow::Borrowed(host_raw),
+                                request_id: std::borrow::Cow::Borrowed(&request_id),
                                 via: via(parts.version),
                                 ops: std::mem::take(&mut fx.request_headers),
                             },
@@ -382,7 +376,7 @@ pub async fn serve(
                             client_ip: conn.client.ip(),
                             scheme: conn.scheme,
                             host: host_raw,
-                            request_id: &request_id,
+                            request_id: request_id.value(),
                             via: via(parts.version),
                             upgrade: upgrade.clone(),
                         };
@@ -435,7 +429,7 @@ pub async fn serve(
                                         headers,
                                         client: conn.client,
                                         local: conn.local,
-                                        request_id: "",
+                                        request_id: &request_id,
                                         declared: &app.declared,
                                     };
                                     cache_phase::invalidate_after_unsafe(
@@ -450,7 +444,7 @@ pub async fn serve(
                                 resp
                             }
                             Err(e) => {
-                                tracing::warn!(application = %app.name, upstream = %up.name, error = %e, request_id = ?request_id, "proxying failed");
+                                tracing::warn!(application = %app.name, upstream = %up.name, error = %e, request_id = request_id.as_str(), "proxying failed");
                                 let mut resp = local(LocalResponse::text(
                                     e.status(),
                                     format!("{}\n", e.status()),
@@ -508,26 +502,6 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// The client's `X-Request-Id` when it is short and plain, else 32 random hex digits (as
-/// nginx's `$request_id`).
-fn request_id(h: &http::HeaderMap) -> HeaderValue {
-    if let Some(v) = h.get(&X_REQUEST_ID)
-        && v.len() <= 64
-        && !v.is_empty()
-        && v.as_bytes()
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return v.clone();
-    }
-    let id: u128 = rand::random();
-    let mut hex = [0u8; 32];
-    for (i, b) in hex.iter_mut().enumerate() {
-        *b = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("-"))
-}
-
 fn local(r: LocalResponse) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(r.body));
     *resp.status_mut() = r.status;
@@ -546,7 +520,7 @@ fn finish(
     conn: &Rc<ConnInfo>,
     parts: &http::request::Parts,
     host: &str,
-    request_id: &HeaderValue,
+    request_id: &RequestId,
     logged: &LoggedHeaders,
     upstream: UpstreamInfo,
     caller: Caller,
@@ -576,7 +550,7 @@ fn finish(
         user_agent: header_string(logged.user_agent.as_ref()),
         host: host.to_string(),
         application: app.map(|a| a.name.clone()).unwrap_or_default(),
-        request_id: request_id.to_str().unwrap_or("").to_string(),
+        request_id: request_id.as_str().to_string(),
         upstream,
         started,
     });

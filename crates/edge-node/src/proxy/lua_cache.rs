@@ -21,7 +21,7 @@ use outpost_lua::{CacheAccess, CacheAccessError, CacheFuture, CachedObject, NewO
 use super::cache_phase;
 use super::forward;
 use crate::config::Snapshot;
-use crate::rules::{CacheRule, RequestView};
+use crate::rules::{CacheRule, RequestId, RequestView};
 
 static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
 static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
@@ -203,7 +203,7 @@ fn default_key(url: &str) -> Option<String> {
         headers: &headers,
         client: addr,
         local: addr,
-        request_id: "",
+        request_id: &RequestId::default(),
         declared: &[],
     };
     Some(rule.key(&view))

@@ -175,7 +175,7 @@ mod tests {
             headers,
             client: "127.0.0.1:1".parse().unwrap(),
             local: "127.0.0.1:2".parse().unwrap(),
-            request_id: "r",
+            request_id: Box::leak(Box::default()),
             declared: &[],
         }
     }

@@ -19,7 +19,7 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     pub client: SocketAddr,
     pub local: SocketAddr,
-    pub request_id: &'a str,
+    pub request_id: &'a super::RequestId,
     /// Values of the application's declared variables, by name.
     pub declared: &'a [(String, String)],
 }
@@ -89,6 +89,7 @@ pub(crate) mod test_support {
         pub headers: HeaderMap,
         pub client: SocketAddr,
         pub declared: Vec<(String, String)>,
+        pub request_id: crate::rules::RequestId,
     }
 
     impl OwnedRequest {
@@ -105,6 +106,7 @@ pub(crate) mod test_support {
                 headers: HeaderMap::new(),
                 client: "192.0.2.7:5555".parse().unwrap(),
                 declared: vec![],
+                request_id: crate::rules::RequestId::fixed(http::HeaderValue::from_static("rid")),
             }
         }
 
@@ -124,7 +126,7 @@ pub(crate) mod test_support {
                 headers: &self.headers,
                 client: self.client,
                 local: "127.0.0.1:80".parse().unwrap(),
-                request_id: "rid",
+                request_id: &self.request_id,
                 declared: &self.declared,
             }
         }

@@ -117,7 +117,7 @@ impl Var {
             Var::ServerPort => {
                 let _ = write!(out, "{}", r.local.port());
             }
-            Var::RequestId => out.push_str(r.request_id),
+            Var::RequestId => out.push_str(r.request_id.as_str()),
             Var::Header(h) => {
                 if let Some(v) = r.header(h.as_str()) {
                     out.push_str(&v)
