@@ -157,7 +157,7 @@ pub async fn serve(
     snapshot: &Arc<Snapshot>,
     cr: CacheRequest<'_>,
     info: &mut UpstreamInfo,
-) -> Response<ResponseBody> {
+) -> (Response<ResponseBody>, &'static str) {
     let cache = snapshot.cache.clone();
     let opts = store_options(&cr.rule);
     let now = SystemTime::now();
@@ -166,10 +166,8 @@ pub async fn serve(
     let lookup = cache.lookup(&cr.key, |fields| {
         secondary(fields, client_headers).unwrap_or_else(|| "\0unmatchable".into())
     });
-    let request_dirs = policy::parse_request(client_headers);
-
     if cr.skip_store && cr.skip_lookup {
-        return Box::pin(pass(w, up, cr, info, "lua-bypass")).await;
+        return with_result(Box::pin(pass(w, up, cr, info, "lua-bypass")).await);
     }
     if let Some(stored) = lookup
         .stored
@@ -194,7 +192,7 @@ pub async fn serve(
                     ttl: Some(ttl),
                     ..CacheStatus::default()
                 };
-                return from_stored(&cr, &stored, age, status);
+                return (from_stored(&cr, &stored, age, status), hit_result(ttl));
             }
             Decision::Stale {
                 can_serve_while_revalidate: true,
@@ -207,40 +205,53 @@ pub async fn serve(
                     detail: Some("stale-while-revalidate".into()),
                     ..CacheStatus::default()
                 };
-                return from_stored(&cr, &stored, age, status);
+                return (from_stored(&cr, &stored, age, status), hit_result(ttl));
             }
             Decision::Stale {
                 can_serve_if_error, ..
             } => {
                 // Boxed, as the misses below: they go to the network, and inline their
                 // state would make every hit's future (moved on each request) larger.
-                return Box::pin(revalidate(
-                    w,
-                    up,
-                    snapshot,
-                    &cr,
-                    lookup.key,
-                    stored,
-                    can_serve_if_error,
-                    info,
-                ))
-                .await;
+                return with_result(
+                    Box::pin(revalidate(
+                        w,
+                        up,
+                        snapshot,
+                        &cr,
+                        lookup.key,
+                        stored,
+                        can_serve_if_error,
+                        info,
+                    ))
+                    .await,
+                );
             }
             Decision::GatewayTimeout => {
-                return local(StatusCode::GATEWAY_TIMEOUT, "not cached\n");
+                return with_result(local(StatusCode::GATEWAY_TIMEOUT, "not cached\n"));
             }
             Decision::Bypass => {}
         }
     }
-    if request_dirs.only_if_cached {
+    // Parsed here, not before the lookup: a hit never needs it.
+    if policy::parse_request(client_headers).only_if_cached {
         // RFC 9111 §5.2.1.7: nothing usable stored, and the client forbids going further.
-        return local(StatusCode::GATEWAY_TIMEOUT, "not cached\n");
+        return with_result(local(StatusCode::GATEWAY_TIMEOUT, "not cached\n"));
     }
     if cr.method == Method::HEAD {
         // A HEAD miss has no body to store; the origin answers it as it is.
-        return Box::pin(pass(w, up, cr, info, "head-miss")).await;
+        return with_result(Box::pin(pass(w, up, cr, info, "head-miss")).await);
     }
-    Box::pin(miss(w, up, snapshot, cr, lookup.key, info)).await
+    with_result(Box::pin(miss(w, up, snapshot, cr, lookup.key, info)).await)
+}
+
+/// What a hit reports to the metrics: `result_of` would read the same from its header.
+fn hit_result(ttl: i64) -> &'static str {
+    if ttl < 0 { "stale" } else { "hit" }
+}
+
+fn with_result(resp: Response<ResponseBody>) -> (Response<ResponseBody>, &'static str) {
+    let result = result_of(resp.headers());
+    (resp, result)
 }
 
 /// A request that found nothing usable: collapse onto a fill in progress, or lead one.

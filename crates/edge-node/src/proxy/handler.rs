@@ -367,8 +367,9 @@ pub async fn serve(
                             hash,
                         };
                         // The cache answers; its response takes the same way out as any other.
-                        let mut resp = cache_phase::serve(&w, &up, &snapshot, cr, &mut info).await;
-                        app.metrics.cache(cache_phase::result_of(resp.headers()));
+                        let (mut resp, result) =
+                            cache_phase::serve(&w, &up, &snapshot, cr, &mut info).await;
+                        app.metrics.cache(result);
                         forward::apply(resp.headers_mut(), &fx.response_headers);
                         resp
                     } else {
