@@ -18,8 +18,11 @@ struct Entry {
     body: Arc<[Bytes]>,
 }
 
+/// Keys are SHA-256 digests already: a fast hasher is enough, and no one can aim collisions.
+type Objects = Cache<KeyHash, Entry, foldhash::fast::RandomState>;
+
 pub struct MemoryTier {
-    cache: Cache<KeyHash, Entry>,
+    cache: Objects,
     max_object: u64,
 }
 
@@ -50,8 +53,8 @@ impl MemoryTier {
                         v.send(*k, e.meta, e.body);
                     }
                 })
-                .build(),
-            None => builder.build(),
+                .build_with_hasher(Default::default()),
+            None => builder.build_with_hasher(Default::default()),
         };
         MemoryTier { cache, max_object }
     }
@@ -68,7 +71,7 @@ impl MemoryTier {
 }
 
 struct MemoryWriter {
-    tier_cache: Cache<KeyHash, Entry>,
+    tier_cache: Objects,
     key: KeyHash,
     chunks: Vec<Bytes>,
     len: u64,

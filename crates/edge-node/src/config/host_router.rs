@@ -1,15 +1,14 @@
 //! Host to application: exact name, then the longest wildcard, then the listener's default.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::Application;
+use super::{Application, FastMap};
 
 #[derive(Default)]
 pub struct HostRouter {
-    exact: HashMap<String, Arc<Application>>,
+    exact: FastMap<String, Arc<Application>>,
     /// `*.example.com` stored as `example.com`.
-    wildcard: HashMap<String, Arc<Application>>,
+    wildcard: FastMap<String, Arc<Application>>,
     default: Option<Arc<Application>>,
 }
 

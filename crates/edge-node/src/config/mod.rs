@@ -85,11 +85,16 @@ pub enum AccessLogFormat {
     Off,
 }
 
+/// Maps looked up on every request by config keys (listener, upstream and host names):
+/// foldhash, as hashbrown's default, is several times cheaper than SipHash there, and lookups
+/// by a client's value never insert, so collisions cannot be aimed at them.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 pub struct Snapshot {
     pub version: u64,
     /// By configured address.
-    pub listeners: HashMap<SocketAddr, ListenerSpec>,
-    pub upstreams: HashMap<Arc<str>, Arc<Upstream>>,
+    pub listeners: FastMap<SocketAddr, ListenerSpec>,
+    pub upstreams: FastMap<Arc<str>, Arc<Upstream>>,
     /// Every application, for SNI certificate choice.
     pub sni: HostRouter,
     pub fallback_cert: Option<Arc<CertifiedKey>>,
@@ -141,7 +146,7 @@ impl Snapshot {
             certs.insert(&c.name, key);
         }
 
-        let mut upstreams = HashMap::new();
+        let mut upstreams = FastMap::default();
         for (i, u) in cfg.upstreams.iter().enumerate() {
             let up = Upstream::compile(u, states, metrics)
                 .map_err(|(f, m)| err(format!("upstreams[{i}].{f}"), m))?;
@@ -159,7 +164,7 @@ impl Snapshot {
             .collect();
         states.retain(&live);
 
-        let mut listeners: HashMap<SocketAddr, ListenerSpec> = HashMap::new();
+        let mut listeners: FastMap<SocketAddr, ListenerSpec> = FastMap::default();
         let mut sni = HostRouter::default();
         let mut fallback_cert = None;
         for (i, a) in cfg.applications.iter().enumerate() {

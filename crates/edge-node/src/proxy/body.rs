@@ -227,8 +227,10 @@ pub struct ResponseBody {
     peer_guard: Option<crate::upstream::peer::ActiveGuard>,
     sent: u64,
     complete: bool,
-    /// Run in order when the body is done or dropped.
-    finish: Vec<OnFinish>,
+    /// Run in order when the body is done or dropped: most responses have one (the log
+    /// phase), kept inline, so only a second one (Lua's log phase) allocates the list.
+    finish: Option<OnFinish>,
+    finish_more: Vec<OnFinish>,
     /// A storable response being filled into the cache as it streams to the client.
     tee: Option<Box<Tee>>,
     /// Lua body_filter, between the cache's copy and the client.
@@ -281,7 +283,8 @@ impl ResponseBody {
             peer_guard: None,
             sent: 0,
             complete: false,
-            finish: Vec::new(),
+            finish: None,
+            finish_more: Vec::new(),
             tee: None,
             filter: None,
         }
@@ -325,7 +328,11 @@ impl ResponseBody {
 
     /// Adds `f` to what runs when the body is done or dropped (after those added before).
     pub fn on_finish(&mut self, f: OnFinish) {
-        self.finish.push(f);
+        if self.finish.is_none() {
+            self.finish = Some(f);
+        } else {
+            self.finish_more.push(f);
+        }
     }
 
     /// Runs Lua body_filter over every chunk from here on (the cache's copy is taken before).
@@ -476,7 +483,8 @@ impl ResponseBody {
             peer_guard: self.peer_guard.take(),
             sent: 0,
             complete: false,
-            finish: Vec::new(),
+            finish: None,
+            finish_more: Vec::new(),
             tee: self.tee.take(),
             filter: None,
         };
@@ -548,7 +556,10 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         let done = self.complete || self.is_end_stream();
         self.release_if_done();
-        for f in std::mem::take(&mut self.finish) {
+        if let Some(f) = self.finish.take() {
+            f(self.sent, done);
+        }
+        for f in std::mem::take(&mut self.finish_more) {
             f(self.sent, done);
         }
     }
