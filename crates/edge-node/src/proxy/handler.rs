@@ -13,6 +13,8 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,19 +50,22 @@ pub async fn handle(
 }
 
 /// A client's request, from hyper or from the edge's own HTTP/1.1 path (`server/http1.rs`).
-pub async fn handle_head(
+///
+/// The pipeline's future is some kilobytes (every phase's state): it is made once, in its
+/// box, rather than made and then moved into each caller's future, request after request.
+pub fn handle_head(
     w: Rc<WorkerCtx>,
     conn: Rc<ConnInfo>,
     parts: http::request::Parts,
     body: RequestBody,
-) -> Response<ResponseBody> {
+) -> Pin<Box<impl Future<Output = Response<ResponseBody>>>> {
     let caller = Caller::Client {
         // The clock read when the head's first bytes came serves here too.
         started: conn.head_started().unwrap_or_else(Instant::now),
         in_flight: conn.begin_request(),
     };
     let snapshot = w.shared.snapshot.load_full();
-    serve(w, conn, snapshot, parts, body, caller).await
+    Box::pin(serve(w, conn, snapshot, parts, body, caller))
 }
 
 /// Who a request is for: a client (its response is counted and logged when its body is
