@@ -167,7 +167,7 @@ pub async fn serve(
         secondary(fields, client_headers).unwrap_or_else(|| "\0unmatchable".into())
     });
     if cr.skip_store && cr.skip_lookup {
-        return with_result(Box::pin(pass(w, up, cr, info, "lua-bypass")).await);
+        return with_result(crate::in_box!(pass(w, up, cr, info, "lua-bypass")).await);
     }
     if let Some(stored) = lookup
         .stored
@@ -213,7 +213,7 @@ pub async fn serve(
                 // Boxed, as the misses below: they go to the network, and inline their
                 // state would make every hit's future (moved on each request) larger.
                 return with_result(
-                    Box::pin(revalidate(
+                    crate::in_box!(revalidate(
                         w,
                         up,
                         snapshot,
@@ -239,9 +239,9 @@ pub async fn serve(
     }
     if cr.method == Method::HEAD {
         // A HEAD miss has no body to store; the origin answers it as it is.
-        return with_result(Box::pin(pass(w, up, cr, info, "head-miss")).await);
+        return with_result(crate::in_box!(pass(w, up, cr, info, "head-miss")).await);
     }
-    with_result(Box::pin(miss(w, up, snapshot, cr, lookup.key, info)).await)
+    with_result(crate::in_box!(miss(w, up, snapshot, cr, lookup.key, info)).await)
 }
 
 /// What a hit reports to the metrics: `result_of` would read the same from its header.
@@ -838,7 +838,7 @@ async fn fetch(
     // Boxed: inline, its state would be most of every request's future, hits included,
     // and that future is moved whole into hyper's dispatcher on each request. A fetch goes
     // to the network; one allocation more is nothing there.
-    Box::pin(upstream_call::call(
+    crate::in_box!(upstream_call::call(
         w,
         up,
         head,

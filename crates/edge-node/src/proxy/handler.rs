@@ -65,7 +65,7 @@ pub fn handle_head(
         in_flight: conn.begin_request(),
     };
     let snapshot = w.shared.snapshot.load_full();
-    Box::pin(serve(w, conn, snapshot, parts, body, caller))
+    crate::in_box!(serve(w, conn, snapshot, parts, body, caller))
 }
 
 /// Who a request is for: a client (its response is counted and logged when its body is
@@ -394,7 +394,7 @@ pub async fn serve(
                         };
                         // Boxed: its state is most of a request's future, which is moved
                         // whole on each request (the cache's serves hits, and stays inline).
-                        let result = Box::pin(upstream_call::call(
+                        let result = crate::in_box!(upstream_call::call(
                             &w,
                             &up,
                             head,

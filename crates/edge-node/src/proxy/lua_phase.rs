@@ -225,7 +225,7 @@ pub async fn content(
     // Owned, so that a script that flushes can go on inside the response body.
     let mut running: Running = {
         let (w, state, chunks) = (w.clone(), state.clone(), lua.content.clone());
-        Box::pin(async move { run(&w, &vm, &chunks, Phase::Content, &state).await })
+        crate::in_box!(async move { run(&w, &vm, &chunks, Phase::Content, &state).await })
     };
     let finished = std::future::poll_fn(|cx| match running.as_mut().poll(cx) {
         Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
