@@ -47,7 +47,7 @@ pub struct RequestState {
     pub host: String,
     /// `$server_name`: the application's first domain, as nginx gives the server block's
     /// first `server_name` (empty when it has none).
-    pub server_name: String,
+    pub server_name: std::sync::Arc<str>,
     pub client: SocketAddr,
     pub server: SocketAddr,
     pub request_id: String,
@@ -112,7 +112,7 @@ pub struct RequestState {
     /// its subrequests', which share it).
     pub budget: Rc<crate::limits::Budget>,
     /// Runs `ngx.location.capture`'s subrequests; `None` where the host has no pipeline.
-    pub subrequests: Option<Rc<dyn crate::subrequest::SubrequestRunner>>,
+    pub subrequests: Option<std::rc::Weak<dyn crate::subrequest::SubrequestRunner>>,
     /// 0 for a main request, 1 for its subrequests, 2 for theirs...
     pub subrequest_depth: u32,
 }
@@ -152,6 +152,18 @@ impl BalancerState {
 
 impl RequestState {
     pub fn new(method: Method, uri: String, args: Option<String>, headers: HeaderMap) -> Self {
+        Self::started_at(SystemTime::now(), method, uri, args, headers)
+    }
+
+    /// As [`RequestState::new`], for a request the host saw begin at `start_time`
+    /// (`ngx.req.start_time`).
+    pub fn started_at(
+        start_time: SystemTime,
+        method: Method,
+        uri: String,
+        args: Option<String>,
+        headers: HeaderMap,
+    ) -> Self {
         let request_uri = match &args {
             Some(a) => format!("{uri}?{a}"),
             None => uri.clone(),
@@ -170,11 +182,11 @@ impl RequestState {
             raw_head: None,
             scheme: "http",
             host: String::new(),
-            server_name: String::new(),
+            server_name: std::sync::Arc::from(""),
             client: SocketAddr::from(([127, 0, 0, 1], 0)),
             server: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_id: String::new(),
-            start_time: SystemTime::now(),
+            start_time,
             body: None,
             body_replaced: false,
             tls: None,

@@ -73,7 +73,7 @@ pub struct LuaVm {
     chunks: RefCell<ChunkMap>,
     /// Per application: its globals table and its chunks, compiled with that table as their
     /// environment.
-    scopes: RefCell<HashMap<Arc<str>, Scope>>,
+    scopes: RefCell<HashMap<Arc<str>, Scope, rustc_hash::FxBuildHasher>>,
     /// The metatable of every application's globals: reads fall through to `_G`, new globals
     /// pass the write guard.
     scope_meta: Table,
@@ -340,7 +340,7 @@ impl LuaVm {
         Ok(LuaVm {
             lua,
             chunks: RefCell::new(ChunkMap::default()),
-            scopes: RefCell::new(HashMap::new()),
+            scopes: RefCell::new(HashMap::default()),
             scope_meta,
             alive,
             limits,

@@ -39,6 +39,9 @@ pub struct Application {
     /// The application's Lua globals table, by name (`RequestState::globals`): its globals
     /// outlive requests, as in OpenResty, but no other application sees them.
     pub lua_globals: Arc<str>,
+    /// `$server_name`: the first domain, as nginx gives the server block's first
+    /// `server_name` (empty when it has none). Shared with each request's Lua state.
+    pub server_name: Arc<str>,
     pub declared: Vec<(String, String)>,
     pub metrics: Arc<AppMetrics>,
 }
@@ -57,6 +60,7 @@ impl Application {
             lua: LuaHandlers::default(),
             lua_ssl_certificate: None,
             lua_globals: Arc::from(name),
+            server_name: Arc::from(domains.first().copied().unwrap_or("")),
             declared: vec![],
             metrics: Arc::new(Metrics::default().app(name)),
         }
@@ -211,6 +215,7 @@ impl Snapshot {
                 lua,
                 lua_ssl_certificate,
                 lua_globals: Arc::from(a.name.as_str()),
+                server_name: Arc::from(a.domains.first().map_or("", String::as_str)),
                 declared: a
                     .variables
                     .iter()

@@ -19,13 +19,12 @@ use bytes::Bytes;
 use outpost_lua::{LuaError, LuaVm, SharedRequest};
 
 use crate::metrics::LuaMetrics;
-use crate::rules::LuaChunk;
 
 type Run = Pin<Box<dyn Future<Output = Result<(Bytes, bool), LuaError>>>>;
 
 pub struct BodyFilter {
     vm: Rc<LuaVm>,
-    handlers: Rc<[Arc<LuaChunk>]>,
+    handlers: crate::rules::lua_code::Chunks,
     state: SharedRequest,
     app: Arc<str>,
     metrics: LuaMetrics,
@@ -43,14 +42,14 @@ pub struct BodyFilter {
 impl BodyFilter {
     pub fn new(
         vm: Rc<LuaVm>,
-        handlers: Vec<Arc<LuaChunk>>,
+        handlers: crate::rules::lua_code::Chunks,
         state: SharedRequest,
         app: &str,
         metrics: LuaMetrics,
     ) -> BodyFilter {
         BodyFilter {
             vm,
-            handlers: handlers.into(),
+            handlers,
             state,
             app: Arc::from(app),
             metrics,

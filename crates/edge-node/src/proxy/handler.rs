@@ -184,7 +184,19 @@ pub async fn serve(
     };
     let balancer_code = upstream.as_ref().and_then(|u| u.lua_balancer.clone());
     let lua_state = (!lua.is_empty() || balancer_code.is_some()).then(|| {
-        let state = lua_phase::request_state(&parts, &conn, &host, request_id.as_str(), &app);
+        let origin = subrequest::Origin {
+            w: w.clone(),
+            conn: conn.clone(),
+            snapshot: snapshot.clone(),
+            host: host_value.clone(),
+            version: parts.version,
+        };
+        let started = match &caller {
+            Caller::Client { started, .. } => *started,
+            Caller::Subrequest(_) => Instant::now(),
+        };
+        let state =
+            lua_phase::request_state(&parts, origin, &host, request_id.as_str(), &app, started);
         let sub = match &caller {
             Caller::Subrequest(setup) => Some(setup.as_ref()),
             Caller::Client { .. } => {
@@ -192,7 +204,7 @@ pub async fn serve(
                 None
             }
         };
-        subrequest::prepare(&state, &w, &conn, &snapshot, host_raw, parts.version, sub);
+        subrequest::prepare(&state, sub);
         state
     });
     let balancer = balancer_code
@@ -537,7 +549,11 @@ fn finish(
     let status = resp.status().as_u16();
     let metrics = app.map_or_else(|| snapshot.unrouted.clone(), |a| a.metrics.clone());
     metrics.count(status);
-    metrics.duration.observe(started.elapsed().as_secs_f64());
+    let now = Instant::now();
+    metrics
+        .duration
+        .observe(now.saturating_duration_since(started).as_secs_f64());
+    conn.response_made.set(Some(now));
     let logging = snapshot.access_log != AccessLogFormat::Off && conn.access_log.is_enabled();
     let record = logging.then(|| LogRecord {
         client: conn.client.ip(),

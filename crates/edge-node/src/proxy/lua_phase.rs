@@ -18,7 +18,7 @@ use super::lua_stream::{self, Running};
 use crate::config::{Application, Snapshot};
 use crate::metrics::LuaMetrics;
 use crate::rules::{LuaChunk, LuaHandlers};
-use crate::server::worker::{ConnInfo, WorkerCtx};
+use crate::server::worker::WorkerCtx;
 
 /// A request's Lua: its state, and the VM all its phases run on. The VM is the worker's at
 /// the request's first Lua phase and stays the request's: its `ngx.ctx` and what its modules
@@ -26,6 +26,8 @@ use crate::server::worker::{ConnInfo, WorkerCtx};
 /// that started on it.
 pub struct LuaRequest {
     pub state: SharedRequest,
+    /// What its subrequests start from (`proxy/subrequest.rs`).
+    pub origin: super::subrequest::Origin,
     vm: OnceCell<Rc<LuaVm>>,
     /// Told when a streamed content phase's script ends (the log phase waits for it).
     content_done: Cell<Option<tokio::sync::oneshot::Receiver<()>>>,
@@ -54,12 +56,15 @@ impl LuaRequest {
 
 pub fn request_state(
     parts: &http::request::Parts,
-    conn: &ConnInfo,
+    origin: super::subrequest::Origin,
     host: &str,
     request_id: &str,
     app: &Application,
+    started: std::time::Instant,
 ) -> Rc<LuaRequest> {
-    let mut s = RequestState::new(
+    let conn = &origin.conn;
+    let mut s = RequestState::started_at(
+        crate::clock::wall_at(started),
         parts.method.clone(),
         parts.uri.path().to_string(),
         parts.uri.query().map(str::to_string),
@@ -73,7 +78,7 @@ pub fn request_state(
     s.scheme = conn.scheme;
     s.tls = conn.tls.clone();
     s.host = host.to_string();
-    s.server_name = app.domains.first().cloned().unwrap_or_default();
+    s.server_name = app.server_name.clone();
     s.client = conn.client;
     s.server = conn.local;
     s.request_id = request_id.to_string();
@@ -88,6 +93,7 @@ pub fn request_state(
     s.declared = app.declared.iter().cloned().collect();
     Rc::new(LuaRequest {
         state: Rc::new(RefCell::new(s)),
+        origin,
         vm: OnceCell::new(),
         content_done: Cell::new(None),
     })

@@ -39,28 +39,24 @@ pub struct SubrequestSetup {
     made: RefCell<Option<Rc<LuaRequest>>>,
 }
 
+/// Where a request's subrequests start from: its worker, connection, snapshot, host and
+/// version. Kept in its [`LuaRequest`], which runs them.
+pub struct Origin {
+    pub w: Rc<WorkerCtx>,
+    pub conn: Rc<ConnInfo>,
+    pub snapshot: Arc<Snapshot>,
+    /// The parent's host (its `Host` or authority), so the subrequest routes the same way.
+    pub host: http::HeaderValue,
+    pub version: Version,
+}
+
 /// Gives a request's Lua state the means to issue subrequests and, for a subrequest, what
 /// its parent set up: depth, budget, `ngx.ctx`, variables and the VM.
-pub fn prepare(
-    state: &Rc<LuaRequest>,
-    w: &Rc<WorkerCtx>,
-    conn: &Rc<ConnInfo>,
-    snapshot: &Arc<Snapshot>,
-    host: &str,
-    version: Version,
-    sub: Option<&SubrequestSetup>,
-) {
-    let runner = Runner {
-        w: w.clone(),
-        conn: conn.clone(),
-        snapshot: snapshot.clone(),
-        host: host.to_string(),
-        version,
-        // Weak: the runner lives in the state it would otherwise keep alive.
-        parent: Rc::downgrade(state),
-    };
+pub fn prepare(state: &Rc<LuaRequest>, sub: Option<&SubrequestSetup>) {
     let mut s = state.state.borrow_mut();
-    s.subrequests = Some(Rc::new(runner));
+    // Weak: the runner is the request whose state holds it.
+    let runner: Weak<dyn SubrequestRunner> = Rc::downgrade(state) as Weak<LuaRequest>;
+    s.subrequests = Some(runner);
     // A client's request gets nginx's decoded $uri; a subrequest's is its path as given.
     let Some(setup) = sub else {
         s.decode_uri();
@@ -82,20 +78,10 @@ pub fn prepare(
     *setup.made.borrow_mut() = Some(state.clone());
 }
 
-struct Runner {
-    w: Rc<WorkerCtx>,
-    conn: Rc<ConnInfo>,
-    snapshot: Arc<Snapshot>,
-    /// The parent's host (its `Host` or authority), so the subrequest routes the same way.
-    host: String,
-    version: Version,
-    parent: Weak<LuaRequest>,
-}
-
-impl SubrequestRunner for Runner {
+impl SubrequestRunner for LuaRequest {
     fn capture(&self, sub: Subrequest) -> CaptureFuture {
         let setup = Rc::new(SubrequestSetup {
-            vm: self.parent.upgrade().and_then(|p| p.chosen_vm()),
+            vm: self.chosen_vm(),
             depth: sub.depth,
             budget: sub.budget,
             ctx: RefCell::new(sub.ctx),
@@ -108,12 +94,13 @@ impl SubrequestRunner for Runner {
             None => sub.path.clone(),
         };
         let (mut parts, ()) = Request::new(()).into_parts();
-        parts.uri = target_uri(self.conn.scheme, &self.host, &target);
+        let o = &self.origin;
+        parts.uri = target_uri(o.conn.scheme, o.host.to_str().unwrap_or(""), &target);
         parts.method = sub.method;
-        parts.version = self.version;
+        parts.version = o.version;
         parts.headers = sub.headers;
         let head_only = parts.method == Method::HEAD;
-        let (w, conn, snapshot) = (self.w.clone(), self.conn.clone(), self.snapshot.clone());
+        let (w, conn, snapshot) = (o.w.clone(), o.conn.clone(), o.snapshot.clone());
         let task = tokio::task::spawn_local(async move {
             let caller = Caller::Subrequest(setup.clone());
             let body = RequestBody::Internal(sub.body);

@@ -16,12 +16,20 @@ pub struct LuaChunk {
 /// The code to run per phase; an application's own first, then its matching rules'.
 #[derive(Debug, Default, Clone)]
 pub struct LuaHandlers {
-    pub rewrite: Vec<Arc<LuaChunk>>,
-    pub access: Vec<Arc<LuaChunk>>,
-    pub content: Vec<Arc<LuaChunk>>,
-    pub header_filter: Vec<Arc<LuaChunk>>,
-    pub body_filter: Vec<Arc<LuaChunk>>,
-    pub log: Vec<Arc<LuaChunk>>,
+    pub rewrite: Chunks,
+    pub access: Chunks,
+    pub content: Chunks,
+    pub header_filter: Chunks,
+    pub body_filter: Chunks,
+    pub log: Chunks,
+}
+
+/// One phase's chunks, in order. Shared: what a request takes along (a streamed content
+/// phase, body_filter, log) is a reference count, not a copy of the list.
+pub type Chunks = Arc<[Arc<LuaChunk>]>;
+
+fn joined(a: &Chunks, b: &Chunks) -> Chunks {
+    a.iter().chain(b.iter()).cloned().collect()
 }
 
 impl LuaHandlers {
@@ -47,13 +55,12 @@ impl LuaHandlers {
     }
 
     pub fn extend(&mut self, other: &LuaHandlers) {
-        self.rewrite.extend(other.rewrite.iter().cloned());
-        self.access.extend(other.access.iter().cloned());
-        self.content.extend(other.content.iter().cloned());
-        self.header_filter
-            .extend(other.header_filter.iter().cloned());
-        self.body_filter.extend(other.body_filter.iter().cloned());
-        self.log.extend(other.log.iter().cloned());
+        self.rewrite = joined(&self.rewrite, &other.rewrite);
+        self.access = joined(&self.access, &other.access);
+        self.content = joined(&self.content, &other.content);
+        self.header_filter = joined(&self.header_filter, &other.header_filter);
+        self.body_filter = joined(&self.body_filter, &other.body_filter);
+        self.log = joined(&self.log, &other.log);
     }
 
     /// Compiles `phases`; errors carry the field path below `lua` and LuaJIT's message.
@@ -98,7 +105,7 @@ impl LuaHandlers {
         ];
         for (phase, code, slot) in slots {
             if let Some(chunk) = LuaChunk::compile(code, &format!("{scope}.{phase}"), phase)? {
-                slot.push(chunk);
+                *slot = Arc::from([chunk]);
             }
         }
         Ok(h)

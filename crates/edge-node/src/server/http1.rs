@@ -135,7 +135,16 @@ where
             buf: &mut buf,
             max: max_head,
         };
-        let written = write_response(&mut io, &mut out, resp, head_request, closing, client);
+        let finished = info.response_made.take();
+        let written = write_response(
+            &mut io,
+            &mut out,
+            resp,
+            head_request,
+            closing,
+            client,
+            finished,
+        );
         let keep_alive = match written.await {
             Ok(keep_alive) => keep_alive,
             Err(e) => {
@@ -287,6 +296,7 @@ async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
     head_request: bool,
     closing: bool,
     client: ClientReads<'_>,
+    finished: Option<std::time::Instant>,
 ) -> io::Result<bool> {
     let (parts, mut body) = resp.into_parts();
     let length = if body.is_end_stream() {
@@ -299,7 +309,9 @@ async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
     };
     out.head.clear();
     out.head_sent = 0;
-    let encoded = http_date::with(|date| {
+    // The clock read that ended the response's making serves for its Date.
+    let now = crate::clock::wall_at(finished.unwrap_or_else(std::time::Instant::now));
+    let encoded = http_date::with(now, |date| {
         h1_head::encode_response_head(
             &mut out.head,
             parts.status,

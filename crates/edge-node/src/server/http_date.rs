@@ -8,9 +8,8 @@ thread_local! {
     static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-/// Calls `f` with the current `Date` value (IMF-fixdate, RFC 9110 section 5.6.7).
-pub fn with<R>(f: impl FnOnce(&[u8]) -> R) -> R {
-    let now = SystemTime::now();
+/// Calls `f` with the `Date` value (IMF-fixdate, RFC 9110 section 5.6.7) for `now`.
+pub fn with<R>(now: SystemTime, f: impl FnOnce(&[u8]) -> R) -> R {
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     CACHED.with_borrow_mut(|(at, value)| {
         if *at != secs {
@@ -25,7 +24,9 @@ pub fn with<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 mod tests {
     #[test]
     fn the_value_is_an_http_date_of_now() {
-        let value = super::with(|d| String::from_utf8(d.to_vec()).unwrap());
+        let value = super::with(std::time::SystemTime::now(), |d| {
+            String::from_utf8(d.to_vec()).unwrap()
+        });
         let when = httpdate::parse_http_date(&value).unwrap();
         let skew = std::time::SystemTime::now().duration_since(when).unwrap();
         assert!(skew.as_secs() < 5, "{value}");

@@ -157,6 +157,9 @@ pub struct ConnInfo {
     /// The head of the request being served, as the client sent it, when the edge's own
     /// HTTP/1.1 path read it (`ngx.req.raw_header`); taken by the request's Lua state.
     pub raw_head: Cell<Option<bytes::Bytes>>,
+    /// When the pipeline finished making the response about to be written (its clock read
+    /// for the duration metric), so the HTTP/1.1 writer need not read the clock again.
+    pub response_made: Cell<Option<std::time::Instant>>,
 }
 
 /// A request in flight on a connection; the idle timer only runs when there is none.
@@ -350,6 +353,7 @@ async fn serve_connection(
             last_active: Cell::new(now),
             watch: Arc::new(HeadState::new(now)),
             raw_head: Cell::new(None),
+            response_made: Cell::new(None),
         })
     };
     if !tls {

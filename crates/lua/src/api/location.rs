@@ -314,7 +314,8 @@ async fn capture_all(lua: &Lua, items: Vec<(Value, Value)>) -> mlua::Result<Mult
     }
     let runner: Rc<dyn SubrequestRunner> = request::with(|r| {
         r.subrequests
-            .clone()
+            .as_ref()
+            .and_then(std::rc::Weak::upgrade)
             .ok_or_else(|| err("subrequests are not available here"))
     })?;
     let mut shared = Vec::new();
