@@ -195,8 +195,14 @@ pub async fn serve(
             Caller::Client { started, .. } => *started,
             Caller::Subrequest(_) => Instant::now(),
         };
-        let state =
-            lua_phase::request_state(&parts, origin, &host, request_id.as_str(), &app, started);
+        let state = lua_phase::request_state(
+            &mut parts,
+            origin,
+            &host,
+            request_id.as_str(),
+            &app,
+            started,
+        );
         let sub = match &caller {
             Caller::Subrequest(setup) => Some(setup.as_ref()),
             Caller::Client { .. } => {
@@ -235,9 +241,6 @@ pub async fn serve(
                 {
                     *key = k.clone();
                 }
-                if s.headers_changed {
-                    parts.headers = s.headers.clone();
-                }
                 // The body goes on: the client's as the scripts left it, or the one
                 // `ngx.req.set_body_data` set (the headers above carry its length).
                 body = lua_body::take_back(&mut s);
@@ -254,7 +257,7 @@ pub async fn serve(
             // The content handler answers: nothing goes upstream.
             Ok(()) => {
                 let upgrade = (parts.version == Version::HTTP_11
-                    && forward::requested_upgrade(&parts.headers).is_some())
+                    && forward::requested_upgrade(&state.state.borrow().headers).is_some())
                 .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
                 .flatten();
                 match lua_phase::content(&w, &snapshot, &app, &lua, state, upgrade).await {
@@ -272,6 +275,9 @@ pub async fn serve(
             Some(lua_phase::Stop::Respond(resp)) => Some(resp),
             Some(lua_phase::Stop::Exec(path, args)) => {
                 let args = args.as_deref();
+                // The request goes on with its headers as the scripts left them (nginx's
+                // internal redirect keeps `headers_in`).
+                parts.headers = state.headers_for_upstream();
                 match internal_redirect::redirect(&mut parts, conn.scheme, host_raw, &path, args) {
                     Ok(()) => return Box::pin(serve(w, conn, snapshot, parts, body, caller)).await,
                     Err(internal_redirect::Refused) => Some(internal_redirect::refused()),
@@ -297,6 +303,10 @@ pub async fn serve(
         }
     }
 
+    // The Lua state holds the request's headers; what goes on takes its copy of them.
+    if let Some(state) = &lua_state {
+        parts.headers = state.headers_for_upstream();
+    }
     let mut info = UpstreamInfo::default();
     let resp = if let Some(answer) = fx.respond {
         let mut resp = local(answer);

@@ -42,6 +42,12 @@ impl LuaRequest {
         Ok(self.vm.get_or_init(|| vm).clone())
     }
 
+    /// The request's headers as the scripts left them, for the request to go on with (to the
+    /// upstream, or to an internal redirect); the scripts keep theirs for later phases.
+    pub fn headers_for_upstream(&self) -> http::HeaderMap {
+        self.state.borrow().headers.clone()
+    }
+
     /// The VM, once a phase has chosen it.
     pub fn chosen_vm(&self) -> Option<Rc<LuaVm>> {
         self.vm.get().cloned()
@@ -54,8 +60,10 @@ impl LuaRequest {
     }
 }
 
+/// The request's headers move into the state (`parts.headers` is left empty): a request that
+/// goes on upstream takes the scripts' copy back with [`LuaRequest::headers_for_upstream`].
 pub fn request_state(
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     origin: super::subrequest::Origin,
     host: &str,
     request_id: &str,
@@ -68,7 +76,7 @@ pub fn request_state(
         parts.method.clone(),
         parts.uri.path().to_string(),
         parts.uri.query().map(str::to_string),
-        parts.headers.clone(),
+        std::mem::take(&mut parts.headers),
     );
     s.http_version = match parts.version {
         http::Version::HTTP_10 => 1.0,
