@@ -105,9 +105,9 @@ impl CacheUrl {
 /// them, nor for a request id.
 #[derive(Clone)]
 pub struct Forwarding<'a> {
-    pub client_ip: std::net::IpAddr,
+    pub client_ip: HeaderValue,
     pub scheme: &'static str,
-    pub host: Cow<'a, str>,
+    pub host: Cow<'a, HeaderValue>,
     pub request_id: Cow<'a, RequestId>,
     pub via: &'static str,
     pub ops: Vec<crate::rules::HeaderOp>,
@@ -573,7 +573,7 @@ fn revalidate_in_background(
         method: Method::GET,
         head: clone_head(&cr.head),
         forward: Forwarding {
-            host: Cow::Owned(cr.forward.host.to_string()),
+            host: Cow::Owned(cr.forward.host.as_ref().clone()),
             // The refresh carries the id of the request that started it.
             request_id: Cow::Owned(cr.forward.request_id.as_ref().clone()),
             ..cr.forward.clone()
@@ -807,7 +807,7 @@ fn upstream_head(cr: &CacheRequest<'_>) -> UpstreamHead {
     let mut head = clone_head(&cr.head);
     let f = &cr.forward;
     let fwd = forward::Forwarded {
-        client_ip: f.client_ip,
+        client_ip: &f.client_ip,
         scheme: f.scheme,
         host: &f.host,
         request_id: f.request_id.value(),

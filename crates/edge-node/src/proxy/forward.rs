@@ -2,8 +2,6 @@
 //! `X-Forwarded-For`/`-Proto`/`-Host`, `Via` and `X-Request-Id` set, page-rule header actions
 //! applied.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::rules::HeaderOp;
@@ -58,10 +56,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// What the forwarding headers say about the client.
 pub struct Forwarded<'a> {
-    pub client_ip: IpAddr,
+    /// The client's IP address as text (made once per connection).
+    pub client_ip: &'a HeaderValue,
     pub scheme: &'static str,
     /// The Host the client asked for (with port), for `Host` on HTTP/2 and `X-Forwarded-Host`.
-    pub host: &'a str,
+    pub host: &'a HeaderValue,
     pub request_id: &'a HeaderValue,
     pub via: &'static str,
     /// The client's `Upgrade` value, when it asked to switch protocols.
@@ -70,25 +69,30 @@ pub struct Forwarded<'a> {
 
 pub fn request_headers(headers: &mut HeaderMap, f: &Forwarded<'_>, ops: &[HeaderOp]) {
     strip_hop_by_hop(headers);
-    if !headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(f.host)
-    {
-        headers.insert(header::HOST, v);
+    // The values are shared, not formatted again: the host is the client's own field, the
+    // address is formatted once per connection.
+    if !f.host.is_empty() && !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, f.host.clone());
     }
-    let ip = f.client_ip.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+    let xff = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + f.client_ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(f.client_ip.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        None => Some(f.client_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(f.scheme),
     );
-    if let Ok(v) = HeaderValue::from_str(f.host) {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
+    if !f.host.is_empty() {
+        headers.insert(X_FORWARDED_HOST.clone(), f.host.clone());
     }
     append_via(headers, f.via);
     headers.insert(X_REQUEST_ID.clone(), f.request_id.clone());
@@ -162,10 +166,14 @@ mod tests {
         h.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
         h.insert("x-keep", "yes".parse().unwrap());
         let rid = HeaderValue::from_static("abc");
+        let (ip, host) = (
+            HeaderValue::from_static("192.0.2.1"),
+            HeaderValue::from_static("example.com"),
+        );
         let f = Forwarded {
-            client_ip: "192.0.2.1".parse().unwrap(),
+            client_ip: &ip,
             scheme: "https",
-            host: "example.com",
+            host: &host,
             request_id: &rid,
             via: "2 outpost",
             upgrade: None,

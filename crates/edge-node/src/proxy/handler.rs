@@ -384,9 +384,9 @@ pub async fn serve(
                             skip_store,
                             balancer: balancer.clone(),
                             forward: cache_phase::Forwarding {
-                                client_ip: conn.client.ip(),
+                                client_ip: conn.client_ip_value().clone(),
                                 scheme: conn.scheme,
-                                host: std::borrow::Cow::Borrowed(host_raw),
+                                host: std::borrow::Cow::Borrowed(&host_value),
                                 request_id: std::borrow::Cow::Borrowed(&request_id),
                                 via: via(parts.version),
                                 ops: std::mem::take(&mut fx.request_headers),
@@ -401,9 +401,9 @@ pub async fn serve(
                         resp
                     } else {
                         let fwd = Forwarded {
-                            client_ip: conn.client.ip(),
+                            client_ip: conn.client_ip_value(),
                             scheme: conn.scheme,
-                            host: host_raw,
+                            host: &host_value,
                             request_id: request_id.value(),
                             via: via(parts.version),
                             upgrade: upgrade.clone(),

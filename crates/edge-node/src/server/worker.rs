@@ -160,6 +160,9 @@ pub struct ConnInfo {
     /// When the pipeline finished making the response about to be written (its clock read
     /// for the duration metric), so the HTTP/1.1 writer need not read the clock again.
     pub response_made: Cell<Option<std::time::Instant>>,
+    /// The client's address as text, for `X-Forwarded-For`: made once per connection, when a
+    /// request first goes upstream.
+    client_ip_text: std::cell::OnceCell<http::HeaderValue>,
 }
 
 /// A request in flight on a connection; the idle timer only runs when there is none.
@@ -182,6 +185,14 @@ impl ConnInfo {
     /// nginx starts a request's clock at its first bytes.
     pub fn head_started(&self) -> Option<std::time::Instant> {
         self.watch.head_started().map(Instant::into_std)
+    }
+
+    /// The client's IP address as a field value (`X-Forwarded-For`).
+    pub fn client_ip_value(&self) -> &http::HeaderValue {
+        self.client_ip_text.get_or_init(|| {
+            let text = self.client.ip().to_string();
+            http::HeaderValue::from_str(&text).unwrap_or(http::HeaderValue::from_static("-"))
+        })
     }
 
     pub fn begin_request(self: &Rc<Self>) -> InFlight {
@@ -354,6 +365,7 @@ async fn serve_connection(
             watch: Arc::new(HeadState::new(now)),
             raw_head: Cell::new(None),
             response_made: Cell::new(None),
+            client_ip_text: std::cell::OnceCell::new(),
         })
     };
     if !tls {

@@ -3,7 +3,6 @@
 //! to the end.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ type Idle = (SendRequest<UpstreamRequestBody>, Instant);
 
 #[derive(Default)]
 pub struct ConnPool {
-    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
+    idle: RefCell<crate::config::FastMap<PoolKey, Vec<Idle>>>,
 }
 
 impl ConnPool {

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# User-space instructions per request of an edge binary, counted by valgrind's callgrind.
+#
+# The shared machine's CPU times move by several percent from run to run (and it has no
+# hardware counters), which hides a change worth 1-3%. An instruction count does not move
+# with the neighbours: run two binaries one after the other and compare. It is no speed
+# (memory stalls, syscalls and the kernel are not in it); `bench/cpu-split.sh` measures those.
+#
+#   bench/instructions.sh lua target/release/outpost /tmp/outpost-before
+#   CASE names: lua (content_by_lua), luaacc (access_by_lua + proxy), hit (1 KiB), pass (1 KiB)
+#
+# Needs: apt-get install -y valgrind nginx wrk. Each binary runs under callgrind with one
+# worker; after a warm-up, the counters are zeroed, wrk sends DURATION seconds of requests over
+# 8 connections, and the counters are dumped. Prints instructions per request for each binary.
+set -euo pipefail
+CASE="${1:?usage: bench/instructions.sh CASE BINARY...}"; shift
+[ "$#" -ge 1 ] || { echo "usage: bench/instructions.sh CASE BINARY..." >&2; exit 2; }
+DURATION="${DURATION:-4}" PORT_BASE="${PORT_BASE:-19800}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+RUN="$(mktemp -d)"
+ORIGIN=$((PORT_BASE + 1)) EDGE=$((PORT_BASE + 3)) ADMIN=$((PORT_BASE + 4))
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  pkill -f "valgrind.*$RUN" 2>/dev/null || true
+  sleep 0.5; rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+head -c 1024 /dev/zero | tr '\0' x > "$RUN/1k.bin"
+USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
+cat > "$RUN/origin.conf" <<EOF
+$USER_LINE pid $RUN/o.pid; error_log $RUN/o.err warn; events { worker_connections 8192; }
+worker_processes 1; http { access_log off; keepalive_requests 10000000;
+  server { listen 127.0.0.1:$ORIGIN backlog=4096; root $RUN;
+    location / { add_header Cache-Control "max-age=3600"; } } }
+EOF
+nginx -c "$RUN/origin.conf" -g 'daemon off;' & PIDS+=("$!")
+
+case "$CASE" in
+  lua) URL="http://localhost:$((PORT_BASE + 6))/" ;;
+  luaacc) URL="http://127.0.0.2:$((PORT_BASE + 7))/1k.bin" ;;
+  hit) URL="http://127.0.0.1:$((PORT_BASE + 5))/1k.bin" ;;
+  pass) URL="http://127.0.0.1:$EDGE/1k.bin" ;;
+  *) echo "CASE is lua, luaacc, hit or pass" >&2; exit 2 ;;
+esac
+
+for bin in "$@"; do
+  bin="$(readlink -f "$bin")"
+  cat > "$RUN/wrap.sh" <<EOF
+#!/bin/sh
+exec valgrind --tool=callgrind --callgrind-out-file=$RUN/cg.out.%p "$bin" "\$@"
+EOF
+  chmod +x "$RUN/wrap.sh"
+  rm -f "$RUN"/cg.out.*
+  ORIGIN_HOSTPORT="127.0.0.1:$ORIGIN" OUTPOST_BIN="$RUN/wrap.sh" "$ROOT/bench/run-edge.sh" \
+    "$EDGE" "$ADMIN" 1 $((PORT_BASE + 5)) $((PORT_BASE + 6)) $((PORT_BASE + 7)) \
+    > "$RUN/edge.log" 2>&1 &
+  edge_job=$!
+  # Under valgrind the edge takes a while to start: wait for its first answer (bounded).
+  for _ in $(seq 1 120); do curl -s -o /dev/null -m 2 "$URL" && break; sleep 1; done
+  vg="$(pgrep -f "valgrind.*$RUN" | head -1)"
+  wrk -t1 -c8 -d3s "$URL" > /dev/null
+  callgrind_control -z "$vg" > /dev/null
+  n="$(wrk -t1 -c8 -d"${DURATION}s" "$URL" | awk '/requests in/ { print $1 }')"
+  callgrind_control -d "$vg" > /dev/null
+  sleep 1
+  dump="$(ls -t "$RUN"/cg.out.*.* | head -1)"
+  total="$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')"
+  printf '%s %s: %s requests, %s instructions per request\n' "$CASE" "$bin" "$n" "$((total / n))"
+  kill "$vg" 2>/dev/null || true
+  wait "$edge_job" 2>/dev/null || true
+done
