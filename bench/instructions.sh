@@ -61,9 +61,9 @@ EOF
   for _ in $(seq 1 120); do curl -s -o /dev/null -m 2 "$URL" && break; sleep 1; done
   vg="$(pgrep -f "valgrind.*$RUN" | head -1)"
   wrk -t1 -c8 -d3s "$URL" > /dev/null
-  callgrind_control -z "$vg" > /dev/null
+  callgrind_control -z "$vg" > /dev/null 2>&1
   n="$(wrk -t1 -c8 -d"${DURATION}s" "$URL" | awk '/requests in/ { print $1 }')"
-  callgrind_control -d "$vg" > /dev/null
+  callgrind_control -d "$vg" > /dev/null 2>&1
   sleep 1
   dump="$(ls -t "$RUN"/cg.out.*.* | head -1)"
   total="$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')"
