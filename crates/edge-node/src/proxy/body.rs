@@ -32,6 +32,8 @@ pub enum BodyError {
     Hyper(#[from] hyper::Error),
     #[error("cached body: {0}")]
     Cache(std::io::Error),
+    #[error("upstream body: {0}")]
+    Upstream(std::io::Error),
     #[error("body_filter: {0}")]
     Lua(String),
 }
@@ -274,6 +276,11 @@ enum Inner {
         idle: IdleTimer,
         reuse: Option<Reuse>,
     },
+    /// From the edge's own upstream client; it returns its connection itself.
+    Own {
+        body: Box<crate::upstream::h1_body::H1Body>,
+        idle: IdleTimer,
+    },
 }
 
 impl ResponseBody {
@@ -320,6 +327,13 @@ impl ResponseBody {
         });
         r.release_if_done();
         r
+    }
+
+    pub fn own(body: crate::upstream::h1_body::H1Body, read_timeout: Duration) -> Self {
+        Self::with_inner(Inner::Own {
+            body: Box::new(body),
+            idle: IdleTimer::new(read_timeout),
+        })
     }
 
     pub fn hold_peer(&mut self, guard: crate::upstream::peer::ActiveGuard) {
@@ -384,6 +398,19 @@ impl ResponseBody {
                     Poll::Ready(r.map(|x| x.map_err(BodyError::from)))
                 }
             },
+            Inner::Own { body, idle } => match body.poll_data(cx) {
+                Poll::Pending => {
+                    if idle.expired(cx) {
+                        // Dropped with the body: a connection in an unknown state.
+                        return Poll::Ready(Some(Err(BodyError::Timeout(idle.limit))));
+                    }
+                    Poll::Pending
+                }
+                Poll::Ready(r) => {
+                    idle.progress();
+                    Poll::Ready(r.map(|x| x.map(Frame::data).map_err(BodyError::Upstream)))
+                }
+            },
         };
         let out = ready!(polled);
         match &out {
@@ -412,6 +439,7 @@ impl ResponseBody {
             Inner::Dynamic(b) => b.is_end_stream(),
             Inner::Cached(c) => c.is_end_stream(),
             Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Own { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -547,6 +575,7 @@ impl Body for ResponseBody {
                 None => SizeHint::default(),
             },
             Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Own { body, .. } => body.size_hint(),
             Inner::Dynamic(b) => b.size_hint(),
         }
     }

@@ -17,6 +17,9 @@ pub enum ProxyError {
     ReadTimeout,
     #[error("upstream failed: {0}")]
     Upstream(hyper::Error),
+    /// The edge's own client sent the request and the response failed (`h1_client.rs`).
+    #[error("upstream response failed: {0}")]
+    Response(String),
     #[error("no live upstream peers")]
     NoLivePeers,
     #[error("request body larger than the limit")]
@@ -46,7 +49,7 @@ impl ProxyError {
             ProxyError::Tls(_) => "tls",
             ProxyError::Protocol(_) => "protocol",
             ProxyError::ReadTimeout => "read_timeout",
-            ProxyError::Upstream(_) => "upstream",
+            ProxyError::Upstream(_) | ProxyError::Response(_) => "upstream",
             ProxyError::NoLivePeers => "no_live_peers",
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::Balancer(_) => "balancer",

@@ -24,6 +24,8 @@ use crate::server::worker::WorkerCtx;
 use crate::upstream::Upstream;
 use crate::upstream::balancer::{BalancerKind, Pick};
 use crate::upstream::connector;
+use crate::upstream::h1_body::{H1Body, H1Reuse};
+use crate::upstream::h1_client::{self, ExchangeError, H1Conn};
 use crate::upstream::peer::Peer;
 use crate::upstream::pool::PoolKey;
 
@@ -141,11 +143,22 @@ pub async fn call(
             tls_name,
         };
         let started = Instant::now();
-        let result = send(w, up, &key, &head, &mut body_slot, can_replay, timeouts).await;
+        let own = h1_client::fits(
+            up.tls.is_some(),
+            &head,
+            body_slot.as_ref().is_none_or(|b| b.is_end_stream()),
+        );
+        let result = if own {
+            send_own(w, &key, &head, timeouts).await
+        } else {
+            send(w, up, &key, &head, &mut body_slot, can_replay, timeouts)
+                .await
+                .map(|(response, sender)| Sent::Hyper(response, sender))
+        };
         let last_try = tries >= planned;
         match result {
-            Ok((mut response, sender)) => {
-                let status = response.status().as_u16();
+            Ok(sent) => {
+                let status = sent.status().as_u16();
                 let elapsed = started.elapsed();
                 // `planned` already counts the tries a balancer added for this one.
                 if up.next_upstream.on_status(status) && !last_try && can_replay && may_move {
@@ -164,16 +177,30 @@ pub async fn call(
                 up.metrics.duration.observe(elapsed.as_secs_f64());
                 info.status = Some(status);
                 info.response_time = Some(elapsed);
-                let switching = status == 101;
-                let reuse = (!switching).then(|| Reuse {
-                    pool: w.pool.clone(),
-                    key,
-                    sender,
-                    max_idle: up.keepalive,
-                });
-                let upgrade = switching.then(|| hyper::upgrade::on(&mut response));
-                let (head, incoming) = response.into_parts();
-                let mut body = ResponseBody::upstream(incoming, timeouts.read, reuse);
+                let (head, mut body, upgrade) = match sent {
+                    Sent::Own(head, framing, conn) => {
+                        let reuse = framing.reusable.then(|| H1Reuse {
+                            pool: w.pool.clone(),
+                            key,
+                            max_idle: up.keepalive,
+                        });
+                        let body = H1Body::new(conn, framing.body, reuse);
+                        (head, ResponseBody::own(body, timeouts.read), None)
+                    }
+                    Sent::Hyper(mut response, sender) => {
+                        let switching = status == 101;
+                        let reuse = (!switching).then(|| Reuse {
+                            pool: w.pool.clone(),
+                            key,
+                            sender,
+                            max_idle: up.keepalive,
+                        });
+                        let upgrade = switching.then(|| hyper::upgrade::on(&mut response));
+                        let (head, incoming) = response.into_parts();
+                        let body = ResponseBody::upstream(incoming, timeouts.read, reuse);
+                        (head, body, upgrade)
+                    }
+                };
                 // The peer counts the request as active until its body is done.
                 body.hold_peer(active);
                 return Ok(Proxied {
@@ -207,6 +234,63 @@ pub async fn call(
         }
     }
     Err(last_error.unwrap_or(ProxyError::NoLivePeers))
+}
+
+/// A response head from a peer, and what its body is read from.
+// Made once per try and matched at once.
+#[allow(clippy::large_enum_variant)]
+enum Sent {
+    Hyper(Response<Incoming>, SendRequest<UpstreamRequestBody>),
+    Own(http::response::Parts, h1_client::Framing, H1Conn),
+}
+
+impl Sent {
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Sent::Hyper(r, _) => r.status(),
+            Sent::Own(head, ..) => head.status,
+        }
+    }
+}
+
+/// One peer on the edge's own client: a pooled or new connection, the request, the response
+/// head within the read timeout. A pooled connection the origin closed while it was idle is
+/// replaced by a new one (the requests sent this way are GET and HEAD: safe to repeat).
+async fn send_own(
+    w: &Rc<WorkerCtx>,
+    key: &PoolKey,
+    head: &UpstreamHead,
+    timeouts: Timeouts,
+) -> Result<Sent, ProxyError> {
+    let mut stale_budget = 2;
+    loop {
+        let pooled = if stale_budget > 0 {
+            w.pool.checkout_h1(key)
+        } else {
+            None
+        };
+        let fresh = pooled.is_none();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => h1_client::connect(key.addr, timeouts.connect).await?,
+        };
+        match tokio::time::timeout(timeouts.read, conn.exchange(head)).await {
+            Err(_) => return Err(ProxyError::ReadTimeout),
+            Ok(Ok(resp)) => return Ok(Sent::Own(resp.parts, resp.framing, conn)),
+            Ok(Err(e)) => {
+                let stale = !fresh
+                    && matches!(
+                        e,
+                        ExchangeError::ClosedBeforeResponse | ExchangeError::Io(_)
+                    );
+                if stale && stale_budget > 0 {
+                    stale_budget -= 1;
+                    continue;
+                }
+                return Err(e.into());
+            }
+        }
+    }
 }
 
 /// One peer: a pooled or new connection, the request, the response head within the read

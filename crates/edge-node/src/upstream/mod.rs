@@ -4,6 +4,8 @@
 pub mod balancer;
 pub mod connector;
 pub mod discovery;
+pub mod h1_body;
+pub mod h1_client;
 pub mod health_check;
 pub mod peer;
 pub mod pool;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 
+use super::h1_client::H1Conn;
 use crate::proxy::body::UpstreamRequestBody;
 
 /// Connections to the same address with different TLS names are different.
@@ -27,6 +28,9 @@ type Idle = (SendRequest<UpstreamRequestBody>, Instant);
 #[derive(Default)]
 pub struct ConnPool {
     idle: RefCell<crate::config::FastMap<PoolKey, Vec<Idle>>>,
+    /// Connections of the edge's own HTTP/1.1 client (`h1_client.rs`), kept apart: each
+    /// client reuses only its own.
+    own: RefCell<crate::config::FastMap<PoolKey, Vec<(H1Conn, Instant)>>>,
 }
 
 impl ConnPool {
@@ -40,6 +44,30 @@ impl ConnPool {
             }
         }
         None
+    }
+
+    /// A live idle connection of the edge's own client, most recently used first.
+    pub fn checkout_h1(&self, key: &PoolKey) -> Option<H1Conn> {
+        let mut own = self.own.borrow_mut();
+        let list = own.get_mut(key)?;
+        while let Some((mut conn, since)) = list.pop() {
+            if since.elapsed() < MAX_IDLE && conn.still_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    pub fn checkin_h1(&self, key: PoolKey, conn: H1Conn, max_idle: usize) {
+        if max_idle == 0 {
+            return;
+        }
+        let mut own = self.own.borrow_mut();
+        let list = own.entry(key).or_default();
+        if list.len() >= max_idle {
+            list.remove(0);
+        }
+        list.push((conn, Instant::now()));
     }
 
     pub fn checkin(&self, key: PoolKey, sender: SendRequest<UpstreamRequestBody>, max_idle: usize) {
