@@ -347,7 +347,8 @@ mod tests {
     #[test]
     fn bodies_are_framed_as_rfc_9112_says() {
         let v11 = Version::HTTP_11;
-        let cases: &[(bool, u16, &[(&str, &str)], BodyFraming, bool)] = &[
+        type Case<'a> = (bool, u16, &'a [(&'a str, &'a str)], BodyFraming, bool);
+        let cases: &[Case] = &[
             (
                 false,
                 200,
