@@ -24,34 +24,52 @@ const HOP_BY_HOP: [&HeaderName; 8] = [
     &header::PROXY_AUTHENTICATE,
 ];
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name) || name == header::PROXY_AUTHORIZATION
+/// Which of [`HOP_BY_HOP`] (bits 0-7) and `Proxy-Authorization` (bit 8) `name` is.
+fn hop_by_hop_bit(name: &HeaderName) -> u16 {
+    match HOP_BY_HOP.iter().position(|h| *h == name) {
+        Some(i) => 1 << i,
+        None if name == header::PROXY_AUTHORIZATION => 1 << 8,
+        None => 0,
+    }
 }
 
 /// Removes hop-by-hop fields, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: most requests and responses carry none of them, and
-    // comparing names is cheaper than looking each one up.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names first: most requests and responses carry none of them or only
+    // `Connection`, and comparing names is cheaper than looking each one up.
+    let present = headers.keys().fold(0u16, |m, n| m | hop_by_hop_bit(n));
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
+    if present & 1 != 0 {
+        // The fields `Connection` names go too; its own tokens (`close`, `keep-alive`) name
+        // no field or one removed below. A copy of the values: the map changes meanwhile.
+        let all = headers.get_all(header::CONNECTION);
+        let first = all.iter().next().cloned();
+        // Only a second `Connection` field makes a list (an empty Vec does not allocate).
+        let rest: Vec<HeaderValue> = all.iter().skip(1).cloned().collect();
+        for v in first.iter().chain(&rest) {
+            for token in v.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    headers.remove(name);
+                }
+            }
         }
     }
-    for h in HOP_BY_HOP {
-        headers.remove(h);
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*h);
+        }
     }
-    // Meant for us, not for the origin (we do not authenticate proxies).
-    headers.remove(header::PROXY_AUTHORIZATION);
+    if present & (1 << 8) != 0 {
+        // Meant for us, not for the origin (we do not authenticate proxies).
+        headers.remove(header::PROXY_AUTHORIZATION);
+    }
 }
 
 /// What the forwarding headers say about the client.

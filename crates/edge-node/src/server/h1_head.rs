@@ -131,7 +131,9 @@ impl Head {
         parts.method = self.method;
         parts.version = Version::HTTP_11;
         parts.uri = Uri::from_maybe_shared(head.slice(self.target)).ok()?;
-        let mut headers = HeaderMap::with_capacity(fields.len());
+        // Room for the fields the edge adds before proxying (X-Forwarded-*, Via, the
+        // request id): the map does not grow and rehash on the way.
+        let mut headers = HeaderMap::with_capacity(fields.len() + 6);
         for (name, value) in fields {
             let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;

@@ -301,7 +301,8 @@ impl H1Conn {
                 *span = (name, name + f.name.len(), value, value + f.value.len());
             }
             let raw: Bytes = self.buf.split_to(len).freeze();
-            let mut headers = HeaderMap::with_capacity(count);
+            // Room for `Via` and a rule's fields without growing the map.
+            let mut headers = HeaderMap::with_capacity(count + 4);
             for &(n0, n1, v0, v1) in &spans[..count] {
                 let name = HeaderName::from_bytes(&raw[n0..n1])
                     .map_err(|_| ExchangeError::Parse(httparse::Error::HeaderName))?;
