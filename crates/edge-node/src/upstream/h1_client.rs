@@ -213,6 +213,9 @@ pub struct H1Conn {
     pub(crate) buf: BytesMut,
     /// The request head being written (kept for the next request on the connection).
     out: Vec<u8>,
+    /// Where each field of the response head being parsed is (name and value start and
+    /// end), kept for the next response.
+    spans: Vec<[usize; 4]>,
 }
 
 /// Opens a plain TCP connection within `limit`.
@@ -226,6 +229,7 @@ pub async fn connect(addr: SocketAddr, limit: Duration) -> Result<H1Conn, ProxyE
         io,
         buf: BytesMut::with_capacity(READ_SIZE),
         out: Vec::with_capacity(512),
+        spans: Vec::new(),
     })
 }
 
@@ -249,7 +253,9 @@ impl H1Conn {
         let head_request = head.method == Method::HEAD;
         let mut received = false;
         loop {
-            if let Some(parsed) = self.parse_head(head_request)? {
+            if !self.buf.is_empty()
+                && let Some(parsed) = self.parse_head(head_request)?
+            {
                 return Ok(parsed);
             }
             if self.buf.len() >= MAX_HEAD {
@@ -271,9 +277,15 @@ impl H1Conn {
     /// A whole final response head from the buffer, consumed; `None` when more is needed.
     fn parse_head(&mut self, head_request: bool) -> Result<Option<ResponseHead>, ExchangeError> {
         loop {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-            let mut resp = httparse::Response::new(&mut fields);
-            let len = match resp.parse(&self.buf) {
+            // Uninitialised: filling 100 empty fields on every parse cost more than the parse.
+            let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+            let mut resp = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                &self.buf,
+                &mut fields,
+            );
+            let len = match parsed {
                 Ok(httparse::Status::Complete(n)) => n,
                 Ok(httparse::Status::Partial) => return Ok(None),
                 Err(e) => return Err(ExchangeError::Parse(e)),
@@ -293,17 +305,17 @@ impl H1Conn {
             // Where each field's name and value are in the head, so that the values can share
             // its bytes (no copy of each).
             let base = self.buf.as_ptr() as usize;
-            let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
-            let count = resp.headers.len();
-            for (span, f) in spans.iter_mut().zip(resp.headers.iter()) {
+            self.spans.clear();
+            for f in resp.headers.iter() {
                 let name = f.name.as_ptr() as usize - base;
                 let value = f.value.as_ptr() as usize - base;
-                *span = (name, name + f.name.len(), value, value + f.value.len());
+                self.spans
+                    .push([name, name + f.name.len(), value, value + f.value.len()]);
             }
             let raw: Bytes = self.buf.split_to(len).freeze();
             // Room for `Via` and a rule's fields without growing the map.
-            let mut headers = HeaderMap::with_capacity(count + 4);
-            for &(n0, n1, v0, v1) in &spans[..count] {
+            let mut headers = HeaderMap::with_capacity(self.spans.len() + 4);
+            for &[n0, n1, v0, v1] in &self.spans {
                 let name = HeaderName::from_bytes(&raw[n0..n1])
                     .map_err(|_| ExchangeError::Parse(httparse::Error::HeaderName))?;
                 let value = HeaderValue::from_maybe_shared(raw.slice(v0..v1))
