@@ -7,6 +7,7 @@
 #   bench/cpu-split.sh                    # pass-through of 1 KiB, 64 keep-alive connections
 #   CASE=hit REPS=7 bench/cpu-split.sh    # cache hits (nginx proxy_cache on tmpfs)
 #   CASE=lua bench/cpu-split.sh           # content_by_lua returning a short string
+#   CASE=luaacc bench/cpu-split.sh        # access_by_lua (a shared-dict incr) before proxying
 #   SYSCALLS=1 bench/cpu-split.sh         # also count system calls per request (strace -c)
 #   CLOSE=1 bench/cpu-split.sh            # a new connection per request (Connection: close)
 #   BASELINE_BIN=/tmp/outpost-old bench/cpu-split.sh   # a second edge binary beside them (A/B)
@@ -50,7 +51,7 @@ load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
 ${common//NAME/nginx}
 worker_processes $WORKERS;
-http { access_log off; tcp_nodelay on; keepalive_requests 10000000;
+http { access_log off; tcp_nodelay on; keepalive_requests 10000000; lua_shared_dict ratelimit 10m;
   client_body_temp_path $RUN/tmp/b; proxy_temp_path $RUN/tmp/p; fastcgi_temp_path $RUN/tmp/f;
   uwsgi_temp_path $RUN/tmp/u; scgi_temp_path $RUN/tmp/s;
   upstream origin { server 127.0.0.1:$ORIGIN; keepalive 256; keepalive_requests 10000000; }
@@ -59,6 +60,13 @@ http { access_log off; tcp_nodelay on; keepalive_requests 10000000;
   server { listen 127.0.0.1:$NGINX backlog=4096;
     location = /hit/1k.bin { proxy_cache edge; proxy_cache_valid 200 1h; proxy_pass http://origin/1k.bin; }
     location = /lua { default_type text/plain; content_by_lua_block { ngx.say("hello from lua") } }
+    location = /luaacc/1k.bin {
+      access_by_lua_block {
+        local n, err = ngx.shared.ratelimit:incr(ngx.var.remote_addr, 1, 0)
+        if not n then ngx.log(ngx.ERR, "incr failed: ", err); return ngx.exit(500) end
+        if n < 0 then return ngx.exit(429) end
+      }
+      proxy_pass http://origin/1k.bin; }
     location / { proxy_pass http://origin; } } }
 EOF
 sed -i "s|RUNDIR|$RUN|g" "$RUN/origin.conf" "$RUN/nginx.conf"
@@ -96,7 +104,9 @@ case "$CASE" in
        BASE_URL="http://127.0.0.1:$((PORT_BASE + 12))/1k.bin" ;;
   lua) NGINX_URL="http://127.0.0.1:$NGINX/lua"; EDGE_URL="http://localhost:$EDGE_LUA/"
        BASE_URL="http://localhost:$((PORT_BASE + 13))/" ;;
-  *) echo "CASE is pass, hit or lua" >&2; exit 2 ;;
+  luaacc) NGINX_URL="http://127.0.0.1:$NGINX/luaacc/1k.bin"; EDGE_URL="http://127.0.0.2:$EDGE_LUA_ACCESS/1k.bin"
+          BASE_URL="http://127.0.0.2:$((PORT_BASE + 14))/1k.bin" ;;
+  *) echo "CASE is pass, hit, lua or luaacc" >&2; exit 2 ;;
 esac
 TARGETS="nginx outpost"
 if [ -n "${BASELINE_BIN:-}" ]; then

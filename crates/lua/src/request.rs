@@ -49,6 +49,9 @@ pub struct RequestState {
     /// first `server_name` (empty when it has none).
     pub server_name: std::sync::Arc<str>,
     pub client: SocketAddr,
+    /// `client`'s address as text (`$remote_addr`) when the host has it made already (once
+    /// per connection); otherwise it is formatted when read.
+    pub client_text: Option<http::HeaderValue>,
     pub server: SocketAddr,
     pub request_id: String,
     pub start_time: SystemTime,
@@ -184,6 +187,7 @@ impl RequestState {
             host: String::new(),
             server_name: std::sync::Arc::from(""),
             client: SocketAddr::from(([127, 0, 0, 1], 0)),
+            client_text: None,
             server: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_id: String::new(),
             start_time,

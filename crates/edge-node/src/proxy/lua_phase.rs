@@ -88,6 +88,7 @@ pub fn request_state(
     s.host = host.to_string();
     s.server_name = app.server_name.clone();
     s.client = conn.client;
+    s.client_text = Some(conn.client_ip_value().clone());
     s.server = conn.local;
     s.request_id = request_id.to_string();
     s.globals = Some(app.lua_globals.clone());

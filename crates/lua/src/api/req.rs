@@ -194,10 +194,17 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     let mt = lua.create_table()?;
     mt.set(
         "__index",
-        lua.create_function(|lua, (_, name): (Table, String)| {
-            // nginx variable names are case-insensitive.
-            let name = name.to_ascii_lowercase();
-            request::with(|r| match variable(r, &name) {
+        lua.create_function(|lua, (_, name): (Table, mlua::LuaString)| {
+            // nginx variable names are case-insensitive; most are read in lower case already.
+            let bytes = name.as_bytes();
+            let lower = match bytes.iter().any(u8::is_ascii_uppercase) {
+                true => std::borrow::Cow::Owned(bytes.to_ascii_lowercase()),
+                false => std::borrow::Cow::Borrowed(&bytes[..]),
+            };
+            let Ok(name) = std::str::from_utf8(&lower) else {
+                return Ok(Value::Nil);
+            };
+            request::with(|r| match variable(r, name) {
                 Some(v) => Ok(Value::String(lua.create_string(v)?)),
                 None => Ok(Value::Nil),
             })
@@ -335,7 +342,10 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
         "server_port" => s(&r.server.port().to_string()),
         "server_addr" => s(&r.server.ip().to_string()),
         "server_protocol" => s(protocol(r)),
-        "remote_addr" => s(&r.client.ip().to_string()),
+        "remote_addr" => match &r.client_text {
+            Some(text) => Some(text.as_bytes().to_vec()),
+            None => s(&r.client.ip().to_string()),
+        },
         "remote_port" => s(&r.client.port().to_string()),
         "binary_remote_addr" => Some(match r.client.ip() {
             std::net::IpAddr::V4(a) => a.octets().to_vec(),
