@@ -31,7 +31,12 @@ pub struct ConnPool {
     /// Connections of the edge's own HTTP/1.1 client (`h1_client.rs`), kept apart: each
     /// client reuses only its own.
     own: RefCell<crate::config::FastMap<PoolKey, Vec<(H1Conn, Instant)>>>,
+    /// When the own client's idle connections were last swept (`checkin_h1`).
+    swept: std::cell::Cell<Option<Instant>>,
 }
+
+/// How often the own client's idle connections are checked for origins that closed them.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl ConnPool {
     /// A live idle connection, most recently used first.
@@ -62,12 +67,29 @@ impl ConnPool {
         if max_idle == 0 {
             return;
         }
+        let now = Instant::now();
         let mut own = self.own.borrow_mut();
+        // Now and then, idle connections their origin closed (or that aged out) are closed
+        // here too, so that none waits in CLOSE_WAIT for a request that may never come
+        // (hyper's connection tasks see such a close by themselves).
+        if self
+            .swept
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY)
+        {
+            self.swept.set(Some(now));
+            for list in own.values_mut() {
+                list.retain_mut(|(c, since)| {
+                    now.duration_since(*since) < MAX_IDLE && c.still_open()
+                });
+            }
+            own.retain(|_, list| !list.is_empty());
+        }
         let list = own.entry(key).or_default();
         if list.len() >= max_idle {
             list.remove(0);
         }
-        list.push((conn, Instant::now()));
+        list.push((conn, now));
     }
 
     pub fn checkin(&self, key: PoolKey, sender: SendRequest<UpstreamRequestBody>, max_idle: usize) {
@@ -81,5 +103,47 @@ impl ConnPool {
             list.remove(0);
         }
         list.push((sender, Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle_own(pool: &ConnPool) -> usize {
+        pool.own.borrow().values().map(Vec::len).sum()
+    }
+
+    #[tokio::test]
+    async fn idle_connections_their_origin_closed_are_swept_and_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let key = PoolKey {
+            addr,
+            tls_name: None,
+        };
+        let limit = Duration::from_secs(5);
+        let pool = ConnPool::default();
+        let first = crate::upstream::h1_client::connect(addr, limit)
+            .await
+            .unwrap();
+        let (first_server, _) = listener.accept().await.unwrap();
+        pool.checkin_h1(key.clone(), first, 8);
+        assert_eq!(idle_own(&pool), 1);
+        // The origin closes the idle connection.
+        drop(first_server);
+        tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(200)).await;
+        let second = crate::upstream::h1_client::connect(addr, limit)
+            .await
+            .unwrap();
+        let (_second_server, _) = listener.accept().await.unwrap();
+        pool.checkin_h1(key.clone(), second, 8);
+        assert_eq!(
+            idle_own(&pool),
+            1,
+            "the closed one is swept, the open one kept"
+        );
+        assert!(pool.checkout_h1(&key).is_some(), "the open one is reused");
+        assert!(pool.checkout_h1(&key).is_none());
     }
 }
