@@ -11,6 +11,25 @@ use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// An origin that hands each accepted connection to `serve` and counts connections.
+async fn counting_origin<F, Fut>(serve: F) -> (std::net::SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let connections = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(s));
+        }
+    });
+    (addr, connections)
+}
+
 #[tokio::test]
 async fn interim_responses_are_skipped_and_a_chunked_body_arrives_whole() {
     let origin = canned_origin(
@@ -68,39 +87,31 @@ async fn a_body_cut_short_ends_the_clients_response_early() {
 
 #[tokio::test]
 async fn head_gets_the_length_and_no_body_and_the_connection_is_reused() {
-    // Answers every request on a connection; counts connections.
-    let connections = Arc::new(AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap();
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                        buf.drain(..end + 4);
-                        let body = if head.starts_with("HEAD") {
-                            ""
-                        } else {
-                            "0123456789"
-                        };
-                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{body}");
-                        if s.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+    // Answers every request on a connection.
+    let (origin, connections) = counting_origin(|mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                buf.drain(..end + 4);
+                let body = if head.starts_with("HEAD") {
+                    ""
+                } else {
+                    "0123456789"
+                };
+                let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{body}");
+                if s.write_all(resp.as_bytes()).await.is_err() {
+                    return;
                 }
-            });
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
+    })
+    .await;
     let edge = edge_in_front_of(origin).await;
     let c = client();
     let url = format!("{}/h", base_url(&edge));
@@ -121,29 +132,15 @@ async fn head_gets_the_length_and_no_body_and_the_connection_is_reused() {
 async fn a_pooled_connection_the_origin_closed_is_replaced_without_an_error() {
     // Answers one request per connection with a keep-alive response, then closes the
     // connection a little later, as an origin whose keep-alive timeout ran out.
-    let connections = Arc::new(AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap();
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            });
+    let (origin, connections) = counting_origin(|mut s| async move {
+        if read_request_head(&mut s).await.is_some() {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    });
+    })
+    .await;
     let edge = edge_in_front_of(origin).await;
     let c = client();
     let url = format!("{}/k", base_url(&edge));

@@ -145,7 +145,7 @@ impl Head {
 }
 
 /// Whether a comma-separated field value lists `token` (case-insensitive).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))

@@ -2,7 +2,7 @@
 //! connections.
 
 pub mod conn_watch;
-mod h1_head;
+pub(crate) mod h1_head;
 mod http1;
 mod http_date;
 pub mod listener;

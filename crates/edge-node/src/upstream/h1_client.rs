@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::proxy::error::ProxyError;
 use crate::proxy::upstream_call::UpstreamHead;
+use crate::server::h1_head::has_token;
 
 /// A response head larger than this is refused (502), as nginx refuses one larger than its
 /// `proxy_buffer_size` ("upstream sent too big header").
@@ -147,12 +148,6 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
         }
     }
     Ok(length)
-}
-
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Writes the request head: its line, then the fields in the map's order (names lowercase,

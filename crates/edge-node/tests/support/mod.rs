@@ -235,25 +235,35 @@ async fn answer(name: &str, hits: &AtomicUsize, mut req: Request<Incoming>) -> R
 /// (for responses a well-behaved server would not send: cut short, or failing).
 #[allow(dead_code)] // Not every test file uses one.
 pub async fn canned_origin(response: &'static [u8]) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_request_head(&mut s).await.is_some() {
+                    let _ = s.write_all(response).await;
                 }
-                let _ = s.write_all(response).await;
             });
         }
     });
     addr
+}
+
+/// Reads up to the end of a request head (and whatever came with it); `None` when the peer
+/// closed or failed first.
+#[allow(dead_code)]
+pub async fn read_request_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
 }
 
 /// An origin that sends the first chunk of a chunked body (`first\n`), then holds the rest
