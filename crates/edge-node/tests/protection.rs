@@ -360,6 +360,9 @@ applications:
         r#"outpost_edge_request_duration_seconds_count{application="site"} 5"#,
         r#"outpost_edge_upstream_errors_total{upstream="gone""#,
         r#"outpost_edge_upstream_response_duration_seconds_count{upstream="web"} 4"#,
+        // Bodiless GETs over plain TCP: all on the edge's own client.
+        r#"outpost_edge_upstream_requests_total{upstream="web",client="own"} 4"#,
+        r#"outpost_edge_upstream_requests_total{upstream="web",client="hyper"} 0"#,
         "outpost_edge_open_connections",
         "outpost_edge_config_version",
         r#"outpost_edge_http1_handoffs_total{reason="malformed"} 1"#,

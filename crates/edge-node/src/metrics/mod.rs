@@ -27,6 +27,7 @@ pub struct Metrics {
     bytes_received: Family<Labels, Counter>,
     upstream_duration: Family<Labels, ShardedHistogram>,
     upstream_errors: Family<Labels, Counter>,
+    upstream_requests: Family<Labels, Counter>,
     peer_up: Family<Labels, Gauge>,
     pub open_connections: Gauge,
     pub config_version: Gauge,
@@ -99,6 +100,9 @@ pub struct UpstreamMetrics {
     pub duration: ShardedHistogram,
     errors: Family<Labels, Counter>,
     peer_up: Family<Labels, Gauge>,
+    /// Tries sent by the edge's own HTTP/1.1 client and by hyper's (`upstream/h1_client.rs`).
+    pub sent_own: Counter,
+    pub sent_hyper: Counter,
 }
 
 impl UpstreamMetrics {
@@ -143,6 +147,7 @@ impl Default for Metrics {
             bytes_received: Family::default(),
             upstream_duration: Family::default(),
             upstream_errors: Family::default(),
+            upstream_requests: Family::default(),
             peer_up: Family::default(),
             open_connections: Gauge::default(),
             config_version: Gauge::default(),
@@ -194,6 +199,11 @@ impl Default for Metrics {
                 "upstream_errors",
                 "Failed upstream attempts, by upstream and kind",
                 m.upstream_errors.clone(),
+            );
+            r.register(
+                "upstream_requests",
+                "Tries sent to an upstream, by upstream and client (own: the edge's HTTP/1.1 client; hyper: requests with a body, TLS, upgrades)",
+                m.upstream_requests.clone(),
             );
             r.register(
                 "upstream_peer_up",
@@ -288,7 +298,18 @@ impl Metrics {
                 .clone(),
             errors: self.upstream_errors.clone(),
             peer_up: self.peer_up.clone(),
+            sent_own: self.upstream_request_counter(name, "own"),
+            sent_hyper: self.upstream_request_counter(name, "hyper"),
         }
+    }
+
+    fn upstream_request_counter(&self, name: &str, client: &str) -> Counter {
+        self.upstream_requests
+            .get_or_create(&vec![
+                ("upstream", name.to_string()),
+                ("client", client.to_string()),
+            ])
+            .clone()
     }
 
     /// The cache's size per tier, refreshed before each scrape.

@@ -149,8 +149,10 @@ pub async fn call(
             body_slot.as_ref().is_none_or(|b| b.is_end_stream()),
         );
         let result = if own {
+            up.metrics.sent_own.inc();
             send_own(w, &key, &head, timeouts).await
         } else {
+            up.metrics.sent_hyper.inc();
             send(w, up, &key, &head, &mut body_slot, can_replay, timeouts)
                 .await
                 .map(|(response, sender)| Sent::Hyper(response, sender))
