@@ -45,6 +45,7 @@ case "$CASE" in
   *) echo "CASE is lua, luaacc, hit or pass" >&2; exit 2 ;;
 esac
 
+kept=0
 for bin in "$@"; do
   bin="$(readlink -f "$bin")"
   cat > "$RUN/wrap.sh" <<EOF
@@ -68,6 +69,10 @@ EOF
   dump="$(ls -t "$RUN"/cg.out.*.* | head -1)"
   total="$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')"
   printf '%s %s: %s requests, %s instructions per request\n' "$CASE" "$bin" "$n" "$((total / n))"
+  # KEEP_PROFILE=DIR keeps each dump for callgrind_annotate (named CASE.N.callgrind).
+  if [ -n "${KEEP_PROFILE:-}" ]; then
+    mkdir -p "$KEEP_PROFILE"; cp "$dump" "$KEEP_PROFILE/$CASE.$((++kept)).callgrind"
+  fi
   kill "$vg" 2>/dev/null || true
   wait "$edge_job" 2>/dev/null || true
 done

@@ -1,6 +1,7 @@
 //! `outpost`: one binary, every role. It parses the command line, sets up logging and calls a
 //! library's entry point; the logic lives in the library crates.
 
+mod allocator;
 mod control_plane;
 mod ctl;
 mod dev;
@@ -12,10 +13,8 @@ mod watch;
 
 use clap::{Parser, Subcommand};
 
-// Proxying allocates and frees many small buffers per request on every worker thread; mimalloc's
-// per-thread heaps cost about half of glibc malloc's time there (see docs/benchmarks.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::EdgeAllocator = allocator::EdgeAllocator;
 
 #[derive(Parser)]
 #[command(
