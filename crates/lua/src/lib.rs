@@ -39,7 +39,7 @@ pub use client_body::{
 pub use limits::{Exceeded, LuaLimits, Sandbox};
 /// A Lua value kept for later (a request's `ngx.ctx` table), as the host holds it.
 pub use mlua::RegistryKey;
-pub use request::{BalancerState, RequestState, SharedRequest};
+pub use request::{BalancerState, LazyId, RequestState, SharedRequest};
 pub use response::{LuaResponse, content_response, error_page, status_response, streamed_head};
 pub use shared_dict::{SharedDict, SharedDicts};
 pub use subrequest::{CaptureFuture, Captured, Subrequest, SubrequestRunner};

@@ -53,7 +53,7 @@ pub struct RequestState {
     /// per connection); otherwise it is formatted when read.
     pub client_text: Option<http::HeaderValue>,
     pub server: SocketAddr,
-    pub request_id: String,
+    pub request_id: LazyId,
     pub start_time: SystemTime,
     pub body: Option<Bytes>,
     /// `ngx.req.set_body_data` ran: in rewrite and access, `body` replaces what goes upstream.
@@ -120,6 +120,30 @@ pub struct RequestState {
     pub subrequest_depth: u32,
 }
 
+/// `$request_id`: the host's id for the request, shared with it. The host makes one (or
+/// takes the client's) only when something first reads it, here or there.
+#[derive(Clone)]
+pub struct LazyId {
+    pub cell: Rc<std::cell::OnceCell<http::HeaderValue>>,
+    pub make: fn() -> http::HeaderValue,
+}
+
+impl LazyId {
+    pub fn value(&self) -> &http::HeaderValue {
+        self.cell.get_or_init(self.make)
+    }
+}
+
+/// An id that reads as empty (requests of tests and stand-ins).
+impl Default for LazyId {
+    fn default() -> Self {
+        LazyId {
+            cell: Rc::default(),
+            make: || http::HeaderValue::from_static(""),
+        }
+    }
+}
+
 /// What the balancer phase reads and writes for one try at an upstream peer.
 #[derive(Debug, Clone, Default)]
 pub struct BalancerState {
@@ -153,6 +177,10 @@ impl BalancerState {
     }
 }
 
+/// `$server_name` until the host sets it: one shared empty name, not one allocated per request.
+static NO_SERVER_NAME: std::sync::LazyLock<std::sync::Arc<str>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::from(""));
+
 impl RequestState {
     pub fn new(method: Method, uri: String, args: Option<String>, headers: HeaderMap) -> Self {
         Self::started_at(SystemTime::now(), method, uri, args, headers)
@@ -185,11 +213,11 @@ impl RequestState {
             raw_head: None,
             scheme: "http",
             host: String::new(),
-            server_name: std::sync::Arc::from(""),
+            server_name: NO_SERVER_NAME.clone(),
             client: SocketAddr::from(([127, 0, 0, 1], 0)),
             client_text: None,
             server: SocketAddr::from(([127, 0, 0, 1], 0)),
-            request_id: String::new(),
+            request_id: LazyId::default(),
             start_time,
             body: None,
             body_replaced: false,
@@ -292,6 +320,27 @@ pub fn with<R>(f: impl FnOnce(&mut RequestState) -> mlua::Result<R>) -> mlua::Re
         return Err(mlua::Error::runtime("API disabled in the current context"));
     }
     f(&mut guard)
+}
+
+/// As [`with`], for fast paths: `None` where `with` fails (no request, its state borrowed,
+/// `init_worker`), and they hand the call to the full API, which raises the error.
+pub fn with_request<R>(f: impl FnOnce(&mut RequestState) -> R) -> Option<R> {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        let mut r = c.as_ref()?.try_borrow_mut().ok()?;
+        (r.phase != Phase::InitWorker).then(|| f(&mut r))
+    })
+}
+
+/// Runs `f` on the current request in one of `phases`; `None` without one (or while its state
+/// is borrowed). For fast paths that hand anything else to the full API, which raises the
+/// error.
+pub fn with_in<R>(phases: &[Phase], f: impl FnOnce(&mut RequestState) -> R) -> Option<R> {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        let mut r = c.as_ref()?.try_borrow_mut().ok()?;
+        phases.contains(&r.phase).then(|| f(&mut r))
+    })
 }
 
 /// The phase running now: the current request's, or `timer` outside any request.

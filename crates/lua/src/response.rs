@@ -48,17 +48,18 @@ pub fn status_response(status: u16, extra: &HeaderMap) -> LuaResponse {
 /// nginx's built-in type map (`ngx_http_core_default_types`), used without `mime.types`;
 /// anything else is `default_type`'s built-in `text/plain`.
 fn default_type(uri: &str) -> &'static str {
-    let ext = uri
-        .rsplit('/')
-        .next()
-        .and_then(|f| f.rsplit_once('.'))
-        .map(|(_, e)| e);
-    match ext.map(|e| e.to_ascii_lowercase()).as_deref() {
-        Some("html") => "text/html",
-        Some("gif") => "image/gif",
-        Some("jpg") => "image/jpeg",
-        _ => "text/plain",
-    }
+    let file = uri.rsplit_once('/').map_or(uri, |(_, f)| f);
+    let Some((_, ext)) = file.rsplit_once('.') else {
+        return "text/plain";
+    };
+    [
+        ("html", "text/html"),
+        ("gif", "image/gif"),
+        ("jpg", "image/jpeg"),
+    ]
+    .into_iter()
+    .find(|(e, _)| ext.eq_ignore_ascii_case(e))
+    .map_or("text/plain", |(_, t)| t)
 }
 
 /// The response of a content phase (or of a rewrite/access phase that produced output).
@@ -125,4 +126,20 @@ pub fn streamed_head(r: &mut RequestState) -> (u16, HeaderMap) {
         );
     }
     (status, headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_type;
+
+    #[test]
+    fn default_types_as_nginx_has_them_built_in() {
+        assert_eq!(default_type("/a/b.HTML"), "text/html");
+        assert_eq!(default_type("/x.jpg"), "image/jpeg");
+        assert_eq!(default_type("/a.tar.gif"), "image/gif");
+        assert_eq!(default_type("/dir.gif/file"), "text/plain");
+        assert_eq!(default_type("/index.htm"), "text/plain");
+        assert_eq!(default_type("/"), "text/plain");
+        assert_eq!(default_type("no-slash.html"), "text/html");
+    }
 }

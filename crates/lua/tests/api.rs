@@ -442,3 +442,75 @@ ngx.say(tostring(ngx.re.match('xabc', 'a|ab', 'ad')))
         "ab nil nil\nll nil nil\nXX bbb2\n2 3\nab ab\n[ab]c1\nAB\nab\nnil\n"
     );
 }
+
+/// `ngx.say`, `ngx.var` and the shared dict's `get`/`set`/`incr` have C fast paths that hand
+/// anything unusual to the full implementations: both must answer alike. A zone table without
+/// its number at `[2]` always takes the full methods.
+#[test]
+fn fast_paths_answer_as_the_full_ones() {
+    let h = harness();
+    let path = format!("/t?a=1&long={}", "y".repeat(300));
+    let code = r#"
+        local dogs = ngx.shared.dogs
+        local slow = setmetatable({ rawget(dogs, 1) }, getmetatable(dogs))
+        local function run(z, p)
+            local out = {}
+            local function rec(...)
+                local t = {}
+                for i = 1, select('#', ...) do t[i] = tostring((select(i, ...))) end
+                out[#out + 1] = select('#', ...) .. ':' .. table.concat(t, ',')
+            end
+            rec(z:get(p .. 'a'))
+            rec(z:set(p .. 'a', 'v', 0, 7))
+            rec(z:get(p .. 'a'))
+            rec(z:set(p .. 'n', 1.5))
+            rec(z:incr(p .. 'n', 2))
+            rec(z:incr(p .. 'm', 1, 10))
+            rec(z:incr(p .. 'a', 1))
+            rec(z:incr(p .. 'none', 1))
+            rec(z:set(p .. 'b', true))
+            rec(z:get(p .. 'b'))
+            rec(z:set(p .. 'long', string.rep('x', 300)))
+            rec(#z:get(p .. 'long'))
+            rec(z:set(p .. 'b', nil))
+            rec(z:get(p .. 'b'))
+            rec(pcall(z.set, z, p .. 'c', 1, -1))
+            rec(z:get(''))
+            rec(z:incr(p .. 'n', '3'))
+            return table.concat(out, ' ')
+        end
+        local fast, full = run(dogs, 'f'), run(slow, 's')
+        ngx.say(fast == full and 'same' or ('differ: ' .. fast .. ' | ' .. full))
+        ngx.say(fast)
+        -- A zone whose number was changed reaches its own dict through the full methods.
+        rawset(dogs, 2, 'x')
+        ngx.say(dogs:get('fn'))
+        rawset(dogs, 2, 12345)
+        ngx.say(dogs:incr('fn', 1))
+        ngx.say(ngx.var.URI, ' ', ngx.var.Arg_A, ' ', tostring(ngx.var[1]), ' ', #ngx.var.arg_long)
+        ngx.say(-0, ' ', math.huge, ' ', 2^53, ' ', 0.1)
+        ngx.print('a', 1, true, nil, ngx.null)
+        ngx.print({ 'b', { 'c' } }, '\n')
+        "#;
+    let r = block_on(h.run(&get(&path), &[(Phase::Content, code)]));
+    let body = String::from_utf8_lossy(&r.body);
+    assert_eq!(r.status, 200, "{body}");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines[0], "same", "{body}");
+    assert_eq!(
+        lines[1],
+        "1:nil 3:true,nil,false 2:v,7 3:true,nil,false 1:3.5 3:11,nil,false 2:nil,not a number \
+         2:nil,not found 3:true,nil,false 1:true 3:true,nil,false 1:300 3:true,nil,false 1:nil \
+         2:false,bad \"exptime\" argument 2:nil,empty key 1:6.5"
+    );
+    assert_eq!(
+        &lines[2..],
+        [
+            "6.5",
+            "7.5",
+            "/t 1 nil 300",
+            "0 inf 9.007199254741e+15 0.1",
+            "a1truenilnullbc"
+        ]
+    );
+}

@@ -95,10 +95,13 @@ pub async fn serve(
     let host_raw = host_value.to_str().unwrap_or("");
     let host = normalize_host(host_raw);
     let request_id = RequestId::from_headers(&parts.headers);
-    // Kept for the access log: the request headers move upstream with the request.
-    let logged = LoggedHeaders {
-        referer: parts.headers.get(header::REFERER).cloned(),
-        user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+    // Kept for the access log, if it is on: the request headers move upstream with the request.
+    let logged = match access_logged(&snapshot, &conn) {
+        true => LoggedHeaders {
+            referer: parts.headers.get(header::REFERER).cloned(),
+            user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+        },
+        false => LoggedHeaders::default(),
     };
 
     let app = snapshot
@@ -195,14 +198,7 @@ pub async fn serve(
             Caller::Client { started, .. } => *started,
             Caller::Subrequest(_) => Instant::now(),
         };
-        let state = lua_phase::request_state(
-            &mut parts,
-            origin,
-            &host,
-            request_id.as_str(),
-            &app,
-            started,
-        );
+        let state = lua_phase::request_state(&mut parts, origin, &host, &request_id, &app, started);
         let sub = match &caller {
             Caller::Subrequest(setup) => Some(setup.as_ref()),
             Caller::Client { .. } => {
@@ -256,7 +252,13 @@ pub async fn serve(
             }
             // The content handler answers: nothing goes upstream.
             Ok(()) => {
+                // Only hyper's path can hand the connection over (the edge's own HTTP/1.1
+                // path passes requests that ask to switch protocols to hyper).
                 let upgrade = (parts.version == Version::HTTP_11
+                    && parts
+                        .extensions
+                        .get::<hyper::upgrade::OnUpgrade>()
+                        .is_some()
                     && forward::requested_upgrade(&state.state.borrow().headers).is_some())
                 .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
                 .flatten();
@@ -564,8 +566,7 @@ fn finish(
         .duration
         .observe(now.saturating_duration_since(started).as_secs_f64());
     conn.response_made.set(Some(now));
-    let logging = snapshot.access_log != AccessLogFormat::Off && conn.access_log.is_enabled();
-    let record = logging.then(|| LogRecord {
+    let record = access_logged(snapshot, conn).then(|| LogRecord {
         client: conn.client.ip(),
         method: parts.method.to_string(),
         // As nginx's `$request`: the client's target, also after an internal redirect.
@@ -598,6 +599,12 @@ fn finish(
     resp
 }
 
+/// Whether a client's request on `conn` gets an access log line.
+fn access_logged(snapshot: &Snapshot, conn: &ConnInfo) -> bool {
+    snapshot.access_log != AccessLogFormat::Off && conn.access_log.is_enabled()
+}
+
+#[derive(Default)]
 pub(crate) struct LoggedHeaders {
     referer: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,

@@ -66,7 +66,7 @@ pub fn request_state(
     parts: &mut http::request::Parts,
     origin: super::subrequest::Origin,
     host: &str,
-    request_id: &str,
+    request_id: &crate::rules::RequestId,
     app: &Application,
     started: std::time::Instant,
 ) -> Rc<LuaRequest> {
@@ -90,7 +90,7 @@ pub fn request_state(
     s.client = conn.client;
     s.client_text = Some(conn.client_ip_value().clone());
     s.server = conn.local;
-    s.request_id = request_id.to_string();
+    s.request_id = request_id.lazy();
     s.globals = Some(app.lua_globals.clone());
     if let Some(r) = parts
         .extensions

@@ -3,13 +3,15 @@
 //! nothing for a request that never uses it).
 
 use std::cell::OnceCell;
+use std::rc::Rc;
 
 use http::{HeaderMap, HeaderValue};
 
 pub static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-#[derive(Debug, Default)]
-pub struct RequestId(OnceCell<HeaderValue>);
+/// Shared by its copies (the request's Lua reads the same one): made once, when first read.
+#[derive(Debug, Default, Clone)]
+pub struct RequestId(Rc<OnceCell<HeaderValue>>);
 
 impl RequestId {
     /// The client's id when it sent a usable one; otherwise one is made when first read.
@@ -25,11 +27,11 @@ impl RequestId {
 
     /// A fixed id (tests, internal views).
     pub fn fixed(v: HeaderValue) -> RequestId {
-        RequestId(OnceCell::from(v))
+        RequestId(Rc::new(OnceCell::from(v)))
     }
 
     pub fn value(&self) -> &HeaderValue {
-        self.0.get_or_init(|| random(rand::random()))
+        self.0.get_or_init(made)
     }
 
     pub fn as_str(&self) -> &str {
@@ -38,11 +40,18 @@ impl RequestId {
     }
 }
 
-/// A copy carries the same id: one not made yet is made first.
-impl Clone for RequestId {
-    fn clone(&self) -> RequestId {
-        RequestId::fixed(self.value().clone())
+/// The same id for the request's Lua (`$request_id`), still made only when read.
+impl RequestId {
+    pub fn lazy(&self) -> outpost_lua::LazyId {
+        outpost_lua::LazyId {
+            cell: self.0.clone(),
+            make: made,
+        }
     }
+}
+
+fn made() -> HeaderValue {
+    random(rand::random())
 }
 
 fn usable(v: &[u8]) -> bool {

@@ -2,11 +2,13 @@
 
 pub mod arg;
 pub mod balancer;
+mod c_function;
 pub mod cache;
 pub mod codec;
 pub mod location;
 pub mod misc;
 pub mod output;
+mod output_fast;
 pub mod process;
 pub mod re;
 mod re_dfa;
@@ -14,6 +16,8 @@ pub mod req;
 mod req_body;
 pub mod resty_string;
 pub mod shared;
+mod shared_fast;
 pub mod socket;
 pub mod ssl;
 pub mod thread;
+mod var_fast;

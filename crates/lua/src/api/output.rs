@@ -77,7 +77,7 @@ pub fn render(v: &Value, out: &mut Vec<u8>, _fname: &str, arg: usize) -> mlua::R
 const EXEC: i64 = -4;
 
 /// Where lua-nginx-module lets a script write the response or read the request body.
-const OUTPUT_PHASES: &[Phase] = &[Phase::Rewrite, Phase::Access, Phase::Content];
+pub(crate) const OUTPUT_PHASES: &[Phase] = &[Phase::Rewrite, Phase::Access, Phase::Content];
 
 fn output(args: MultiValue, newline: bool, fname: &'static str) -> mlua::Result<Value> {
     request::allow_in(OUTPUT_PHASES)?;
@@ -101,14 +101,13 @@ fn output(args: MultiValue, newline: bool, fname: &'static str) -> mlua::Result<
 }
 
 pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
-    ngx.set(
-        "say",
+    let (say, print) = super::output_fast::functions(
+        lua,
         lua.create_function(|_, a: MultiValue| output(a, true, "say"))?,
-    )?;
-    ngx.set(
-        "print",
         lua.create_function(|_, a: MultiValue| output(a, false, "print"))?,
     )?;
+    ngx.set("say", say)?;
+    ngx.set("print", print)?;
     ngx.set(
         "exit",
         lua.create_function(|_, code: i64| -> mlua::Result<()> {

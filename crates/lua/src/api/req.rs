@@ -1,5 +1,7 @@
 //! `ngx.req.*` and `ngx.var`.
 
+use std::borrow::Cow;
+
 use http::header::{HeaderName, HeaderValue};
 use mlua::{Lua, Table, Value};
 
@@ -192,24 +194,22 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
 
     let var = lua.create_table()?;
     let mt = lua.create_table()?;
-    mt.set(
-        "__index",
-        lua.create_function(|lua, (_, name): (Table, mlua::LuaString)| {
-            // nginx variable names are case-insensitive; most are read in lower case already.
-            let bytes = name.as_bytes();
-            let lower = match bytes.iter().any(u8::is_ascii_uppercase) {
-                true => std::borrow::Cow::Owned(bytes.to_ascii_lowercase()),
-                false => std::borrow::Cow::Borrowed(&bytes[..]),
-            };
-            let Ok(name) = std::str::from_utf8(&lower) else {
-                return Ok(Value::Nil);
-            };
-            request::with(|r| match variable(r, name) {
-                Some(v) => Ok(Value::String(lua.create_string(v)?)),
-                None => Ok(Value::Nil),
-            })
-        })?,
-    )?;
+    let full_index = lua.create_function(|lua, (_, name): (Table, mlua::LuaString)| {
+        // nginx variable names are case-insensitive; most are read in lower case already.
+        let bytes = name.as_bytes();
+        let lower = match bytes.iter().any(u8::is_ascii_uppercase) {
+            true => std::borrow::Cow::Owned(bytes.to_ascii_lowercase()),
+            false => std::borrow::Cow::Borrowed(&bytes[..]),
+        };
+        let Ok(name) = std::str::from_utf8(&lower) else {
+            return Ok(Value::Nil);
+        };
+        request::with(|r| match variable(r, name) {
+            Some(v) => Ok(Value::String(lua.create_string(v)?)),
+            None => Ok(Value::Nil),
+        })
+    })?;
+    mt.set("__index", super::var_fast::index(lua, full_index)?)?;
     mt.set(
         "__newindex",
         lua.create_function(|_, (_, name, value): (Table, String, Value)| {
@@ -320,15 +320,17 @@ fn set_header(name: &str, value: Value) -> mlua::Result<()> {
 }
 
 /// nginx variables by name: the common set, `http_*`, `arg_*`, `cookie_*`, declared ones.
-pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
-    let s = |v: &str| Some(v.as_bytes().to_vec());
+pub fn variable<'r>(r: &'r RequestState, name: &str) -> Option<Cow<'r, [u8]>> {
+    // Borrowed from the request where it holds the text; made (owned) otherwise.
+    let s = |v: &'r str| Some(Cow::Borrowed(v.as_bytes()));
+    let o = |v: String| Some(Cow::Owned(v.into_bytes()));
     match name {
         "uri" | "document_uri" => s(&r.uri),
-        "args" | "query_string" => r.args.as_deref().map(|a| a.as_bytes().to_vec()),
+        "args" | "query_string" => r.args.as_deref().and_then(s),
         "is_args" => s(if r.args.is_some() { "?" } else { "" }),
         "request_uri" => s(&r.request_uri),
         // The line as the client sent it: rewrites of the URI do not show here.
-        "request" => s(&format!(
+        "request" => o(format!(
             "{} {} {}",
             r.original_method,
             r.request_uri,
@@ -339,39 +341,39 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
         "https" => s(if r.scheme == "https" { "on" } else { "" }),
         "host" => s(&r.host),
         "server_name" => s(&r.server_name),
-        "server_port" => s(&r.server.port().to_string()),
-        "server_addr" => s(&r.server.ip().to_string()),
+        "server_port" => o(r.server.port().to_string()),
+        "server_addr" => o(r.server.ip().to_string()),
         "server_protocol" => s(protocol(r)),
         "remote_addr" => match &r.client_text {
-            Some(text) => Some(text.as_bytes().to_vec()),
-            None => s(&r.client.ip().to_string()),
+            Some(text) => Some(Cow::Borrowed(text.as_bytes())),
+            None => o(r.client.ip().to_string()),
         },
-        "remote_port" => s(&r.client.port().to_string()),
-        "binary_remote_addr" => Some(match r.client.ip() {
+        "remote_port" => o(r.client.port().to_string()),
+        "binary_remote_addr" => Some(Cow::Owned(match r.client.ip() {
             std::net::IpAddr::V4(a) => a.octets().to_vec(),
             std::net::IpAddr::V6(a) => a.octets().to_vec(),
-        }),
-        "request_id" => s(&r.request_id),
+        })),
+        "request_id" => Some(Cow::Borrowed(r.request_id.value().as_bytes())),
         "content_length" => r
             .headers
             .get(http::header::CONTENT_LENGTH)
-            .map(|v| v.as_bytes().to_vec()),
+            .map(|v| Cow::Borrowed(v.as_bytes())),
         "content_type" => r
             .headers
             .get(http::header::CONTENT_TYPE)
-            .map(|v| v.as_bytes().to_vec()),
-        "status" => s(&r.status.unwrap_or(200).to_string()),
-        "request_time" => s(&format!(
+            .map(|v| Cow::Borrowed(v.as_bytes())),
+        "status" => o(r.status.unwrap_or(200).to_string()),
+        "request_time" => o(format!(
             "{:.3}",
             r.start_time.elapsed().map_or(0.0, |d| d.as_secs_f64())
         )),
-        "msec" => s(&format!(
+        "msec" => o(format!(
             "{:.3}",
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
         )),
-        "request_body" => r.body.as_ref().map(|b| b.to_vec()),
+        "request_body" => r.body.as_ref().map(|b| Cow::Borrowed(&b[..])),
         _ => {
             if let Some(h) = name.strip_prefix("http_") {
                 let hn = h.replace('_', "-");
@@ -386,9 +388,9 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
                 }
                 // nginx 1.22 joins only Cookie and X-Forwarded-For; others give the first.
                 return match hn.as_str() {
-                    "cookie" => Some(values.join(&b"; "[..])),
-                    "x-forwarded-for" => Some(values.join(&b", "[..])),
-                    _ => Some(values[0].to_vec()),
+                    "cookie" => Some(Cow::Owned(values.join(&b"; "[..]))),
+                    "x-forwarded-for" => Some(Cow::Owned(values.join(&b", "[..]))),
+                    _ => Some(Cow::Borrowed(values[0])),
                 };
             }
             if let Some(a) = name.strip_prefix("arg_") {
@@ -396,7 +398,8 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
                 // As nginx's ngx_http_arg: an argument without '=' has no value to give.
                 return args.split('&').find_map(|kv| {
                     let (k, v) = kv.split_once('=')?;
-                    k.eq_ignore_ascii_case(a).then(|| v.as_bytes().to_vec())
+                    k.eq_ignore_ascii_case(a)
+                        .then_some(Cow::Borrowed(v.as_bytes()))
                 });
             }
             if let Some(c) = name.strip_prefix("cookie_") {
@@ -408,11 +411,11 @@ pub fn variable(r: &RequestState, name: &str) -> Option<Vec<u8>> {
                     .flat_map(|v| v.split(';'))
                     .find_map(|pair| {
                         let (k, v) = pair.trim().split_once('=')?;
-                        (k == c).then(|| v.as_bytes().to_vec())
+                        (k == c).then_some(Cow::Borrowed(v.as_bytes()))
                     });
             }
             let _ = unescape;
-            r.declared.get(name).map(|v| v.as_bytes().to_vec())
+            r.declared.get(name).map(|v| Cow::Borrowed(v.as_bytes()))
         }
     }
 }

@@ -254,7 +254,8 @@ impl UserData for Dict {
 }
 
 /// lua-resty-core's zones are tables (`type(ngx.shared.dogs) == "table"`) whose methods check
-/// their `self`; ours hold the dict's userdata at `[1]`.
+/// their `self`; ours hold the dict's userdata at `[1]` and its number for the C functions of
+/// `api/shared_fast.rs` at `[2]`. Returns the zone maker and the methods table.
 const ZONE_WRAPPER: &str = r#"
 local names = ...
 local methods = {}
@@ -266,7 +267,7 @@ for name in names:gmatch("%S+") do
     end
 end
 local mt = { __index = methods }
-return function(ud) return setmetatable({ ud }, mt) end
+return function(ud, id) return setmetatable({ ud, id }, mt) end, methods
 "#;
 
 const METHODS: &str = "get get_stale set safe_set add safe_add replace delete incr ttl expire \
@@ -276,16 +277,20 @@ const METHODS: &str = "get get_stale set safe_set add safe_add replace delete in
 pub fn install(lua: &Lua, ngx: &Table, dicts: Arc<SharedDicts>) -> mlua::Result<()> {
     let shared = lua.create_table()?;
     let mt = lua.create_table()?;
-    let wrap: mlua::Function = lua
+    let (wrap, methods): (mlua::Function, Table) = lua
         .load(ZONE_WRAPPER)
         .set_name("=ngx.shared")
         .call(METHODS)?;
+    for (name, f) in super::shared_fast::methods(lua, &methods)? {
+        methods.raw_set(name, f)?;
+    }
     mt.set(
         "__index",
         lua.create_function(
             move |lua, (t, name): (Table, String)| match dicts.get(&name) {
                 Some(d) => {
-                    let zone: Value = wrap.call(lua.create_userdata(Dict(d))?)?;
+                    let id = super::shared_fast::register(&d);
+                    let zone: Value = wrap.call((lua.create_userdata(Dict(d))?, id))?;
                     t.raw_set(name, zone.clone())?;
                     Ok(zone)
                 }
