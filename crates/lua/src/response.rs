@@ -48,17 +48,23 @@ pub fn status_response(status: u16, extra: &HeaderMap) -> LuaResponse {
 /// nginx's built-in type map (`ngx_http_core_default_types`), used without `mime.types`;
 /// anything else is `default_type`'s built-in `text/plain`.
 fn default_type(uri: &str) -> &'static str {
-    let file = uri.rsplit_once('/').map_or(uri, |(_, f)| f);
-    let Some((_, ext)) = file.rsplit_once('.') else {
+    // Bytes, not the str pattern API: this runs for every Lua response.
+    let b = uri.as_bytes();
+    let file = b
+        .iter()
+        .rposition(|&c| c == b'/')
+        .map_or(b, |i| &b[i + 1..]);
+    let Some(dot) = file.iter().rposition(|&c| c == b'.') else {
         return "text/plain";
     };
+    let ext = &file[dot + 1..];
     [
         ("html", "text/html"),
         ("gif", "image/gif"),
         ("jpg", "image/jpeg"),
     ]
     .into_iter()
-    .find(|(e, _)| ext.eq_ignore_ascii_case(e))
+    .find(|(e, _)| ext.eq_ignore_ascii_case(e.as_bytes()))
     .map_or("text/plain", |(_, t)| t)
 }
 

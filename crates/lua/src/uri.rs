@@ -5,7 +5,13 @@
 /// Whether `raw` is already its own normal form, as most paths are: nothing to decode, no
 /// empty, `.` or `..` segment.
 pub fn is_normal(raw: &str) -> bool {
-    raw.starts_with('/') && !raw.contains('%') && !raw.contains("//") && !raw.contains("/.")
+    // One pass over the bytes: three substring searches cost more than this for every path.
+    let b = raw.as_bytes();
+    b.first() == Some(&b'/')
+        && !b.contains(&b'%')
+        && !b
+            .windows(2)
+            .any(|w| w[0] == b'/' && matches!(w[1], b'/' | b'.'))
 }
 
 /// The normalised, decoded form of `raw` (a path as the client sent it), or `None` where

@@ -26,6 +26,10 @@ const HOP_BY_HOP: [&HeaderName; 8] = [
 
 /// Which of [`HOP_BY_HOP`] (bits 0-7) and `Proxy-Authorization` (bit 8) `name` is.
 fn hop_by_hop_bit(name: &HeaderName) -> u16 {
+    // Their lengths first: nearly every field is none of them, and a length rules it out.
+    if !matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19) {
+        return 0;
+    }
     match HOP_BY_HOP.iter().position(|h| *h == name) {
         Some(i) => 1 << i,
         None if name == header::PROXY_AUTHORIZATION => 1 << 8,

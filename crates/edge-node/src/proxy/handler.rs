@@ -332,7 +332,14 @@ pub async fn serve(
                         "request body too large\n",
                     ))
                 } else {
-                    let upgrade = if parts.version == Version::HTTP_11 {
+                    // Only a request that came through hyper can switch protocols (the
+                    // edge's own HTTP/1.1 path hands those to hyper).
+                    let can_switch = parts.version == Version::HTTP_11
+                        && parts
+                            .extensions
+                            .get::<hyper::upgrade::OnUpgrade>()
+                            .is_some();
+                    let upgrade = if can_switch {
                         forward::requested_upgrade(&parts.headers)
                     } else {
                         None

@@ -52,6 +52,11 @@ unsafe fn output(l: *mut lua_State, newline: bool, full: &CStr) -> c_int {
                 if r.eof {
                     return;
                 }
+                // Most responses printed this way are short: one allocation for them, not a
+                // growth per argument.
+                if r.output.capacity() == 0 {
+                    r.output.reserve(256);
+                }
                 for i in 1..=n {
                     append(l, i, &mut r.output);
                 }
