@@ -71,13 +71,15 @@ pub fn request_state(
     started: std::time::Instant,
 ) -> Rc<LuaRequest> {
     let conn = &origin.conn;
-    let mut s = RequestState::started_at(
+    // Made in its place: the state is over a kilobyte, and each move of it is a `memcpy`.
+    let state = Rc::new(RefCell::new(RequestState::started_at(
         crate::clock::wall_at(started),
         parts.method.clone(),
         parts.uri.path().to_string(),
         parts.uri.query().map(str::to_string),
         std::mem::take(&mut parts.headers),
-    );
+    )));
+    let mut s = state.borrow_mut();
     s.http_version = match parts.version {
         http::Version::HTTP_10 => 1.0,
         http::Version::HTTP_2 => 2.0,
@@ -100,8 +102,9 @@ pub fn request_state(
         s.redirected = true;
     }
     s.declared = app.declared.iter().cloned().collect();
+    drop(s);
     Rc::new(LuaRequest {
-        state: Rc::new(RefCell::new(s)),
+        state,
         origin,
         vm: OnceCell::new(),
         content_done: Cell::new(None),
