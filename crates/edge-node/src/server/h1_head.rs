@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
 /// hyper's limit on the number of request header fields (`DEFAULT_MAX_HEADERS`).
@@ -135,7 +135,7 @@ impl Head {
         // request id): the map does not grow and rehash on the way.
         let mut headers = HeaderMap::with_capacity(fields.len() + 6);
         for (name, value) in fields {
-            let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
+            let name = super::field_name::field_name(&head[name.clone()]).ok()?;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
             headers.append(name, value);
         }
@@ -348,6 +348,7 @@ pub fn chunk_size_line(n: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
 
     fn parse(raw: &[u8]) -> Parsed {
         parse_request(raw, &mut Fields::new())

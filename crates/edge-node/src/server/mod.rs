@@ -2,6 +2,7 @@
 //! connections.
 
 pub mod conn_watch;
+pub(crate) mod field_name;
 pub(crate) mod h1_head;
 mod http1;
 mod http_date;

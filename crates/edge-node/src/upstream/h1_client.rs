@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -311,7 +311,7 @@ impl H1Conn {
             // Room for `Via` and a rule's fields without growing the map.
             let mut headers = HeaderMap::with_capacity(self.spans.len() + 4);
             for &[n0, n1, v0, v1] in &self.spans {
-                let name = HeaderName::from_bytes(&raw[n0..n1])
+                let name = crate::server::field_name::field_name(&raw[n0..n1])
                     .map_err(|_| ExchangeError::Parse(httparse::Error::HeaderName))?;
                 let value = HeaderValue::from_maybe_shared(raw.slice(v0..v1))
                     .map_err(|_| ExchangeError::Parse(httparse::Error::HeaderValue))?;
@@ -330,6 +330,7 @@ impl H1Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
 
     fn fields(list: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
