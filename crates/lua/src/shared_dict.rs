@@ -36,8 +36,12 @@ struct Entry {
 /// Per-entry overhead counted against the capacity (as nginx's slab nodes do).
 const OVERHEAD: usize = 64;
 
+/// Keys come from requests (client addresses, tokens): the hasher is seeded per map, as
+/// hashbrown's default, and several times cheaper than SipHash on short keys.
+type KeyMap = HashMap<Bytes, Entry, foldhash::fast::RandomState>;
+
 struct Inner {
-    map: HashMap<Bytes, Entry>,
+    map: KeyMap,
     /// `used` tick to key: the least recently used first.
     lru: BTreeMap<u64, Bytes>,
     tick: u64,
@@ -98,7 +102,7 @@ impl SharedDict {
             name: name.to_string(),
             capacity,
             inner: Mutex::new(Inner {
-                map: HashMap::new(),
+                map: KeyMap::default(),
                 lru: BTreeMap::new(),
                 tick: 0,
                 bytes: 0,
@@ -127,9 +131,10 @@ impl SharedDict {
             return None;
         }
         inner.tick += 1;
-        inner.lru.remove(&e.used);
+        // The key's copy in the order moves to the new tick: no new copy per touch.
+        let k = (inner.lru.remove(&e.used)).unwrap_or_else(|| Bytes::copy_from_slice(key));
         e.used = inner.tick;
-        inner.lru.insert(inner.tick, Bytes::copy_from_slice(key));
+        inner.lru.insert(inner.tick, k);
         Some((e.value.clone(), e.flags))
     }
 
@@ -211,9 +216,9 @@ impl SharedDict {
                 };
                 e.value = DictValue::Num(n + by);
                 inner.tick += 1;
-                inner.lru.remove(&e.used);
+                let k = (inner.lru.remove(&e.used)).unwrap_or_else(|| Bytes::copy_from_slice(key));
                 e.used = inner.tick;
-                inner.lru.insert(inner.tick, Bytes::copy_from_slice(key));
+                inner.lru.insert(inner.tick, k);
                 return Ok((n + by, false));
             }
         }
