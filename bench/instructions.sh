@@ -8,6 +8,7 @@
 #
 #   bench/instructions.sh lua target/release/outpost /tmp/outpost-before
 #   CASE names: lua (content_by_lua), luaacc (access_by_lua + proxy), hit (1 KiB), pass (1 KiB)
+#   KEEP_PROFILE=/tmp/prof bench/instructions.sh lua BIN   # keeps each dump for callgrind_annotate
 #
 # Needs: apt-get install -y valgrind nginx wrk. Each binary runs under callgrind with one
 # worker; after a warm-up, the counters are zeroed, wrk sends DURATION seconds of requests over
