@@ -142,9 +142,12 @@ unsafe fn zone_dict(l: *mut lua_State) -> Option<Arc<SharedDict>> {
 }
 
 /// The key at index 2, as the full methods accept it without conversion.
-unsafe fn key(l: *mut lua_State) -> Option<&'static [u8]> {
-    // SAFETY: a caller checked the argument count; the bytes are used while the key is on the
-    // stack (the `'static` does not leave this module's calls).
+///
+/// # Safety
+/// The bytes live as long as the key stays on the stack: the caller uses them within its
+/// call, before anything is pushed or popped.
+unsafe fn key<'a>(l: *mut lua_State) -> Option<&'a [u8]> {
+    // SAFETY: `lua_type` in `string_at` accepts any index; see above for the bytes.
     let k = unsafe { string_at(l, 2)? };
     (1..=65535).contains(&k.len()).then_some(k)
 }
