@@ -47,7 +47,8 @@ pub struct RequestState {
     pub host: String,
     /// `$server_name`: the application's first domain, as nginx gives the server block's
     /// first `server_name` (empty when it has none).
-    pub server_name: std::sync::Arc<str>,
+    /// `None` reads as empty (a stand-in request's).
+    pub server_name: Option<std::sync::Arc<str>>,
     pub client: SocketAddr,
     /// `client`'s address as text (`$remote_addr`) when the host has it made already (once
     /// per connection); otherwise it is formatted when read.
@@ -177,10 +178,6 @@ impl BalancerState {
     }
 }
 
-/// `$server_name` until the host sets it: one shared empty name, not one allocated per request.
-static NO_SERVER_NAME: std::sync::LazyLock<std::sync::Arc<str>> =
-    std::sync::LazyLock::new(|| std::sync::Arc::from(""));
-
 impl RequestState {
     pub fn new(method: Method, uri: String, args: Option<String>, headers: HeaderMap) -> Self {
         Self::started_at(SystemTime::now(), method, uri, args, headers)
@@ -213,7 +210,7 @@ impl RequestState {
             raw_head: None,
             scheme: "http",
             host: String::new(),
-            server_name: NO_SERVER_NAME.clone(),
+            server_name: None,
             client: SocketAddr::from(([127, 0, 0, 1], 0)),
             client_text: None,
             server: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -107,8 +107,8 @@ pub async fn serve(
     let app = snapshot
         .listeners
         .get(&conn.listener)
-        .and_then(|l| l.router.route(&host))
-        .cloned();
+        // Borrowed from the snapshot: a clone is an atomic count that every worker shares.
+        .and_then(|l| l.router.route(&host));
     let Some(app) = app else {
         let resp = local(LocalResponse::text(
             StatusCode::NOT_FOUND,
@@ -178,12 +178,13 @@ pub async fn serve(
     };
 
     // Lua: the application's code, then its matching rules', phase by phase.
-    let lua = if fx.lua.is_empty() {
-        std::borrow::Cow::Borrowed(&app.lua)
-    } else {
-        let mut l = app.lua.clone();
-        l.extend(&fx.lua);
-        std::borrow::Cow::Owned(l)
+    let lua = match &fx.lua {
+        None => std::borrow::Cow::Borrowed(&app.lua),
+        Some(extra) => {
+            let mut l = app.lua.clone();
+            l.extend(extra);
+            std::borrow::Cow::Owned(l)
+        }
     };
     let balancer_code = upstream.as_ref().and_then(|u| u.lua_balancer.clone());
     let lua_state = (!lua.is_empty() || balancer_code.is_some()).then(|| {

@@ -88,7 +88,7 @@ pub fn request_state(
     s.scheme = conn.scheme;
     s.tls = conn.tls.clone();
     s.host = host.to_string();
-    s.server_name = app.server_name.clone();
+    s.server_name = Some(app.server_name.clone());
     s.client = conn.client;
     s.client_text = Some(conn.client_ip_value().clone());
     s.server = conn.local;

@@ -103,8 +103,10 @@ pub struct RuleEffects {
     pub respond: Option<LocalResponse>,
     /// The last matching rule's cache action, which wins over the application's cache rules.
     pub cache: Option<Arc<CacheRule>>,
-    /// Lua from matching rules, run after the application's own for each phase.
-    pub lua: LuaHandlers,
+    /// Lua from matching rules, run after the application's own for each phase. `None` for
+    /// most requests: an empty `LuaHandlers` is six reference counts on shared empty lists,
+    /// touched twice per request by every worker.
+    pub lua: Option<LuaHandlers>,
 }
 
 /// Things an action cannot do in this build; the edge refuses such a config with this path.
@@ -346,7 +348,7 @@ pub fn evaluate(
                         fx.cache = Some(c.clone());
                     }
                 }
-                Action::Lua(h) => fx.lua.extend(h),
+                Action::Lua(h) => fx.lua.get_or_insert_with(LuaHandlers::default).extend(h),
             }
         }
         if rule.last {

@@ -340,7 +340,7 @@ pub fn variable<'r>(r: &'r RequestState, name: &str) -> Option<Cow<'r, [u8]>> {
         "scheme" => s(r.scheme),
         "https" => s(if r.scheme == "https" { "on" } else { "" }),
         "host" => s(&r.host),
-        "server_name" => s(&r.server_name),
+        "server_name" => s(r.server_name.as_deref().unwrap_or("")),
         "server_port" => o(r.server.port().to_string()),
         "server_addr" => o(r.server.ip().to_string()),
         "server_protocol" => s(protocol(r)),
