@@ -13,7 +13,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+pub use sharded_counter::ShardedCounter;
 
+mod sharded_counter;
 mod sharded_histogram;
 pub use sharded_histogram::{ShardedHistogram, set_worker_shard};
 
@@ -21,18 +23,18 @@ type Labels = Vec<(&'static str, String)>;
 
 pub struct Metrics {
     registry: Mutex<Registry>,
-    requests: Family<Labels, Counter>,
+    requests: Family<Labels, ShardedCounter>,
     request_duration: Family<Labels, ShardedHistogram>,
-    bytes_sent: Family<Labels, Counter>,
-    bytes_received: Family<Labels, Counter>,
+    bytes_sent: Family<Labels, ShardedCounter>,
+    bytes_received: Family<Labels, ShardedCounter>,
     upstream_duration: Family<Labels, ShardedHistogram>,
     upstream_errors: Family<Labels, Counter>,
-    upstream_requests: Family<Labels, Counter>,
+    upstream_requests: Family<Labels, ShardedCounter>,
     peer_up: Family<Labels, Gauge>,
     pub open_connections: Gauge,
     pub config_version: Gauge,
     pub config_loads: Family<Labels, Counter>,
-    cache_requests: Family<Labels, Counter>,
+    cache_requests: Family<Labels, ShardedCounter>,
     cache_bytes: Family<Labels, Gauge>,
     cache_objects: Family<Labels, Gauge>,
     pub lua: LuaMetrics,
@@ -72,11 +74,11 @@ impl LuaMetrics {
 /// Handles for one application.
 #[derive(Clone)]
 pub struct AppMetrics {
-    by_class: [Counter; 5],
+    by_class: [ShardedCounter; 5],
     pub duration: ShardedHistogram,
-    pub bytes_sent: Counter,
-    pub bytes_received: Counter,
-    cache: [Counter; 6],
+    pub bytes_sent: ShardedCounter,
+    pub bytes_received: ShardedCounter,
+    cache: [ShardedCounter; 6],
 }
 
 impl AppMetrics {
@@ -101,8 +103,8 @@ pub struct UpstreamMetrics {
     errors: Family<Labels, Counter>,
     peer_up: Family<Labels, Gauge>,
     /// Tries sent by the edge's own HTTP/1.1 client and by hyper's (`upstream/h1_client.rs`).
-    pub sent_own: Counter,
-    pub sent_hyper: Counter,
+    pub sent_own: ShardedCounter,
+    pub sent_hyper: ShardedCounter,
 }
 
 impl UpstreamMetrics {
@@ -303,7 +305,7 @@ impl Metrics {
         }
     }
 
-    fn upstream_request_counter(&self, name: &str, client: &str) -> Counter {
+    fn upstream_request_counter(&self, name: &str, client: &str) -> ShardedCounter {
         self.upstream_requests
             .get_or_create(&vec![
                 ("upstream", name.to_string()),

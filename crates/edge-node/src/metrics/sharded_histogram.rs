@@ -12,7 +12,7 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
 /// Shards per histogram; workers beyond this share them (still correct, only contended).
-const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 16;
 /// Upper bounds: 0.5 ms doubling to about 16 s, as the edge's latency histograms had them.
 const BOUNDS: usize = 16;
 
@@ -23,6 +23,11 @@ thread_local! {
 /// Makes the calling thread (a worker) observe into shard `worker`.
 pub fn set_worker_shard(worker: usize) {
     SHARD.set(worker % SHARDS);
+}
+
+/// The shard the calling worker writes to.
+pub(crate) fn worker_shard() -> usize {
+    SHARD.get()
 }
 
 fn bound(i: usize) -> f64 {
@@ -47,7 +52,7 @@ pub struct ShardedHistogram {
 
 impl ShardedHistogram {
     pub fn observe(&self, v: f64) {
-        let shard = &self.shards[SHARD.get()];
+        let shard = &self.shards[worker_shard()];
         let bucket = (0..BOUNDS).find(|&i| v <= bound(i)).unwrap_or(BOUNDS);
         shard.buckets[bucket].fetch_add(1, Relaxed);
         shard.count.fetch_add(1, Relaxed);

@@ -10,11 +10,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use crate::metrics::ShardedCounter;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 
 use super::body_filter::BodyFilter;
@@ -100,7 +100,7 @@ pub struct StreamedRequest {
     limit: u64,
     seen: u64,
     over_limit: Rc<Cell<bool>>,
-    received: Counter,
+    received: ShardedCounter,
     idle: IdleTimer,
 }
 
@@ -110,7 +110,7 @@ impl UpstreamRequestBody {
         inner: Incoming,
         limit: u64,
         over_limit: Rc<Cell<bool>>,
-        received: Counter,
+        received: ShardedCounter,
         send_timeout: Duration,
     ) -> Self {
         UpstreamRequestBody::Stream(Box::new(StreamedRequest {

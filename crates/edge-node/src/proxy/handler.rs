@@ -167,11 +167,10 @@ pub async fn serve(
         _ => None,
     };
 
-    let upstream = fx
-        .upstream
-        .clone()
-        .or_else(|| app.upstream.clone())
-        .and_then(|name| snapshot.upstreams.get(&name).cloned());
+    // Borrowed from the snapshot, as the application is.
+    let upstream = (fx.upstream.as_ref())
+        .or(app.upstream.as_ref())
+        .and_then(|name| snapshot.upstreams.get(name));
     let hash = match upstream.as_ref().and_then(|u| u.hash_key.as_ref()) {
         Some(t) => hash_bytes(t.render(&view).as_bytes()),
         None => 0,
@@ -567,7 +566,8 @@ fn finish(
         return resp;
     };
     let status = resp.status().as_u16();
-    let metrics = app.map_or_else(|| snapshot.unrouted.clone(), |a| a.metrics.clone());
+    // Borrowed: a copy of the handles is a dozen reference counts every worker shares.
+    let metrics = app.map_or(&snapshot.unrouted, |a| &a.metrics);
     metrics.count(status);
     let now = Instant::now();
     metrics
@@ -597,8 +597,9 @@ fn finish(
     });
     let format = snapshot.access_log;
     let log = conn.access_log.clone();
+    let bytes_sent = metrics.bytes_sent.clone();
     resp.body_mut().on_finish(Box::new(move |sent, complete| {
-        metrics.bytes_sent.inc_by(sent);
+        bytes_sent.inc_by(sent);
         if let Some(record) = record {
             log.write(format_line(format, &record, sent, complete));
         }
