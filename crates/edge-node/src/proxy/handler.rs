@@ -198,7 +198,7 @@ pub async fn serve(
             Caller::Client { started, .. } => *started,
             Caller::Subrequest(_) => Instant::now(),
         };
-        let state = lua_phase::request_state(&mut parts, origin, &host, &request_id, &app, started);
+        let state = lua_phase::request_state(&mut parts, origin, &host, &request_id, app, started);
         let sub = match &caller {
             Caller::Subrequest(setup) => Some(setup.as_ref()),
             Caller::Client { .. } => {
@@ -223,7 +223,7 @@ pub async fn serve(
         // The scripts read the body only if they ask; what they leave goes on.
         let lent = std::mem::replace(&mut body, RequestBody::Internal(None));
         lua_body::lend(lent, &mut state.state.borrow_mut());
-        let stop = match lua_phase::before_content(&w, &snapshot, &app, &lua, state).await {
+        let stop = match lua_phase::before_content(&w, &snapshot, app, &lua, state).await {
             Err(stop) => Some(stop),
             Ok(()) if lua.content.is_empty() => {
                 // What the scripts changed goes upstream: method, headers, URI, arguments; and
@@ -262,7 +262,7 @@ pub async fn serve(
                     && forward::requested_upgrade(&state.state.borrow().headers).is_some())
                 .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
                 .flatten();
-                match lua_phase::content(&w, &snapshot, &app, &lua, state, upgrade).await {
+                match lua_phase::content(&w, &snapshot, app, &lua, state, upgrade).await {
                     Ok(resp) => Some(lua_phase::Stop::Respond(resp)),
                     Err(stop) => Some(stop),
                 }
@@ -288,12 +288,12 @@ pub async fn serve(
         };
         if let Some(mut resp) = early {
             forward::apply(resp.headers_mut(), &fx.response_headers);
-            lua_phase::after_response(&w, &snapshot, &app, &lua, state, &parts.method, &mut resp)
+            lua_phase::after_response(&w, &snapshot, app, &lua, state, &parts.method, &mut resp)
                 .await;
             return finish(
                 resp,
                 &snapshot,
-                Some(&app),
+                Some(app),
                 &conn,
                 &parts,
                 &host,
@@ -404,7 +404,7 @@ pub async fn serve(
                         };
                         // The cache answers; its response takes the same way out as any other.
                         let (mut resp, result) =
-                            cache_phase::serve(&w, &up, &snapshot, cr, &mut info).await;
+                            cache_phase::serve(&w, up, &snapshot, cr, &mut info).await;
                         app.metrics.cache(result);
                         forward::apply(resp.headers_mut(), &fx.response_headers);
                         resp
@@ -427,7 +427,7 @@ pub async fn serve(
                         // whole on each request (the cache's serves hits, and stays inline).
                         let result = crate::in_box!(upstream_call::call(
                             &w,
-                            &up,
+                            up,
                             head,
                             upstream_body,
                             upstream_call::PeerChoice {
@@ -497,12 +497,12 @@ pub async fn serve(
     };
     let mut resp = resp;
     if let Some(state) = &lua_state {
-        lua_phase::after_response(&w, &snapshot, &app, &lua, state, &parts.method, &mut resp).await;
+        lua_phase::after_response(&w, &snapshot, app, &lua, state, &parts.method, &mut resp).await;
     }
     finish(
         resp,
         &snapshot,
-        Some(&app),
+        Some(app),
         &conn,
         &parts,
         &host,
