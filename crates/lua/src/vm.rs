@@ -440,6 +440,28 @@ impl LuaVm {
         Ok(f)
     }
 
+    /// The call of `code`'s chunk, started, in the scope [`LuaVm::chunk`] gives. A chunk
+    /// compiled already is called where it is kept: a copy of the function (a registry
+    /// reference made and dropped) and of the scope's name (a count every worker writes)
+    /// would cost more than the lookup.
+    fn call_chunk(
+        &self,
+        scope: Option<&Arc<str>>,
+        name: &str,
+        code: &str,
+    ) -> Result<mlua::function::AsyncCallFuture<()>, LuaError> {
+        let cached = match scope {
+            None => self.chunks.borrow().get(code).map(|f| f.call_async(())),
+            Some(scope) => (self.scopes.borrow().get(&**scope))
+                .filter(|s| Arc::ptr_eq(&s.owner, scope))
+                .and_then(|s| s.chunks.get(code).map(|f| f.call_async(()))),
+        };
+        match cached {
+            Some(call) => Ok(call),
+            None => Ok(self.chunk(scope, name, code)?.call_async(())),
+        }
+    }
+
     /// An application's globals table: its `_G` is itself, and what it lacks comes from `_G`.
     fn new_globals(&self) -> mlua::Result<Table> {
         let env = self.lua.create_table()?;
@@ -476,13 +498,15 @@ impl LuaVm {
             return Err(LuaError::Limit(why));
         }
         budget.set_timed(self.limits.cpu_time.is_some());
-        let scope = request.borrow().globals.clone();
-        let f = self.chunk(scope.as_ref(), name, code)?;
+        let call = {
+            let r = request.borrow();
+            self.call_chunk(r.globals.as_ref(), name, code)?
+        };
         request.borrow_mut().phase = phase;
         request.borrow_mut().exit = None;
         let fut = WithRequest {
             request: request.clone(),
-            inner: Box::pin(f.call_async::<()>(())),
+            inner: Box::pin(call),
         };
         let result = fut.await;
         self.after_run();
