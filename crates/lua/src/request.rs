@@ -333,11 +333,7 @@ pub fn with_request<R>(f: impl FnOnce(&mut RequestState) -> R) -> Option<R> {
 /// is borrowed). For fast paths that hand anything else to the full API, which raises the
 /// error.
 pub fn with_in<R>(phases: &[Phase], f: impl FnOnce(&mut RequestState) -> R) -> Option<R> {
-    CURRENT.with(|c| {
-        let c = c.borrow();
-        let mut r = c.as_ref()?.try_borrow_mut().ok()?;
-        phases.contains(&r.phase).then(|| f(&mut r))
-    })
+    with_request(|r| phases.contains(&r.phase).then(|| f(r))).flatten()
 }
 
 /// The phase running now: the current request's, or `timer` outside any request.

@@ -18,6 +18,7 @@ use mlua::ffi::{self, lua_State};
 use mlua::{Function, Lua};
 
 use super::c_function::{call_full, string_at, with_full};
+use super::shared::now_ms;
 use crate::shared_dict::{DictValue, SetMode, SharedDict};
 
 const GET: &CStr = c"outpost.ngx.shared.get";
@@ -162,12 +163,6 @@ unsafe fn optional_number(l: *mut lua_State, i: c_int) -> Result<Option<f64>, ()
             _ => Err(()),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `zone:get(key)`.
