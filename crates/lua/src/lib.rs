@@ -18,12 +18,14 @@
 
 mod api;
 pub mod cache_access;
+mod chunk_hash;
 pub mod cjson;
 pub mod client_body;
 pub mod ffi_symbols;
 pub mod limits;
 mod numfmt;
 pub mod request;
+mod request_reuse;
 pub mod response;
 mod sandbox;
 pub mod shared_dict;

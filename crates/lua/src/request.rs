@@ -180,17 +180,25 @@ impl BalancerState {
 
 impl RequestState {
     pub fn new(method: Method, uri: String, args: Option<String>, headers: HeaderMap) -> Self {
-        Self::started_at(SystemTime::now(), method, uri, args, headers)
+        Self::started_at(
+            SystemTime::now(),
+            method,
+            uri,
+            args,
+            headers,
+            LazyId::default(),
+        )
     }
 
     /// As [`RequestState::new`], for a request the host saw begin at `start_time`
-    /// (`ngx.req.start_time`).
+    /// (`ngx.req.start_time`), with the host's id for it.
     pub fn started_at(
         start_time: SystemTime,
         method: Method,
         uri: String,
         args: Option<String>,
         headers: HeaderMap,
+        request_id: LazyId,
     ) -> Self {
         let request_uri = match &args {
             Some(a) => format!("{uri}?{a}"),
@@ -214,7 +222,7 @@ impl RequestState {
             client: SocketAddr::from(([127, 0, 0, 1], 0)),
             client_text: None,
             server: SocketAddr::from(([127, 0, 0, 1], 0)),
-            request_id: LazyId::default(),
+            request_id,
             start_time,
             body: None,
             body_replaced: false,

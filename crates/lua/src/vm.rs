@@ -10,7 +10,7 @@ use std::collections::HashMap;
 /// Compiled chunks by their code. Every Lua phase of every request looks its chunk up here,
 /// so the key is hashed with FxHash: SipHash over a script of a few kilobytes costs
 /// microseconds per lookup, FxHash about a tenth of that.
-type ChunkMap = HashMap<String, Function, rustc_hash::FxBuildHasher>;
+type ChunkMap = HashMap<String, Function, crate::chunk_hash::ChunkHash>;
 use std::rc::Rc;
 use std::sync::Arc;
 

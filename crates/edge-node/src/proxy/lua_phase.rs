@@ -60,6 +60,36 @@ impl LuaRequest {
     }
 }
 
+thread_local! {
+    /// Finished requests' states, released, for the worker's next requests
+    /// (`outpost_lua::RequestState::release`).
+    static SPARE_STATES: RefCell<Vec<SharedRequest>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare states kept per worker, at most: as many as requests it runs at once, usually.
+const SPARE_STATES_MAX: usize = 256;
+
+impl Drop for LuaRequest {
+    /// A state nothing else holds goes back to the worker's spares.
+    fn drop(&mut self) {
+        if Rc::strong_count(&self.state) != 1 || Rc::weak_count(&self.state) != 0 {
+            return;
+        }
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return;
+        };
+        state.release();
+        drop(state);
+        let spare = self.state.clone();
+        let _ = SPARE_STATES.try_with(|spares| {
+            let mut spares = spares.borrow_mut();
+            if spares.len() < SPARE_STATES_MAX {
+                spares.push(spare);
+            }
+        });
+    }
+}
+
 /// The request's headers move into the state (`parts.headers` is left empty): a request that
 /// goes on upstream takes the scripts' copy back with [`LuaRequest::headers_for_upstream`].
 pub fn request_state(
@@ -71,14 +101,28 @@ pub fn request_state(
     started: std::time::Instant,
 ) -> Rc<LuaRequest> {
     let conn = &origin.conn;
-    // Made in its place: the state is over a kilobyte, and each move of it is a `memcpy`.
-    let state = Rc::new(RefCell::new(RequestState::started_at(
-        crate::clock::wall_at(started),
-        parts.method.clone(),
-        parts.uri.path().to_string(),
-        parts.uri.query().map(str::to_string),
-        std::mem::take(&mut parts.headers),
-    )));
+    let start = crate::clock::wall_at(started);
+    let headers = std::mem::take(&mut parts.headers);
+    let state = match SPARE_STATES.with(|spares| spares.borrow_mut().pop()) {
+        Some(state) => {
+            let (path, query) = (parts.uri.path(), parts.uri.query());
+            let method = parts.method.clone();
+            let id = request_id.lazy();
+            state
+                .borrow_mut()
+                .restart(start, method, path, query, headers, id);
+            state
+        }
+        // Made in its place: the state is over a kilobyte, and each move of it is a `memcpy`.
+        None => Rc::new(RefCell::new(RequestState::started_at(
+            start,
+            parts.method.clone(),
+            parts.uri.path().to_string(),
+            parts.uri.query().map(str::to_string),
+            headers,
+            request_id.lazy(),
+        ))),
+    };
     let mut s = state.borrow_mut();
     s.http_version = match parts.version {
         http::Version::HTTP_10 => 1.0,
@@ -87,12 +131,11 @@ pub fn request_state(
     };
     s.scheme = conn.scheme;
     s.tls = conn.tls.clone();
-    s.host = host.to_string();
+    s.host.push_str(host);
     s.server_name = Some(app.server_name.clone());
     s.client = conn.client;
     s.client_text = Some(conn.client_ip_value().clone());
     s.server = conn.local;
-    s.request_id = request_id.lazy();
     s.globals = Some(app.lua_globals.clone());
     if let Some(r) = parts
         .extensions
@@ -101,7 +144,7 @@ pub fn request_state(
         s.request_uri = r.request_uri.clone();
         s.redirected = true;
     }
-    s.declared = app.declared.iter().cloned().collect();
+    s.declared.extend(app.declared.iter().cloned());
     drop(s);
     Rc::new(LuaRequest {
         state,

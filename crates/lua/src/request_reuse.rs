@@ -1,0 +1,317 @@
+//! A finished request's state made ready for the next request on the worker, as nginx reuses
+//! its memory pools: the state is over a kilobyte, and building it anew cost an allocation
+//! and copy of the whole of it, a few strings, and dropping it all again at the end. A
+//! reused state keeps its strings' and maps' allocations, and stays in the cache.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use http::{HeaderMap, Method};
+
+use crate::Phase;
+use crate::request::{LazyId, RequestState};
+
+/// Kept allocations larger than these are dropped rather than kept for the next request.
+const KEEP_STRING: usize = 4096;
+const KEEP_OUTPUT: usize = 64 * 1024;
+const KEEP_FIELDS: usize = 64;
+
+impl RequestState {
+    /// Drops what the request held (bodies, connections, its `ngx.ctx`, its output) and
+    /// leaves every field as [`RequestState::started_at`] sets it, but for the request id
+    /// (which [`RequestState::restart`] replaces), keeping small allocations for the next
+    /// request. Every field is named here, so that a new one cannot be missed.
+    pub fn release(&mut self) {
+        let RequestState {
+            phase,
+            method,
+            original_method,
+            uri,
+            args,
+            uri_changed,
+            request_uri,
+            http_version,
+            headers,
+            headers_changed,
+            raw_head,
+            scheme,
+            host,
+            server_name,
+            client,
+            client_text,
+            server,
+            request_id,
+            start_time,
+            body,
+            body_replaced,
+            tls,
+            cert_choice,
+            globals,
+            declared,
+            status,
+            resp_headers,
+            output,
+            headers_sent,
+            eof,
+            body_read,
+            client_body,
+            body_claimed,
+            upgrade,
+            downstream,
+            streamable,
+            flush_requested,
+            exit,
+            exec,
+            redirected,
+            ctx,
+            cache_key,
+            cache_skip_lookup,
+            cache_skip_store,
+            body_chunk,
+            balancer,
+            budget,
+            subrequests,
+            subrequest_depth,
+        } = self;
+        *phase = Phase::Content;
+        *method = Method::GET;
+        *original_method = Method::GET;
+        clear_string(uri);
+        *args = None;
+        *uri_changed = false;
+        clear_string(request_uri);
+        *http_version = 1.1;
+        *headers = HeaderMap::new();
+        *headers_changed = false;
+        *raw_head = None;
+        *scheme = "http";
+        clear_string(host);
+        *server_name = None;
+        *client = SocketAddr::from(([127, 0, 0, 1], 0));
+        *client_text = None;
+        *server = SocketAddr::from(([127, 0, 0, 1], 0));
+        // Replaced by `restart`; a placeholder would be an allocation.
+        let _ = request_id;
+        *start_time = SystemTime::UNIX_EPOCH;
+        *body = None;
+        *body_replaced = false;
+        *tls = None;
+        *cert_choice = None;
+        *globals = None;
+        declared.clear();
+        *status = None;
+        if resp_headers.capacity() > KEEP_FIELDS {
+            *resp_headers = HeaderMap::new();
+        } else {
+            resp_headers.clear();
+        }
+        if output.capacity() > KEEP_OUTPUT {
+            *output = Vec::new();
+        } else {
+            output.clear();
+        }
+        *headers_sent = false;
+        *eof = false;
+        *body_read = false;
+        *client_body = None;
+        *body_claimed = false;
+        *upgrade = None;
+        *downstream = None;
+        *streamable = false;
+        *flush_requested = false;
+        *exit = None;
+        *exec = None;
+        *redirected = false;
+        *ctx = None;
+        *cache_key = None;
+        *cache_skip_lookup = false;
+        *cache_skip_store = false;
+        *body_chunk = None;
+        *balancer = None;
+        // A subrequest still running would hold the budget: it gets its own then.
+        match Rc::get_mut(budget) {
+            Some(b) => *b = Default::default(),
+            None => *budget = Rc::default(),
+        }
+        *subrequests = None;
+        *subrequest_depth = 0;
+    }
+
+    /// A released state ([`RequestState::release`]) made what
+    /// [`RequestState::started_at`] gives for these arguments.
+    pub fn restart(
+        &mut self,
+        start_time: SystemTime,
+        method: Method,
+        uri: &str,
+        args: Option<&str>,
+        headers: HeaderMap,
+        request_id: LazyId,
+    ) {
+        self.start_time = start_time;
+        self.original_method = method.clone();
+        self.method = method;
+        self.uri.push_str(uri);
+        self.request_uri.push_str(uri);
+        if let Some(a) = args {
+            self.request_uri.push('?');
+            self.request_uri.push_str(a);
+            self.args = Some(a.to_string());
+        }
+        self.headers = headers;
+        self.request_id = request_id;
+    }
+}
+
+fn clear_string(s: &mut String) {
+    if s.capacity() > KEEP_STRING {
+        *s = String::new();
+    } else {
+        s.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, SystemTime};
+
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Method};
+
+    use crate::Phase;
+    use crate::request::{LazyId, RequestState};
+
+    /// What a test can compare of a state: every field with a `Debug` form, and whether
+    /// each other one is set.
+    fn seen(s: &RequestState) -> String {
+        format!(
+            "{:?}",
+            (
+                (
+                    s.phase.name(),
+                    &s.method,
+                    &s.original_method,
+                    &s.uri,
+                    &s.args
+                ),
+                (s.uri_changed, &s.request_uri, s.http_version, &s.headers),
+                (
+                    s.headers_changed,
+                    &s.raw_head,
+                    s.scheme,
+                    &s.host,
+                    &s.server_name
+                ),
+                (
+                    s.client,
+                    &s.client_text,
+                    s.server,
+                    s.request_id.value(),
+                    s.start_time
+                ),
+                (
+                    &s.body,
+                    s.body_replaced,
+                    s.tls.is_some(),
+                    s.cert_choice.is_some()
+                ),
+                (
+                    &s.globals,
+                    &s.declared,
+                    s.status,
+                    &s.resp_headers,
+                    &s.output
+                ),
+                (s.headers_sent, s.eof, s.body_read, s.client_body.is_some()),
+                (s.body_claimed, s.upgrade.is_some(), s.downstream.is_some()),
+                (
+                    s.streamable,
+                    s.flush_requested,
+                    s.exit,
+                    &s.exec,
+                    s.redirected
+                ),
+                (
+                    s.ctx.is_some(),
+                    &s.cache_key,
+                    s.cache_skip_lookup,
+                    s.cache_skip_store
+                ),
+                (&s.body_chunk, &s.balancer, s.budget.exceeded().is_some()),
+                (s.subrequests.is_some(), s.subrequest_depth),
+            )
+        )
+    }
+
+    fn id(v: &'static str) -> LazyId {
+        let id = LazyId::default();
+        let _ = id.cell.set(HeaderValue::from_static(v));
+        id
+    }
+
+    #[test]
+    fn a_released_and_restarted_state_is_a_fresh_one() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("example.com"));
+        let fresh = RequestState::started_at(
+            at,
+            Method::POST,
+            "/a/b".into(),
+            Some("x=1".into()),
+            headers.clone(),
+            id("id-2"),
+        );
+        let mut used = RequestState::started_at(
+            at - Duration::from_secs(5),
+            Method::GET,
+            "/old".into(),
+            None,
+            HeaderMap::new(),
+            id("id-1"),
+        );
+        used.phase = Phase::Log;
+        used.method = Method::PUT;
+        used.uri_changed = true;
+        used.http_version = 2.0;
+        used.headers_changed = true;
+        used.raw_head = Some(Bytes::from_static(b"GET /old HTTP/1.1\r\n\r\n"));
+        used.scheme = "https";
+        used.host.push_str("old.example");
+        used.server_name = Some("old".into());
+        used.client = SocketAddr::from(([10, 0, 0, 1], 5555));
+        used.client_text = Some(HeaderValue::from_static("10.0.0.1"));
+        used.server = SocketAddr::from(([10, 0, 0, 2], 80));
+        used.body = Some(Bytes::from_static(b"body"));
+        used.body_replaced = true;
+        used.globals = Some("app".into());
+        used.declared.insert("v".into(), "1".into());
+        used.status = Some(404);
+        used.resp_headers
+            .insert("x-a", HeaderValue::from_static("1"));
+        used.output.extend_from_slice(b"hello");
+        used.headers_sent = true;
+        used.eof = true;
+        used.body_read = true;
+        used.body_claimed = true;
+        used.streamable = true;
+        used.flush_requested = true;
+        used.exit = Some(200);
+        used.exec = Some(("/x".into(), None));
+        used.redirected = true;
+        used.cache_key = Some("k".into());
+        used.cache_skip_lookup = true;
+        used.cache_skip_store = true;
+        used.body_chunk = Some((Bytes::from_static(b"c"), true));
+        used.balancer = Some(Default::default());
+        used.budget.exceed(crate::limits::Exceeded::Instructions(1));
+        used.subrequest_depth = 2;
+        assert_ne!(seen(&used), seen(&fresh));
+
+        used.release();
+        used.restart(at, Method::POST, "/a/b", Some("x=1"), headers, id("id-2"));
+        assert_eq!(seen(&used), seen(&fresh));
+    }
+}
