@@ -18,22 +18,25 @@ impl SampledHasher {
     }
 }
 
-/// Up to 8 bytes of `bytes` from `at`, as a number.
+/// The 8 bytes of `bytes` from `at`, as a number (0 past the end, which callers avoid).
 fn word_at(bytes: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    let end = bytes.len().min(at + 8);
-    let part = &bytes[at.min(end)..end];
-    w[..part.len()].copy_from_slice(part);
-    u64::from_le_bytes(w)
+    let word = bytes.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok());
+    u64::from_le_bytes(word.unwrap_or_default())
 }
 
 impl Hasher for SampledHasher {
     fn write(&mut self, bytes: &[u8]) {
         let n = bytes.len();
         self.mix(n as u64);
-        self.mix(word_at(bytes, 0));
-        self.mix(word_at(bytes, n / 2));
-        self.mix(word_at(bytes, n.saturating_sub(8)));
+        if n >= 8 {
+            self.mix(word_at(bytes, 0));
+            self.mix(word_at(bytes, (n - 8) / 2));
+            self.mix(word_at(bytes, n - 8));
+        } else {
+            let mut short = [0u8; 8];
+            short[..n].copy_from_slice(bytes);
+            self.mix(u64::from_le_bytes(short));
+        }
     }
 
     fn write_u8(&mut self, b: u8) {
