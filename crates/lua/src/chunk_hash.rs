@@ -20,7 +20,9 @@ impl SampledHasher {
 
 /// The 8 bytes of `bytes` from `at`, as a number (0 past the end, which callers avoid).
 fn word_at(bytes: &[u8], at: usize) -> u64 {
-    let word = bytes.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok());
+    let word = bytes
+        .get(at..at + 8)
+        .and_then(|w| <[u8; 8]>::try_from(w).ok());
     u64::from_le_bytes(word.unwrap_or_default())
 }
 

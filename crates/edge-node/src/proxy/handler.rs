@@ -305,9 +305,15 @@ pub async fn serve(
         }
     }
 
-    // The Lua state holds the request's headers; what goes on takes its copy of them.
+    // The Lua state holds the request's headers; what goes on takes its copy of them, or
+    // takes them when no later phase's script could read them.
     if let Some(state) = &lua_state {
-        parts.headers = state.headers_for_upstream();
+        let read_later = balancer.is_some()
+            || !(lua.header_filter.is_empty() && lua.body_filter.is_empty() && lua.log.is_empty());
+        parts.headers = match read_later {
+            true => state.headers_for_upstream(),
+            false => std::mem::take(&mut state.state.borrow_mut().headers),
+        };
     }
     let mut info = UpstreamInfo::default();
     let resp = if let Some(answer) = fx.respond {
