@@ -273,6 +273,41 @@ async fn graceful_shutdown_finishes_requests_in_flight_and_stops_accepting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_an_idle_keep_alive_connection() {
+    let origin = Origin::start("origin").await;
+    let node = edge_in_front_of(origin.addr).await;
+    let mut conn = TcpStream::connect(plain_addr(&node)).await.unwrap();
+    conn.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The whole response, then the connection waits for the next request.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"origin") {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("the response comes")
+            .unwrap();
+        assert!(n > 0, "the connection stays open after the response");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let shutdown = {
+        let node = node.clone();
+        tokio::spawn(async move { node.shutdown(Duration::from_secs(30)).await })
+    };
+    // The idle connection is closed at once, not after its idle timeout or the grace.
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("the idle connection is closed on shutdown")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing more is sent: {:?}", &buf[..n]);
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown ends once the idle connection is closed")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_latency_bytes_upstream_errors_and_peer_health() {
     let origin = Origin::start("origin").await;
     let dead = free_addr();

@@ -52,6 +52,7 @@ where
     // channel's waiter list (a lock each way) on every request.
     let stop = shutdown.changed();
     tokio::pin!(stop);
+    let mut stop_armed = false;
     let (header, idle) = (limits.header_timeout, limits.idle_timeout);
     // The connection's one timer, as in `serve_http`: re-armed only when it fires.
     let watchdog = tokio::time::sleep(header.min(idle));
@@ -73,7 +74,7 @@ where
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
                     },
-                    _ = stop.as_mut(), if !draining => draining = true,
+                    _ = shutdown_signal(stop.as_mut(), &mut stop_armed, &ctx.draining), if !draining => draining = true,
                     _ = watchdog.as_mut(), if !draining => {
                         let (in_flight, started) = (info.watch.in_flight(), info.watch.head_started());
                         let last = info.last_active();
@@ -157,6 +158,24 @@ where
             return;
         }
     }
+}
+
+/// `stop` (the worker's shutdown signal), polled once: that registers the connection's
+/// waker with it, and polling it again on every wait would only register the same waker
+/// again, taking the channel's lock each time. After that, the worker's draining flag says
+/// whether the signal came: the worker sets it before it signals.
+fn shutdown_signal<'a, F: Future>(
+    mut stop: Pin<&'a mut F>,
+    armed: &'a mut bool,
+    draining: &'a std::cell::Cell<bool>,
+) -> impl Future<Output = ()> + 'a {
+    std::future::poll_fn(move |cx| {
+        if *armed && !draining.get() {
+            return Poll::Pending;
+        }
+        *armed = true;
+        stop.as_mut().poll(cx).map(|_| ())
+    })
 }
 
 /// While a response is being made, or waits for more of its body: reads what the client
