@@ -11,6 +11,8 @@
 #   SYSCALLS=1 bench/cpu-split.sh         # also count system calls per request (strace -c)
 #   CLOSE=1 bench/cpu-split.sh            # a new connection per request (Connection: close)
 #   BASELINE_BIN=/tmp/outpost-old bench/cpu-split.sh   # a second edge binary beside them (A/B)
+#   OUTPOST_BIN=target/pgo/use/x86_64-unknown-linux-gnu/release/outpost bench/cpu-split.sh
+#                                         # the edge from another build (bench/pgo-build.sh's)
 #   CASE=lua BARE=1 bench/cpu-split.sh   # also bench/bare-hyper: hyper alone, same answer
 #
 # Needs: apt-get install -y nginx libnginx-mod-http-lua wrk strace. Builds the release binary.

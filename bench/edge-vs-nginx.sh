@@ -6,6 +6,8 @@
 #   CASES="hit_1k hit_100k" PEERS="nginx varnish candidate" bench/edge-vs-nginx.sh   # cache hits
 #   CASES="lua_content lua_access" PEERS="nginx candidate" bench/edge-vs-nginx.sh     # Lua
 #   REPS=5 DURATION=10 bench/edge-vs-nginx.sh   # any knob of ../shared/bench/compare.sh
+#   OUTPOST_BIN=target/pgo/use/x86_64-unknown-linux-gnu/release/outpost bench/edge-vs-nginx.sh
+#                                               # the edge from another build (bench/pgo-build.sh's)
 #
 # Needs: apt-get install -y nginx wrk curl python3. Builds the release binary first.
 set -euo pipefail
