@@ -68,6 +68,9 @@ fn default_type(uri: &str) -> &'static str {
     .map_or("text/plain", |(_, t)| t)
 }
 
+/// Output up to this size is copied into the response rather than moved.
+const COPIED_OUTPUT: usize = 4096;
+
 /// The response of a content phase (or of a rewrite/access phase that produced output).
 pub fn content_response(r: &mut RequestState, outcome: Outcome) -> LuaResponse {
     let exit = match outcome {
@@ -104,16 +107,22 @@ pub fn content_response(r: &mut RequestState, outcome: Outcome) -> LuaResponse {
             HeaderValue::from_static(default_type(&r.uri)),
         );
     }
-    let output = std::mem::take(&mut r.output);
+    // A HEAD gets the head only: what the script printed is dropped, as nginx drops it. A
+    // short output is copied, so that the state (reused for the worker's next request, see
+    // `request_reuse.rs`) keeps its buffer; a `Bytes` made from the buffer itself would also
+    // allocate, for its shared count, unless the buffer were full to its capacity.
+    let body = if r.method == http::Method::HEAD {
+        Bytes::new()
+    } else if r.output.len() <= COPIED_OUTPUT {
+        Bytes::copy_from_slice(&r.output)
+    } else {
+        Bytes::from(std::mem::take(&mut r.output))
+    };
+    r.output.clear();
     LuaResponse {
         status,
         headers,
-        // A HEAD gets the head only: what the script printed is dropped, as nginx drops it.
-        body: if r.method == http::Method::HEAD {
-            Bytes::new()
-        } else {
-            Bytes::from(output)
-        },
+        body,
     }
 }
 
