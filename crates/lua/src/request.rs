@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -55,7 +55,9 @@ pub struct RequestState {
     pub client_text: Option<http::HeaderValue>,
     pub server: SocketAddr,
     pub request_id: LazyId,
-    pub start_time: SystemTime,
+    /// When the host saw the request begin: `ngx.req.start_time` and `$request_time` derive
+    /// from it when read, so a request that reads neither reads no wall clock.
+    pub start_time: Instant,
     pub body: Option<Bytes>,
     /// `ngx.req.set_body_data` ran: in rewrite and access, `body` replaces what goes upstream.
     pub body_replaced: bool,
@@ -181,7 +183,7 @@ impl BalancerState {
 impl RequestState {
     pub fn new(method: Method, uri: String, args: Option<String>, headers: HeaderMap) -> Self {
         Self::started_at(
-            SystemTime::now(),
+            Instant::now(),
             method,
             uri,
             args,
@@ -193,7 +195,7 @@ impl RequestState {
     /// As [`RequestState::new`], for a request the host saw begin at `start_time`
     /// (`ngx.req.start_time`), with the host's id for it.
     pub fn started_at(
-        start_time: SystemTime,
+        start_time: Instant,
         method: Method,
         uri: String,
         args: Option<String>,

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::SystemTime;
+use std::time::Instant;
 
 use http::{HeaderMap, Method};
 
@@ -20,7 +20,8 @@ const KEEP_FIELDS: usize = 64;
 impl RequestState {
     /// Drops what the request held (bodies, connections, its `ngx.ctx`, its output) and
     /// leaves every field as [`RequestState::started_at`] sets it, but for the request id
-    /// (which [`RequestState::restart`] replaces), keeping small allocations for the next
+    /// and its start (which [`RequestState::restart`] replaces), keeping small allocations
+    /// for the next
     /// request. Every field is named here, so that a new one cannot be missed.
     pub fn release(&mut self) {
         let RequestState {
@@ -93,7 +94,8 @@ impl RequestState {
         *server = SocketAddr::from(([127, 0, 0, 1], 0));
         // Replaced by `restart`; a placeholder would be an allocation.
         let _ = request_id;
-        *start_time = SystemTime::UNIX_EPOCH;
+        // Replaced by `restart`, as the id is.
+        let _ = start_time;
         *body = None;
         *body_replaced = false;
         *tls = None;
@@ -142,7 +144,7 @@ impl RequestState {
     /// [`RequestState::started_at`] gives for these arguments.
     pub fn restart(
         &mut self,
-        start_time: SystemTime,
+        start_time: Instant,
         method: Method,
         uri: &str,
         args: Option<&str>,
@@ -175,7 +177,7 @@ fn clear_string(s: &mut String) {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::time::{Duration, SystemTime};
+    use std::time::{Duration, Instant};
 
     use bytes::Bytes;
     use http::{HeaderMap, HeaderValue, Method};
@@ -253,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_released_and_restarted_state_is_a_fresh_one() {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = Instant::now();
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("example.com"));
         let fresh = RequestState::started_at(
@@ -265,7 +267,7 @@ mod tests {
             id("id-2"),
         );
         let mut used = RequestState::started_at(
-            at - Duration::from_secs(5),
+            at - Duration::from_millis(5),
             Method::GET,
             "/old".into(),
             None,

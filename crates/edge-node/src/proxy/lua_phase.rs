@@ -101,7 +101,7 @@ pub fn request_state(
     started: std::time::Instant,
 ) -> Rc<LuaRequest> {
     let conn = &origin.conn;
-    let start = crate::clock::wall_at(started);
+    let start = started;
     let headers = std::mem::take(&mut parts.headers);
     let state = match SPARE_STATES.with(|spares| spares.borrow_mut().pop()) {
         Some(state) => {

@@ -38,7 +38,9 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "start_time",
         lua.create_function(|_, ()| {
             request::with(|r| {
-                Ok(r.start_time
+                let now = std::time::SystemTime::now();
+                let wall = now.checked_sub(r.start_time.elapsed()).unwrap_or(now);
+                Ok(wall
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0.0, |d| (d.as_millis() as f64) / 1000.0))
             })
@@ -363,10 +365,7 @@ pub fn variable<'r>(r: &'r RequestState, name: &str) -> Option<Cow<'r, [u8]>> {
             .get(http::header::CONTENT_TYPE)
             .map(|v| Cow::Borrowed(v.as_bytes())),
         "status" => o(r.status.unwrap_or(200).to_string()),
-        "request_time" => o(format!(
-            "{:.3}",
-            r.start_time.elapsed().map_or(0.0, |d| d.as_secs_f64())
-        )),
+        "request_time" => o(format!("{:.3}", r.start_time.elapsed().as_secs_f64())),
         "msec" => o(format!(
             "{:.3}",
             std::time::SystemTime::now()
