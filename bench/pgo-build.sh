@@ -73,5 +73,5 @@ ls "$DATA"/*.profraw > /dev/null || { echo "no profile written" >&2; exit 1; }
 echo "== optimised build" >&2
 # Generic functions instantiated in several crates share a name but not a body: LLVM warns
 # of each such mismatch, and drops that function's counts. Harmless, and hundreds of lines.
-build "$PGO/use" "-Cprofile-use=$PGO/merged.profdata -Cllvm-args=-pgo-warn-mismatch=false"
+build "$PGO/use" "-Cprofile-use=$PGO/merged.profdata -Cllvm-args=-no-pgo-warn-mismatch"
 echo "$PGO/use/$TRIPLE/release/outpost"
