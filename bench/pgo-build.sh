@@ -46,14 +46,8 @@ cleanup() {
 trap cleanup EXIT
 ORIGIN=$((PORT_BASE + 1)) EDGE=$((PORT_BASE + 3)) ADMIN=$((PORT_BASE + 4))
 CACHE=$((PORT_BASE + 5)) LUA=$((PORT_BASE + 6)) LUA_ACCESS=$((PORT_BASE + 7))
-head -c 1024 /dev/zero | tr '\0' x > "$RUN/1k.bin"
-USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
-cat > "$RUN/origin.conf" <<EOF
-$USER_LINE pid $RUN/o.pid; error_log $RUN/o.err warn; events { worker_connections 8192; }
-worker_processes 1; http { access_log off; keepalive_requests 10000000;
-  server { listen 127.0.0.1:$ORIGIN backlog=4096; root $RUN;
-    location / { add_header Cache-Control "max-age=3600"; } } }
-EOF
+. "$ROOT/bench/origin-conf.sh"
+write_origin "$RUN" "$ORIGIN"
 nginx -c "$RUN/origin.conf" -g 'daemon off;' & PIDS+=("$!")
 ORIGIN_HOSTPORT="127.0.0.1:$ORIGIN" OUTPOST_BIN="$PGO/gen/$TRIPLE/release/outpost" \
   "$ROOT/bench/run-edge.sh" "$EDGE" "$ADMIN" 1 "$CACHE" "$LUA" "$LUA_ACCESS" \
