@@ -8,8 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 /// Compiled chunks by their code. Every Lua phase of every request looks its chunk up here,
-/// so the key is hashed with FxHash: SipHash over a script of a few kilobytes costs
-/// microseconds per lookup, FxHash about a tenth of that.
+/// so the key's hash reads a sample of it, not all of it (`chunk_hash.rs`).
 type ChunkMap = HashMap<String, Function, crate::chunk_hash::ChunkHash>;
 use std::rc::Rc;
 use std::sync::Arc;

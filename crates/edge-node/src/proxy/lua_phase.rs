@@ -101,7 +101,6 @@ pub fn request_state(
     started: std::time::Instant,
 ) -> Rc<LuaRequest> {
     let conn = &origin.conn;
-    let start = started;
     let headers = std::mem::take(&mut parts.headers);
     let state = match SPARE_STATES.with(|spares| spares.borrow_mut().pop()) {
         Some(state) => {
@@ -110,12 +109,12 @@ pub fn request_state(
             let id = request_id.lazy();
             state
                 .borrow_mut()
-                .restart(start, method, path, query, headers, id);
+                .restart(started, method, path, query, headers, id);
             state
         }
         // Made in its place: the state is over a kilobyte, and each move of it is a `memcpy`.
         None => Rc::new(RefCell::new(RequestState::started_at(
-            start,
+            started,
             parts.method.clone(),
             parts.uri.path().to_string(),
             parts.uri.query().map(str::to_string),
