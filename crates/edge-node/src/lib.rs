@@ -18,6 +18,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod demo_origin;
+mod header_pool;
 mod in_box;
 pub mod metrics;
 pub mod node;

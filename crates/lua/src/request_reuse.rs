@@ -83,7 +83,11 @@ impl RequestState {
         *uri_changed = false;
         clear_string(request_uri);
         *http_version = 1.1;
-        *headers = HeaderMap::new();
+        if headers.capacity() > KEEP_FIELDS {
+            *headers = HeaderMap::new();
+        } else {
+            headers.clear();
+        }
         *headers_changed = false;
         *raw_head = None;
         *scheme = "http";
@@ -141,7 +145,9 @@ impl RequestState {
     }
 
     /// A released state ([`RequestState::release`]) made what
-    /// [`RequestState::started_at`] gives for these arguments.
+    /// [`RequestState::started_at`] gives for these arguments. Returns the state's previous
+    /// request-header map, emptied, for the caller to reuse.
+    #[must_use = "the previous header map is returned for reuse"]
     pub fn restart(
         &mut self,
         start_time: Instant,
@@ -150,7 +156,7 @@ impl RequestState {
         args: Option<&str>,
         headers: HeaderMap,
         request_id: LazyId,
-    ) {
+    ) -> HeaderMap {
         self.start_time = start_time;
         self.original_method = method.clone();
         self.method = method;
@@ -161,8 +167,8 @@ impl RequestState {
             self.request_uri.push_str(a);
             self.args = Some(a.to_string());
         }
-        self.headers = headers;
         self.request_id = request_id;
+        std::mem::replace(&mut self.headers, headers)
     }
 }
 
@@ -313,7 +319,11 @@ mod tests {
         assert_ne!(seen(&used), seen(&fresh));
 
         used.release();
-        used.restart(at, Method::POST, "/a/b", Some("x=1"), headers, id("id-2"));
+        let previous = used.restart(at, Method::POST, "/a/b", Some("x=1"), headers, id("id-2"));
+        assert!(
+            previous.is_empty(),
+            "the previous request's fields are gone"
+        );
         assert_eq!(seen(&used), seen(&fresh));
     }
 }

@@ -72,7 +72,9 @@ fn default_type(uri: &str) -> &'static str {
 const COPIED_OUTPUT: usize = 4096;
 
 /// The response of a content phase (or of a rewrite/access phase that produced output).
-pub fn content_response(r: &mut RequestState, outcome: Outcome) -> LuaResponse {
+/// The response's headers are the state's; `spare`, an empty map, takes their place, so a
+/// caller that keeps maps for reuse hands the state one with room.
+pub fn content_response(r: &mut RequestState, outcome: Outcome, spare: HeaderMap) -> LuaResponse {
     let exit = match outcome {
         Outcome::Exit(code) => Some(code),
         Outcome::Continue => None,
@@ -98,7 +100,7 @@ pub fn content_response(r: &mut RequestState, outcome: Outcome) -> LuaResponse {
         Some(code) if (200..300).contains(&code) && !r.headers_sent => code as u16,
         _ => r.status.filter(|s| *s != 0).unwrap_or(200),
     };
-    let mut headers = std::mem::take(&mut r.resp_headers);
+    let mut headers = std::mem::replace(&mut r.resp_headers, spare);
     if status == 204 || status == 304 {
         headers.remove(header::CONTENT_TYPE);
     } else if !headers.contains_key(header::CONTENT_TYPE) {

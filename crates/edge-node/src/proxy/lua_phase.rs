@@ -107,9 +107,10 @@ pub fn request_state(
             let (path, query) = (parts.uri.path(), parts.uri.query());
             let method = parts.method.clone();
             let id = request_id.lazy();
-            state
+            let previous = state
                 .borrow_mut()
                 .restart(started, method, path, query, headers, id);
+            crate::header_pool::give(previous);
             state
         }
         // Made in its place: the state is over a kilobyte, and each move of it is a `memcpy`.
@@ -245,6 +246,7 @@ pub async fn before_content(
                     return Err(Stop::Respond(to_response(outpost_lua::content_response(
                         &mut s,
                         Outcome::Exit(code),
+                        crate::header_pool::take(0),
                     ))));
                 }
                 // ngx.exit(ngx.OK) and other codes below 200: the next phase runs.
@@ -257,6 +259,7 @@ pub async fn before_content(
             return Err(Stop::Respond(to_response(outpost_lua::content_response(
                 &mut s,
                 Outcome::Continue,
+                crate::header_pool::take(0),
             ))));
         }
     }
@@ -307,6 +310,7 @@ pub async fn content(
         Ok(outcome) => to_response(outpost_lua::content_response(
             &mut state.borrow_mut(),
             outcome,
+            crate::header_pool::take(0),
         )),
         Err(e) => {
             if state.borrow().headers_sent {
@@ -315,6 +319,7 @@ pub async fn content(
                 to_response(outpost_lua::content_response(
                     &mut state.borrow_mut(),
                     Outcome::Continue,
+                    crate::header_pool::take(0),
                 ))
             } else {
                 failed(&app.name, Phase::Content, &e)

@@ -133,7 +133,7 @@ impl Head {
         parts.uri = Uri::from_maybe_shared(head.slice(self.target)).ok()?;
         // Room for the fields the edge adds before proxying (X-Forwarded-*, Via, the
         // request id): the map does not grow and rehash on the way.
-        let mut headers = HeaderMap::with_capacity(fields.len() + 6);
+        let mut headers = crate::header_pool::take(fields.len() + 6);
         for (name, value) in fields {
             let name = super::field_name::field_name(&head[name.clone()]).ok()?;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;

@@ -309,7 +309,7 @@ impl H1Conn {
             }
             let raw: Bytes = self.buf.split_to(len).freeze();
             // Room for `Via` and a rule's fields without growing the map.
-            let mut headers = HeaderMap::with_capacity(self.spans.len() + 4);
+            let mut headers = crate::header_pool::take(self.spans.len() + 4);
             for &[n0, n1, v0, v1] in &self.spans {
                 let name = crate::server::field_name::field_name(&raw[n0..n1])
                     .map_err(|_| ExchangeError::Parse(httparse::Error::HeaderName))?;

@@ -115,18 +115,30 @@ impl Harness {
                 }
                 Ok(Outcome::Exit(code)) if *phase != Phase::Content && code >= 200 => {
                     let mut s = state.borrow_mut();
-                    resp = Some(outpost_lua::content_response(&mut s, Outcome::Exit(code)));
+                    resp = Some(outpost_lua::content_response(
+                        &mut s,
+                        Outcome::Exit(code),
+                        HeaderMap::new(),
+                    ));
                     break;
                 }
                 // Output in rewrite/access ends the request there, as nginx finalises it.
                 Ok(outcome) if *phase != Phase::Content && state.borrow().headers_sent => {
                     let mut s = state.borrow_mut();
-                    resp = Some(outpost_lua::content_response(&mut s, outcome));
+                    resp = Some(outpost_lua::content_response(
+                        &mut s,
+                        outcome,
+                        HeaderMap::new(),
+                    ));
                     break;
                 }
                 Ok(outcome) if *phase == Phase::Content => {
                     let mut s = state.borrow_mut();
-                    resp = Some(outpost_lua::content_response(&mut s, outcome));
+                    resp = Some(outpost_lua::content_response(
+                        &mut s,
+                        outcome,
+                        HeaderMap::new(),
+                    ));
                 }
                 Ok(_) => {}
             }
