@@ -271,20 +271,25 @@ impl Output {
         }
         let mut first = 0;
         while self.head_sent < self.head.len() || first < self.pieces.len() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut n = 0;
-            if self.head_sent < self.head.len() {
-                slices[0] = IoSlice::new(&self.head[self.head_sent..]);
-                n = 1;
-            }
-            for p in &self.pieces[first..] {
-                if n == MAX_SLICES {
-                    break;
+            // The slices are made in the poll, on its stack: held across an await, they would
+            // be half a kilobyte of the connection's future, written on every response.
+            let mut written = std::future::poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut n = 0;
+                if self.head_sent < self.head.len() {
+                    slices[0] = IoSlice::new(&self.head[self.head_sent..]);
+                    n = 1;
                 }
-                slices[n] = IoSlice::new(p);
-                n += 1;
-            }
-            let mut written = io.write_vectored(&slices[..n]).await?;
+                for p in &self.pieces[first..] {
+                    if n == MAX_SLICES {
+                        break;
+                    }
+                    slices[n] = IoSlice::new(p);
+                    n += 1;
+                }
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
+            })
+            .await?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -342,7 +347,7 @@ async fn write_response<IO: AsyncRead + AsyncWrite + Unpin>(
             date,
         )
     });
-    drop(parts);
+    crate::header_pool::give(parts.headers);
     if !encoded.body || length == BodyLength::Empty {
         drop(body);
         out.write(io).await?;
