@@ -17,7 +17,7 @@ pub use sharded_counter::ShardedCounter;
 
 mod sharded_counter;
 mod sharded_histogram;
-pub use sharded_histogram::{ShardedHistogram, set_worker_shard};
+pub use sharded_histogram::{ShardClaim, ShardedHistogram, claim_worker_shard};
 
 type Labels = Vec<(&'static str, String)>;
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use super::sharded_histogram::{SHARDS, worker_shard};
+use super::sharded_histogram::{SHARDS, add, worker_shard};
 
 /// One worker's count, alone on its cache lines.
 #[repr(align(128))]
@@ -27,7 +27,8 @@ impl ShardedCounter {
     }
 
     pub fn inc_by(&self, v: u64) {
-        self.shards[worker_shard()].0.fetch_add(v, Relaxed);
+        let index = worker_shard();
+        add(index, &self.shards[index].0, v);
     }
 
     pub fn get(&self) -> u64 {
@@ -52,16 +53,17 @@ impl EncodeMetric for ShardedCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::sharded_histogram::set_worker_shard;
+    use crate::metrics::sharded_histogram::claim_worker_shard;
 
     #[test]
     fn adds_from_every_worker_add_up_and_encode_as_a_counter() {
         let c = ShardedCounter::default();
         let threads: Vec<_> = (0..20)
-            .map(|worker| {
+            .map(|_| {
                 let c = c.clone();
                 std::thread::spawn(move || {
-                    set_worker_shard(worker);
+                    // Twenty threads: some hold a shard of their own, the rest share shard 0.
+                    let _claim = claim_worker_shard();
                     for _ in 0..1000 {
                         c.inc();
                     }

@@ -64,7 +64,7 @@ pub fn handle_head(
         started: conn.head_started().unwrap_or_else(Instant::now),
         in_flight: conn.begin_request(),
     };
-    let snapshot = w.shared.snapshot.load_full();
+    let snapshot = w.snapshot();
     crate::in_box!(serve(w, conn, snapshot, parts, body, caller))
 }
 
@@ -82,7 +82,7 @@ pub enum Caller {
 pub async fn serve(
     w: Rc<WorkerCtx>,
     conn: Rc<ConnInfo>,
-    snapshot: Arc<Snapshot>,
+    snapshot: Rc<Arc<Snapshot>>,
     mut parts: http::request::Parts,
     body: RequestBody,
     caller: Caller,
@@ -212,7 +212,7 @@ pub async fn serve(
     let balancer = balancer_code
         .zip(lua_state.clone())
         .map(|(chunk, request)| BalancerLua {
-            snapshot: snapshot.clone(),
+            snapshot: Arc::clone(&snapshot),
             request,
             chunk,
         });
@@ -602,12 +602,14 @@ fn finish(
         started,
     });
     let format = snapshot.access_log;
-    let log = conn.access_log.clone();
     let bytes_sent = metrics.bytes_sent.clone();
     resp.body_mut().on_finish(Box::new(move |sent, complete| {
         bytes_sent.inc_by(sent);
         if let Some(record) = record {
-            log.write(format_line(format, &record, sent, complete));
+            // The connection's log, reached through the request's hold on the connection: a
+            // copy of the handle would be reference counts every worker shares.
+            let line = format_line(format, &record, sent, complete);
+            in_flight.conn().access_log.write(line);
         }
         drop(in_flight);
     }));

@@ -44,7 +44,7 @@ pub struct SubrequestSetup {
 pub struct Origin {
     pub w: Rc<WorkerCtx>,
     pub conn: Rc<ConnInfo>,
-    pub snapshot: Arc<Snapshot>,
+    pub snapshot: Rc<Arc<Snapshot>>,
     /// The parent's host (its `Host` or authority), so the subrequest routes the same way.
     pub host: http::HeaderValue,
     pub version: Version,

@@ -48,13 +48,16 @@ impl HeadState {
         self.head_started.store(0, Relaxed);
     }
 
+    // One thread writes the count (see `HeadState`): a load and a store, not a locked add.
     pub fn begin_request(&self) {
-        self.in_flight.fetch_add(1, Relaxed);
+        let n = self.in_flight.load(Relaxed);
+        self.in_flight.store(n + 1, Relaxed);
         self.head_started.store(0, Relaxed);
     }
 
     pub fn end_request(&self) {
-        self.in_flight.fetch_sub(1, Relaxed);
+        let n = self.in_flight.load(Relaxed);
+        self.in_flight.store(n.saturating_sub(1), Relaxed);
     }
 
     pub fn in_flight(&self) -> u32 {

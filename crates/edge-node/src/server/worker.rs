@@ -56,9 +56,33 @@ pub struct WorkerCtx {
     workers: usize,
     /// This worker's Lua VM and the module generation it was built for.
     lua: std::cell::RefCell<Option<(u64, Rc<outpost_lua::LuaVm>)>>,
+    /// The snapshot as this worker last saw it (see [`WorkerCtx::snapshot`]).
+    snapshot_seen: std::cell::RefCell<SeenSnapshot>,
+}
+
+/// The shared snapshot's pointer as last loaded, and a worker-owned handle on it.
+// The `Rc` around the `Arc` is the point: its count is this worker's alone.
+#[allow(clippy::redundant_allocation)]
+struct SeenSnapshot {
+    cache: arc_swap::Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>,
+    handle: Rc<Arc<Snapshot>>,
 }
 
 impl WorkerCtx {
+    /// The config snapshot in force, for a request to hold. A load from the `ArcSwap` and
+    /// a clone of its `Arc` are locked instructions on counts every worker shares; this is a
+    /// plain read of the shared pointer and, unless it changed, a count only this worker
+    /// keeps.
+    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+        let mut seen = self.snapshot_seen.borrow_mut();
+        let SeenSnapshot { cache, handle } = &mut *seen;
+        let current = cache.load();
+        if !Arc::ptr_eq(current, handle) {
+            *handle = Rc::new(current.clone());
+        }
+        handle.clone()
+    }
+
     /// The worker's Lua VM, built on first use and rebuilt when the config's Lua (modules,
     /// `lua_init_worker`, `lua_runtime`) changes (a reload then starts from fresh module state,
     /// as an nginx reload does), or when the VM asks to be replaced after hitting its memory
@@ -168,6 +192,12 @@ pub struct ConnInfo {
 /// A request in flight on a connection; the idle timer only runs when there is none.
 pub struct InFlight(Rc<ConnInfo>);
 
+impl InFlight {
+    pub fn conn(&self) -> &ConnInfo {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.watch.end_request();
@@ -232,7 +262,8 @@ pub fn spawn(
     mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(format!("edge-worker-{id}")).spawn(move || {
-        crate::metrics::set_worker_shard(id);
+        // Held for the thread's life: its metric shards are its own while it runs.
+        let _shard = crate::metrics::claim_worker_shard();
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -243,6 +274,10 @@ pub fn spawn(
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
             let (stop_tx, stop_rx) = watch::channel(false);
+            let seen = SeenSnapshot {
+                handle: Rc::new(shared.snapshot.load_full()),
+                cache: arc_swap::Cache::new(shared.snapshot.clone()),
+            };
             let ctx = Rc::new(WorkerCtx {
                 shared,
                 pool: Rc::new(ConnPool::default()),
@@ -252,6 +287,7 @@ pub fn spawn(
                 shutdown: stop_rx,
                 workers,
                 lua: std::cell::RefCell::new(None),
+                snapshot_seen: std::cell::RefCell::new(seen),
             });
             ctx.config_changed();
             let mut accepting: HashMap<SocketAddr, oneshot::Sender<()>> = HashMap::new();
