@@ -7,6 +7,7 @@
 //! connection's reads note when a head starts to arrive ([`HeadWatch`]), and [`decide`] says
 //! what the watchdog does when it fires.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -202,6 +203,45 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for HeadWatch<IO> {
     }
 }
 
+/// The connection's one timer. Polled only when that does something: once after it is made
+/// or reset (the poll registers the task's waker with the timer) and once it has fired. In
+/// between the registered waker stands, as the connection is one task. tokio's timer clones
+/// the waker and drops the old one on every poll, four locked instructions, and a keep-alive
+/// connection waits on its timer once per request.
+pub struct Watchdog {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Polled since it was made or last fired: the task's waker is registered.
+    registered: bool,
+}
+
+impl Watchdog {
+    pub fn new(after: Duration) -> Self {
+        Watchdog {
+            sleep: Box::pin(tokio::time::sleep(after)),
+            registered: false,
+        }
+    }
+
+    /// Ready once the deadline has passed (the timer then wakes the task).
+    pub fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered && !self.sleep.is_elapsed() {
+            return Poll::Pending;
+        }
+        let fired = self.sleep.as_mut().poll(cx);
+        self.registered = fired.is_pending();
+        fired
+    }
+
+    pub fn fired(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_fired(cx))
+    }
+
+    pub fn reset(&mut self, at: Instant) {
+        self.sleep.as_mut().reset(at);
+        self.registered = false;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +320,17 @@ mod tests {
             decide(at(500), 1, Some(t0), t0, HEADER, IDLE),
             Watch::Wait(at(530))
         );
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_fires_again_after_each_reset() {
+        let mut dog = Watchdog::new(Duration::from_millis(5));
+        for round in 0..3 {
+            // Polled again and again in between (`timeout` polls it on every wake-up): the
+            // waker registered by the first poll after a reset must be the one that fires.
+            let fired = tokio::time::timeout(Duration::from_secs(10), dog.fired()).await;
+            assert!(fired.is_ok(), "round {round}: the watchdog never fired");
+            dog.reset(Instant::now() + Duration::from_millis(5));
+        }
     }
 }

@@ -55,8 +55,7 @@ where
     let mut stop_armed = false;
     let (header, idle) = (limits.header_timeout, limits.idle_timeout);
     // The connection's one timer, as in `serve_http`: re-armed only when it fires.
-    let watchdog = tokio::time::sleep(header.min(idle));
-    tokio::pin!(watchdog);
+    let mut watchdog = conn_watch::Watchdog::new(header.min(idle));
     loop {
         let head = match h1_head::parse_request(&buf, &mut fields) {
             Parsed::Head(head) => head,
@@ -75,7 +74,7 @@ where
                         Ok(_) => {}
                     },
                     _ = shutdown_signal(stop.as_mut(), &mut stop_armed, &ctx.draining), if !draining => draining = true,
-                    _ = watchdog.as_mut(), if !draining => {
+                    _ = watchdog.fired(), if !draining => {
                         let (in_flight, started) = (info.watch.in_flight(), info.watch.head_started());
                         let last = info.last_active();
                         match conn_watch::decide(Instant::now(), in_flight, started, last, header, idle) {
@@ -84,7 +83,7 @@ where
                                 return;
                             }
                             Watch::Drain => draining = true,
-                            Watch::Wait(at) => watchdog.as_mut().reset(at),
+                            Watch::Wait(at) => watchdog.reset(at),
                         }
                     }
                 }

@@ -502,8 +502,7 @@ pub(super) async fn serve_http<IO>(
     let (header, idle) = (limits.header_timeout, limits.idle_timeout);
     // One timer for the connection's life, re-armed only when it fires: a fresh `sleep` per
     // loop turn would insert and remove a timer entry on every wake-up of the connection.
-    let watchdog = tokio::time::sleep(header.min(idle));
-    tokio::pin!(watchdog);
+    let mut watchdog = conn_watch::Watchdog::new(header.min(idle));
     loop {
         tokio::select! {
             done = conn.as_mut() => {
@@ -516,7 +515,7 @@ pub(super) async fn serve_http<IO>(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = watchdog.as_mut(), if !draining => {
+            _ = watchdog.fired(), if !draining => {
                 let now = Instant::now();
                 let (in_flight, started) = (info.watch.in_flight(), info.watch.head_started());
                 match conn_watch::decide(now, in_flight, started, info.last_active.get(), header, idle) {
@@ -528,7 +527,7 @@ pub(super) async fn serve_http<IO>(
                         draining = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    Watch::Wait(at) => watchdog.as_mut().reset(at),
+                    Watch::Wait(at) => watchdog.reset(at),
                 }
             }
         }
