@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderMap, Method};
@@ -92,7 +93,9 @@ impl RequestState {
         *raw_head = None;
         *scheme = "http";
         clear_string(host);
-        *server_name = None;
+        // The application's, which `set_application` gives every request: kept, so that the
+        // next request of the same application finds them set.
+        let _ = server_name;
         *client = SocketAddr::from(([127, 0, 0, 1], 0));
         *client_text = None;
         *server = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -104,7 +107,7 @@ impl RequestState {
         *body_replaced = false;
         *tls = None;
         *cert_choice = None;
-        *globals = None;
+        let _ = globals; // as server_name
         declared.clear();
         *status = None;
         if resp_headers.capacity() > KEEP_FIELDS {
@@ -142,6 +145,27 @@ impl RequestState {
         }
         *subrequests = None;
         *subrequest_depth = 0;
+    }
+
+    /// The application's server name and globals module, for `ngx.var.server_name` and the
+    /// request's globals. Left as they are when they are these already: a clone of their
+    /// `Arc` is a locked count every worker shares, and most requests on a worker are for
+    /// the application the one before was for.
+    pub fn set_application(&mut self, server_name: &Arc<str>, globals: &Arc<str>) {
+        if !self
+            .server_name
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, server_name))
+        {
+            self.server_name = Some(server_name.clone());
+        }
+        if !self
+            .globals
+            .as_ref()
+            .is_some_and(|g| Arc::ptr_eq(g, globals))
+        {
+            self.globals = Some(globals.clone());
+        }
     }
 
     /// A released state ([`RequestState::release`]) made what
@@ -183,6 +207,7 @@ fn clear_string(s: &mut String) {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use bytes::Bytes;
@@ -264,7 +289,7 @@ mod tests {
         let at = Instant::now();
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("example.com"));
-        let fresh = RequestState::started_at(
+        let mut fresh = RequestState::started_at(
             at,
             Method::POST,
             "/a/b".into(),
@@ -324,6 +349,10 @@ mod tests {
             previous.is_empty(),
             "the previous request's fields are gone"
         );
+        // Every request is given its application's; the used state had another's.
+        let (name, globals): (Arc<str>, Arc<str>) = ("new".into(), "new_app".into());
+        used.set_application(&name, &globals);
+        fresh.set_application(&name, &globals);
         assert_eq!(seen(&used), seen(&fresh));
     }
 }

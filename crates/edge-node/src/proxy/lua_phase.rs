@@ -132,11 +132,10 @@ pub fn request_state(
     s.scheme = conn.scheme;
     s.tls = conn.tls.clone();
     s.host.push_str(host);
-    s.server_name = Some(app.server_name.clone());
+    s.set_application(&app.server_name, &app.lua_globals);
     s.client = conn.client;
     s.client_text = Some(conn.client_ip_value().clone());
     s.server = conn.local;
-    s.globals = Some(app.lua_globals.clone());
     if let Some(r) = parts
         .extensions
         .get::<super::internal_redirect::Redirected>()
