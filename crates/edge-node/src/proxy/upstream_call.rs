@@ -114,15 +114,20 @@ pub async fn call(
             }
             chosen = c.peer;
         }
-        let peer: Peer = match chosen {
+        let script_peer;
+        // Borrowed from the peer list: a copy is two reference counts every worker shares.
+        let peer: &Peer = match chosen {
             // A peer of the script's own: no shared health state, as in nginx.
-            Some(addr) => Peer {
-                addr,
-                name: Arc::from(addr.to_string()),
-                weight: 1,
-                backup: false,
-                state: Arc::default(),
-            },
+            Some(addr) => {
+                script_peer = Peer {
+                    addr,
+                    name: Arc::from(addr.to_string()),
+                    weight: 1,
+                    backup: false,
+                    state: Arc::default(),
+                };
+                &script_peer
+            }
             None => {
                 let Some(pick) =
                     peers.select(up.kind, hash, &tried, clock::now_ms(), rand::random())
@@ -130,7 +135,7 @@ pub async fn call(
                     break;
                 };
                 tried.push(pick);
-                peers.get(pick).clone()
+                peers.get(pick)
             }
         };
         tries += 1;
