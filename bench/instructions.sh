@@ -9,6 +9,8 @@
 #   bench/instructions.sh lua target/release/outpost /tmp/outpost-before
 #   CASE names: lua (content_by_lua), luaacc (access_by_lua + proxy), hit (1 KiB), pass (1 KiB)
 #   KEEP_PROFILE=/tmp/prof bench/instructions.sh lua BIN   # keeps each dump for callgrind_annotate
+#   LOCKED=1 bench/instructions.sh lua BIN   # also locked (atomic) instructions per request,
+#                                            # by function (bench/locked-instructions.py)
 #
 # Needs: apt-get install -y valgrind nginx wrk. Each binary runs under callgrind with one
 # worker; after a warm-up, the counters are zeroed, wrk sends DURATION seconds of requests over
@@ -41,11 +43,12 @@ case "$CASE" in
 esac
 
 kept=0
+VG_DUMP_INSTR=""; [ "${LOCKED:-0}" = 1 ] && VG_DUMP_INSTR="--dump-instr=yes"
 for bin in "$@"; do
   bin="$(readlink -f "$bin")"
   cat > "$RUN/wrap.sh" <<EOF
 #!/bin/sh
-exec valgrind --tool=callgrind --callgrind-out-file=$RUN/cg.out.%p "$bin" "\$@"
+exec valgrind --tool=callgrind $VG_DUMP_INSTR --callgrind-out-file=$RUN/cg.out.%p "$bin" "\$@"
 EOF
   chmod +x "$RUN/wrap.sh"
   rm -f "$RUN"/cg.out.*
@@ -64,6 +67,9 @@ EOF
   dump="$(ls -t "$RUN"/cg.out.*.* | head -1)"
   total="$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')"
   printf '%s %s: %s requests, %s instructions per request\n' "$CASE" "$bin" "$n" "$((total / n))"
+  if [ "${LOCKED:-0}" = 1 ]; then
+    python3 "$ROOT/bench/locked-instructions.py" "$dump" "$n" 15
+  fi
   # KEEP_PROFILE=DIR keeps each dump for callgrind_annotate (named CASE.N.callgrind).
   if [ -n "${KEEP_PROFILE:-}" ]; then
     mkdir -p "$KEEP_PROFILE"; cp "$dump" "$KEEP_PROFILE/$CASE.$((++kept)).callgrind"
