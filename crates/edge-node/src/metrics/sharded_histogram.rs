@@ -27,6 +27,7 @@ thread_local! {
 
 /// Shards held by a live worker, one bit each (bit 0, the shared shard, is never held).
 static CLAIMED: AtomicU16 = AtomicU16::new(0);
+const _: () = assert!(SHARDS <= 16, "CLAIMED has a bit per shard");
 
 /// The calling thread's hold on a shard of its own, given up when dropped (on that thread:
 /// it is not `Send`). One per thread.
