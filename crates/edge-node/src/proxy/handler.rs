@@ -35,9 +35,9 @@ use super::subrequest::{self, SubrequestSetup};
 use super::upstream_call::{self, UpstreamHead, UpstreamInfo};
 use crate::clock;
 use crate::config::host_router::normalize_host;
-use crate::config::{AccessLogFormat, Application, Snapshot};
+use crate::config::{AccessLogFormat, Snapshot};
 use crate::rules::{self, LocalResponse, RequestId, RequestView};
-use crate::server::worker::{ConnInfo, WorkerCtx};
+use crate::server::worker::{AppHandle, ConnInfo, WorkerCtx};
 use crate::upstream::balancer::hash_bytes;
 
 pub async fn handle(
@@ -293,7 +293,7 @@ pub async fn serve(
             return finish(
                 resp,
                 &snapshot,
-                Some(app),
+                Some(&w.app(app)),
                 &conn,
                 &parts,
                 &host,
@@ -508,7 +508,7 @@ pub async fn serve(
     finish(
         resp,
         &snapshot,
-        Some(app),
+        Some(&w.app(app)),
         &conn,
         &parts,
         &host,
@@ -559,7 +559,7 @@ fn local(r: LocalResponse) -> Response<ResponseBody> {
 fn finish(
     mut resp: Response<ResponseBody>,
     snapshot: &Arc<Snapshot>,
-    app: Option<&Arc<Application>>,
+    app: Option<&AppHandle>,
     conn: &Rc<ConnInfo>,
     parts: &http::request::Parts,
     host: &str,
@@ -602,9 +602,18 @@ fn finish(
         started,
     });
     let format = snapshot.access_log;
-    let bytes_sent = metrics.bytes_sent.clone();
+    // Through the worker's handle on the application: a copy of the counter's handle would
+    // be a reference count every worker writes.
+    let (app, unrouted) = match app {
+        Some(a) => (Some(a.clone()), None),
+        None => (None, Some(snapshot.unrouted.bytes_sent.clone())),
+    };
     resp.body_mut().on_finish(Box::new(move |sent, complete| {
-        bytes_sent.inc_by(sent);
+        match (&app, &unrouted) {
+            (Some(app), _) => app.metrics.bytes_sent.inc_by(sent),
+            (None, Some(counter)) => counter.inc_by(sent),
+            (None, None) => {}
+        }
         if let Some(record) = record {
             // The connection's log, reached through the request's hold on the connection: a
             // copy of the handle would be reference counts every worker shares.

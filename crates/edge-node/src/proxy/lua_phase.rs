@@ -265,6 +265,13 @@ pub async fn before_content(
     Ok(())
 }
 
+/// The chunks a running content phase holds: its application's, or a list joined with a
+/// page rule's for this request.
+enum ContentChunks {
+    Application(crate::server::worker::AppHandle),
+    Joined(crate::rules::lua_code::Chunks),
+}
+
 /// content: the script answers. Its output is sent when it ends, unless it flushes first
 /// (`ngx.flush` in a main request): then the head goes out at once and the script runs on as
 /// the body is sent (`proxy/lua_stream.rs`). `upgrade` is the client's connection should the
@@ -272,7 +279,7 @@ pub async fn before_content(
 pub async fn content(
     w: &Rc<WorkerCtx>,
     snapshot: &Snapshot,
-    app: &Application,
+    app: &Arc<Application>,
     lua: &LuaHandlers,
     req: &LuaRequest,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -284,10 +291,22 @@ pub async fn content(
     let state = &req.state;
     let main_request = state.borrow().subrequest_depth == 0;
     state.borrow_mut().streamable = main_request;
-    // Owned, so that a script that flushes can go on inside the response body.
+    // Owned, so that a script that flushes can go on inside the response body. The
+    // application's own code is reached through the worker's handle on the application: a
+    // copy of the chunk list's `Arc` would be a count every worker writes.
     let mut running: Running = {
-        let (w, state, chunks) = (w.clone(), state.clone(), lua.content.clone());
-        crate::in_box!(async move { run(&w, &vm, &chunks, Phase::Content, &state).await })
+        let (w2, state) = (w.clone(), state.clone());
+        let chunks = match std::ptr::eq(lua, &app.lua) {
+            true => ContentChunks::Application(w.app(app)),
+            false => ContentChunks::Joined(lua.content.clone()),
+        };
+        crate::in_box!(async move {
+            let chunks = match &chunks {
+                ContentChunks::Application(app) => &app.lua.content,
+                ContentChunks::Joined(chunks) => chunks,
+            };
+            run(&w2, &vm, chunks, Phase::Content, &state).await
+        })
     };
     let finished = std::future::poll_fn(|cx| match running.as_mut().poll(cx) {
         Poll::Ready(outcome) => Poll::Ready(Some(outcome)),

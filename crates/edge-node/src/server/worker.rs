@@ -58,7 +58,15 @@ pub struct WorkerCtx {
     lua: std::cell::RefCell<Option<(u64, Rc<outpost_lua::LuaVm>)>>,
     /// The snapshot as this worker last saw it (see [`WorkerCtx::snapshot`]).
     snapshot_seen: std::cell::RefCell<SeenSnapshot>,
+    /// This worker's handles on the applications of that snapshot (see [`WorkerCtx::app`]),
+    /// by address.
+    apps_seen: std::cell::RefCell<crate::config::FastMap<usize, AppHandle>>,
 }
+
+/// An application, held by one worker: its count is that worker's alone.
+// The `Rc` around the `Arc` is the point, as in `SeenSnapshot`.
+#[allow(clippy::redundant_allocation)]
+pub type AppHandle = Rc<Arc<crate::config::Application>>;
 
 /// The shared snapshot's pointer as last loaded, and a worker-owned handle on it.
 // The `Rc` around the `Arc` is the point: its count is this worker's alone.
@@ -79,8 +87,21 @@ impl WorkerCtx {
         let current = cache.load();
         if !Arc::ptr_eq(current, handle) {
             *handle = Rc::new(current.clone());
+            // The old snapshot's applications go with it.
+            self.apps_seen.borrow_mut().clear();
         }
         handle.clone()
+    }
+
+    /// A handle on `app`, one of the snapshot's applications, for what outlives a
+    /// request's pipeline (the log callback, a streamed content phase). A clone of the
+    /// `Arc` is a locked count every worker writes; this is a map lookup and a count of
+    /// this worker's own.
+    pub fn app(&self, app: &Arc<crate::config::Application>) -> AppHandle {
+        let mut seen = self.apps_seen.borrow_mut();
+        seen.entry(Arc::as_ptr(app) as usize)
+            .or_insert_with(|| Rc::new(app.clone()))
+            .clone()
     }
 
     /// The worker's Lua VM, built on first use and rebuilt when the config's Lua (modules,
@@ -288,6 +309,7 @@ pub fn spawn(
                 workers,
                 lua: std::cell::RefCell::new(None),
                 snapshot_seen: std::cell::RefCell::new(seen),
+                apps_seen: Default::default(),
             });
             ctx.config_changed();
             let mut accepting: HashMap<SocketAddr, oneshot::Sender<()>> = HashMap::new();
