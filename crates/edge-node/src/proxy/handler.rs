@@ -128,6 +128,10 @@ pub async fn serve(
         );
     };
 
+    // What outlives the pipeline (a running content phase, the log callback) holds the
+    // application through this worker's handle on it.
+    let app_handle = w.app(app);
+
     let view = RequestView {
         method: &parts.method,
         version: parts.version,
@@ -262,7 +266,7 @@ pub async fn serve(
                     && forward::requested_upgrade(&state.state.borrow().headers).is_some())
                 .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
                 .flatten();
-                match lua_phase::content(&w, &snapshot, app, &lua, state, upgrade).await {
+                match lua_phase::content(&w, &snapshot, &app_handle, &lua, state, upgrade).await {
                     Ok(resp) => Some(lua_phase::Stop::Respond(resp)),
                     Err(stop) => Some(stop),
                 }
@@ -293,7 +297,7 @@ pub async fn serve(
             return finish(
                 resp,
                 &snapshot,
-                Some(&w.app(app)),
+                Some(&app_handle),
                 &conn,
                 &parts,
                 &host,
@@ -508,7 +512,7 @@ pub async fn serve(
     finish(
         resp,
         &snapshot,
-        Some(&w.app(app)),
+        Some(&app_handle),
         &conn,
         &parts,
         &host,
@@ -604,15 +608,14 @@ fn finish(
     let format = snapshot.access_log;
     // Through the worker's handle on the application: a copy of the counter's handle would
     // be a reference count every worker writes.
-    let (app, unrouted) = match app {
-        Some(a) => (Some(a.clone()), None),
-        None => (None, Some(snapshot.unrouted.bytes_sent.clone())),
+    let bytes_sent = match app {
+        Some(a) => SentCounter::Application(a.clone()),
+        None => SentCounter::Unrouted(snapshot.unrouted.bytes_sent.clone()),
     };
     resp.body_mut().on_finish(Box::new(move |sent, complete| {
-        match (&app, &unrouted) {
-            (Some(app), _) => app.metrics.bytes_sent.inc_by(sent),
-            (None, Some(counter)) => counter.inc_by(sent),
-            (None, None) => {}
+        match &bytes_sent {
+            SentCounter::Application(app) => app.metrics.bytes_sent.inc_by(sent),
+            SentCounter::Unrouted(counter) => counter.inc_by(sent),
         }
         if let Some(record) = record {
             // The connection's log, reached through the request's hold on the connection: a
@@ -623,6 +626,13 @@ fn finish(
         drop(in_flight);
     }));
     resp
+}
+
+/// Where a response's bytes are counted once sent.
+enum SentCounter {
+    Application(AppHandle),
+    /// No application took the request (the snapshot's own counters).
+    Unrouted(crate::metrics::ShardedCounter),
 }
 
 /// Whether a client's request on `conn` gets an access log line.

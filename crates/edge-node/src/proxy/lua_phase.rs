@@ -279,7 +279,7 @@ enum ContentChunks {
 pub async fn content(
     w: &Rc<WorkerCtx>,
     snapshot: &Snapshot,
-    app: &Arc<Application>,
+    app: &crate::server::worker::AppHandle,
     lua: &LuaHandlers,
     req: &LuaRequest,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -297,7 +297,7 @@ pub async fn content(
     let mut running: Running = {
         let (w2, state) = (w.clone(), state.clone());
         let chunks = match std::ptr::eq(lua, &app.lua) {
-            true => ContentChunks::Application(w.app(app)),
+            true => ContentChunks::Application(app.clone()),
             false => ContentChunks::Joined(lua.content.clone()),
         };
         crate::in_box!(async move {
